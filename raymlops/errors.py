@@ -1,0 +1,139 @@
+"""One root error and structured, picklable subclasses.
+
+Every message says what failed, the offending value, the constraint, and the fix or the valid
+choices. ``__reduce__`` keeps the structured fields when an error crosses Ray processes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DataValidationError",
+    "DeploymentError",
+    "ExportParityError",
+    "GateFailedError",
+    "MissingDependencyError",
+    "ModelNotFoundError",
+    "RayMLOpsError",
+    "RequestError",
+    "StageError",
+    "did_you_mean",
+]
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean ...? Valid choices: ...' for an unknown name."""
+    options = sorted(set(choices))
+    hint = difflib.get_close_matches(value, options, n=3)
+    text = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
+    return text + f" Valid choices: {', '.join(options)}."
+
+
+class RayMLOpsError(Exception):
+    """Root of every error raymlops raises on purpose."""
+
+
+class ConfigError(RayMLOpsError, ValueError):
+    """A config value is missing, misspelt or out of range."""
+
+    def __init__(self, key: str, problem: str, choices: Iterable[str] | None = None) -> None:
+        self.key, self.problem = key, problem
+        self.choices = tuple(sorted(choices)) if choices is not None else None
+        message = f"Config {key!r}: {problem}"
+        if self.choices is not None:
+            message += did_you_mean(key.rsplit(".", 1)[-1], self.choices)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.problem, self.choices))
+
+
+class DataValidationError(RayMLOpsError):
+    """A validation rule failed; ``report`` holds the whole validation report."""
+
+    def __init__(self, failures: list[str], report: Mapping[str, Any] | None = None) -> None:
+        self.failures, self.report = list(failures), dict(report or {})
+        super().__init__(f"Data validation failed ({len(self.failures)} rule(s)): " + "; ".join(self.failures))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.failures, self.report))
+
+
+class GateFailedError(RayMLOpsError):
+    """An evaluation gate was not met; nothing was registered or deployed."""
+
+    def __init__(self, failures: list[str], metrics: Mapping[str, float] | None = None) -> None:
+        self.failures, self.metrics = list(failures), dict(metrics or {})
+        super().__init__("Evaluation gate failed: " + "; ".join(self.failures))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.failures, self.metrics))
+
+
+class ExportParityError(RayMLOpsError):
+    """The exported ONNX graph disagrees with the Python pipeline on a sample."""
+
+    def __init__(self, max_abs_diff: float, tolerance: float) -> None:
+        self.max_abs_diff, self.tolerance = max_abs_diff, tolerance
+        super().__init__(
+            f"ONNX export parity check failed: max |onnx - python| = {max_abs_diff:.3g} "
+            f"exceeds tolerance {tolerance:.3g}. The graph does not reproduce the fitted pipeline."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.max_abs_diff, self.tolerance))
+
+
+class StageError(RayMLOpsError):
+    """A stage failed for a reason not already described by a raymlops error; the cause is chained."""
+
+    def __init__(self, stage: str, run_id: str, detail: str = "") -> None:
+        self.stage, self.run_id, self.detail = stage, run_id, detail
+        super().__init__(f"Stage {stage!r} failed in run {run_id}: {detail or 'see the chained cause'}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stage, self.run_id, self.detail))
+
+
+class ModelNotFoundError(RayMLOpsError, LookupError):
+    """No such model (or version) is registered or served."""
+
+    def __init__(self, name: str, available: Iterable[str] = ()) -> None:
+        self.name, self.available = name, tuple(sorted(available))
+        message = f"Unknown model {name!r}."
+        if self.available:
+            message += did_you_mean(name, self.available)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.available))
+
+
+class DeploymentError(RayMLOpsError):
+    """A Serve deployment could not be created or did not become ready."""
+
+
+class RequestError(RayMLOpsError, ValueError):
+    """A serving request is malformed; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        self.message, self.status = message, status
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.status))
+
+
+class MissingDependencyError(RayMLOpsError, ImportError):
+    """An optional package is needed for the chosen config."""
+
+    def __init__(self, package: str, feature: str) -> None:
+        self.package, self.feature = package, feature
+        super().__init__(f"{feature} needs the package {package!r}: pip install {package}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.package, self.feature))

@@ -1,0 +1,1 @@
+"""Ray Train and Tune wiring shared by the model families."""

@@ -1,0 +1,63 @@
+"""Ray Train wiring shared by every model family: scaling, storage, checkpoints, failures."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from raymlops.errors import ConfigError
+
+__all__ = ["fit_with_ray_train", "worker_setup"]
+
+logger = logging.getLogger(__name__)
+
+
+def worker_setup(seed: int) -> int:
+    """Per-worker start-up: logging to the driver, seeds, a fair share of CPU threads. Returns the rank."""
+    import random
+
+    import numpy as np
+    import ray.train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rank = ray.train.get_context().get_world_rank()
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    return rank
+
+
+def fit_with_ray_train(trainer_cls: type, loop: Any, loop_config: dict[str, Any], datasets: dict[str, Any],
+                       trainer_cfg: Any, storage_path: str, name: str) -> Any:
+    """Run ``loop`` on Ray Train workers and return the ``ray.train.Result``.
+
+    Only ``train`` is sharded across workers; ``valid`` is read whole by each worker so that every
+    rank reports the same validation metrics. Raises the training error with its cause chained.
+    """
+    import ray.train
+
+    scaling = trainer_cfg.scaling
+    if scaling.num_workers < 1:
+        raise ConfigError("trainer.scaling.num_workers", f"must be >= 1, got {scaling.num_workers}.")
+    resources = {"CPU": float(scaling.cpus_per_worker)}
+    if scaling.use_gpu:
+        resources["GPU"] = 1.0
+    trainer = trainer_cls(
+        loop,
+        train_loop_config=loop_config,
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=trainer_cfg.checkpoints_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=trainer_cfg.max_failures),
+        ),
+    )
+    logger.info("training started trainer=%s workers=%d use_gpu=%s", trainer_cls.__name__,
+                scaling.num_workers, scaling.use_gpu)
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return result
