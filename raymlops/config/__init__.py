@@ -28,11 +28,12 @@ def register_configs() -> None:
     cs.store(group="model", name="xgboost_schema", node=schema.XGBoostConfig)
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "job"):  # -> DictConfig
+def compose(overrides: list[str] | None = None, config_name: str = "job",
+            config_dir: Path = CONFIG_DIR):  # -> DictConfig
     """Compose the job config the way ``python -m raymlops.job`` does, for tests and notebooks."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigAttributeError
 
 from raymlops.config import CONFIG_DIR, STAGE_NAMES, compose
 from raymlops.pipeline.runner import STAGES
@@ -63,9 +64,18 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
 
 
 def test_schema_rejects_unknown_key_in_a_group_file(tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "trainer" / "typo.yaml").write_text("scaling:\n  num_workers: 2\n  use_gpus: true\n")
+    with pytest.raises(ConfigCompositionException) as info:
+        compose(["trainer=typo"], config_dir=configs)
+    assert "use_gpus" in str(info.value) + str(info.value.__cause__)
+
+
+def test_composed_config_is_struct() -> None:
     cfg = compose(["+experiment=quickstart"])
-    with pytest.raises(ConfigKeyError):
-        cfg.trainer.scaling.gpus = 2  # struct mode: only declared keys
+    with pytest.raises(ConfigAttributeError):
+        cfg.trainer.scaling.gpus = 2
 
 
 def test_job_help_lists_groups_and_options() -> None:
