@@ -57,7 +57,9 @@ class DataValidationError(RayMLOpsError):
 
     def __init__(self, failures: list[str], report: Mapping[str, Any] | None = None) -> None:
         self.failures, self.report = list(failures), dict(report or {})
-        super().__init__(f"Data validation failed ({len(self.failures)} rule(s)): " + "; ".join(self.failures))
+        super().__init__(
+            f"Data validation failed ({len(self.failures)} rule(s)): " + "; ".join(self.failures)
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.failures, self.report))

@@ -1,4 +1,4 @@
-"""``python -m raymlops.job +experiment=<name> [overrides]``: compose the config, connect Ray, run the pipeline.
+"""``python -m raymlops.job +experiment=<name> [overrides]``: compose config, connect Ray, run the pipeline.
 
 ``--help`` lists the config groups and their options (Hydra). The job prints a summary table at the end;
 with ``serve.block=true`` it keeps serving until Ctrl-C.
@@ -24,19 +24,34 @@ register_configs()
 def format_summary(ctx, state) -> str:  # RunContext, PipelineState | None
     """The table a person reads at the end of a run: stage, seconds, key figures; then the served model."""
     seconds = ctx.lineage.get("stage_seconds", {})
-    rows = [(stage, f"{seconds.get(stage, 0):.1f}",
-             ", ".join(f"{k}={v}" for k, v in ctx.figures.get(stage, {}).items())) for stage in seconds]
+    rows = [
+        (
+            stage,
+            f"{seconds.get(stage, 0):.1f}",
+            ", ".join(f"{k}={v}" for k, v in ctx.figures.get(stage, {}).items()),
+        )
+        for stage in seconds
+    ]
     width = max([len(r[0]) for r in rows] + [5])
-    lines = [f"run {ctx.run_id}  ({ctx.lineage.get('total_seconds', 0):.1f} s)",
-             f"{'stage':<{width}}  {'sec':>6}  key figures", f"{'-' * width}  {'-' * 6}  {'-' * 40}"]
+    lines = [
+        f"run {ctx.run_id}  ({ctx.lineage.get('total_seconds', 0):.1f} s)",
+        f"{'stage':<{width}}  {'sec':>6}  key figures",
+        f"{'-' * width}  {'-' * 6}  {'-' * 40}",
+    ]
     lines += [f"{stage:<{width}}  {sec:>6}  {figures}" for stage, sec, figures in rows]
     if state is not None and state.register is not None:
         reg = state.register
-        lines += ["", f"registered model: {reg.model_name} version {reg.version} (mlflow run {reg.run_id})",
-                  f"data version:     {ctx.lineage.get('data_version')}"]
+        lines += [
+            "",
+            f"registered model: {reg.model_name} version {reg.version} (mlflow run {reg.run_id})",
+            f"data version:     {ctx.lineage.get('data_version')}",
+        ]
     if state is not None and state.deploy is not None:
-        lines += [f"served at:        POST {state.deploy.url}/v1/models/{state.register.model_name}/predict", "",
-                  "sample requests over HTTP:"]
+        lines += [
+            f"served at:        POST {state.deploy.url}/v1/models/{state.register.model_name}/predict",
+            "",
+            "sample requests over HTTP:",
+        ]
         for answer in state.deploy.sample_answers:
             lines.append(f"  {answer}")
     return "\n".join(lines)

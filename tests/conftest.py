@@ -26,8 +26,14 @@ def ray_local() -> Iterator[None]:
     import ray
     from ray.data import DataContext
 
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=512 * 1024**2,
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        object_store_memory=512 * 1024**2,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

@@ -28,8 +28,9 @@ def register_configs() -> None:
     cs.store(group="model", name="xgboost_schema", node=schema.XGBoostConfig)
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "job",
-            config_dir: Path = CONFIG_DIR):  # -> DictConfig
+def compose(
+    overrides: list[str] | None = None, config_name: str = "job", config_dir: Path = CONFIG_DIR
+):  # -> DictConfig
     """Compose the job config the way ``python -m raymlops.job`` does, for tests and notebooks."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir

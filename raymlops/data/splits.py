@@ -38,10 +38,19 @@ def _between(batch: pa.Table, column: str, start: dt.datetime | None, end: dt.da
 def time_split(ds, column: str, valid_start: dt.datetime, test_start: dt.datetime) -> tuple:
     """(train, valid, test): rows before ``valid_start``, then up to ``test_start``, then the rest."""
     if not valid_start < test_start:
-        raise ConfigError("features.split", f"valid_start {valid_start} must be before test_start {test_start}.")
+        raise ConfigError(
+            "features.split", f"valid_start {valid_start} must be before test_start {test_start}."
+        )
     bounds = {"train": (None, valid_start), "valid": (valid_start, test_start), "test": (test_start, None)}
-    return tuple(ds.map_batches(partial(_between, column=column, start=lo, end=hi), batch_format="pyarrow",
-                                batch_size=None, zero_copy_batch=True) for lo, hi in bounds.values())
+    return tuple(
+        ds.map_batches(
+            partial(_between, column=column, start=lo, end=hi),
+            batch_format="pyarrow",
+            batch_size=None,
+            zero_copy_batch=True,
+        )
+        for lo, hi in bounds.values()
+    )
 
 
 def _label(batch: pa.Table, column: str, threshold: float) -> pa.Table:
@@ -51,6 +60,10 @@ def _label(batch: pa.Table, column: str, threshold: float) -> pa.Table:
 
 
 def with_binary_label(ds, column: str, threshold: float):  # -> ray.data.Dataset
-    """Drop rows whose label source is null (e.g. cancelled flights) and add ``label = column > threshold``."""
-    return ds.map_batches(partial(_label, column=column, threshold=threshold), batch_format="pyarrow",
-                          batch_size=None, zero_copy_batch=True)
+    """Drop rows with a null label source (e.g. cancelled flights); add ``label = column > threshold``."""
+    return ds.map_batches(
+        partial(_label, column=column, threshold=threshold),
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    )

@@ -56,9 +56,16 @@ class ColumnStats:
         counts.update(other.counts)
         mins = [v for v in (self.min, other.min) if v is not None]
         maxs = [v for v in (self.max, other.max) if v is not None]
-        return ColumnStats(self.kind, self.rows + other.rows, self.nulls + other.nulls,
-                           self.total + other.total, self.total_sq + other.total_sq,
-                           min(mins) if mins else None, max(maxs) if maxs else None, dict(counts))
+        return ColumnStats(
+            self.kind,
+            self.rows + other.rows,
+            self.nulls + other.nulls,
+            self.total + other.total,
+            self.total_sq + other.total_sq,
+            min(mins) if mins else None,
+            max(maxs) if maxs else None,
+            dict(counts),
+        )
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "rows": self.rows, "null_fraction": self.null_fraction}
@@ -105,8 +112,9 @@ def table_stats(table: pa.Table, columns: list[str] | None = None) -> TableStats
             entry.min, entry.max = minmax["min"], minmax["max"]
         elif kind == "string":
             counts = pc.value_counts(pc.drop_null(column).combine_chunks())
-            entry.counts = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
-                                    strict=True))
+            entry.counts = dict(
+                zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+            )
         stats[name] = entry
     return stats
 
@@ -118,8 +126,9 @@ def _block_stats(batch: pa.Table, columns: list[str] | None) -> pa.Table:
 
 def compute_stats(ds, columns: list[str] | None = None) -> TableStats:  # ds: ray.data.Dataset
     """Statistics of a Ray Dataset: one pyarrow pass per block in parallel, merged here."""
-    partials = ds.map_batches(partial(_block_stats, columns=columns), batch_format="pyarrow",
-                              batch_size=None, zero_copy_batch=True).take_all()
+    partials = ds.map_batches(
+        partial(_block_stats, columns=columns), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+    ).take_all()
     merged: TableStats = {}
     for row in partials:
         for name, fields in json.loads(row["stats"]).items():

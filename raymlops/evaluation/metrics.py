@@ -9,7 +9,9 @@ import numpy as np
 __all__ = ["binary_metrics", "check_gates"]
 
 
-def binary_metrics(y_true: np.ndarray, proba: np.ndarray, split: str, threshold: float = 0.5) -> dict[str, float]:
+def binary_metrics(
+    y_true: np.ndarray, proba: np.ndarray, split: str, threshold: float = 0.5
+) -> dict[str, float]:
     """ROC AUC, accuracy, log loss, positive rate, named ``<split>/<metric>``."""
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
@@ -24,11 +26,15 @@ def binary_metrics(y_true: np.ndarray, proba: np.ndarray, split: str, threshold:
     }
 
 
-def check_gates(metrics: Mapping[str, float], minimums: Mapping[str, float],
-                maximums: Mapping[str, float]) -> list[str]:
+def check_gates(
+    metrics: Mapping[str, float], minimums: Mapping[str, float], maximums: Mapping[str, float]
+) -> list[str]:
     """Failed gates as messages; an unknown metric name is itself a failure listing the known ones."""
     failures = []
-    for bounds, is_ok, word in ((minimums, lambda v, b: v >= b, "at least"), (maximums, lambda v, b: v <= b, "at most")):
+    for bounds, is_ok, word in (
+        (minimums, lambda v, b: v >= b, "at least"),
+        (maximums, lambda v, b: v <= b, "at most"),
+    ):
         for name, bound in bounds.items():
             if name not in metrics:
                 failures.append(f"{name}: no such metric (known: {', '.join(sorted(metrics))})")

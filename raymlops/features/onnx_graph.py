@@ -41,15 +41,22 @@ def preprocessing_graph(pre: FittedPreprocessor, *, opset: int, ml_opset: int = 
             continue  # no frequent value: the column contributes no feature
         nodes += [
             # zeros=1: a value not seen in training encodes as all zeros instead of failing.
-            helper.make_node("OneHotEncoder", [column], [f"{column}_onehot3d"], domain="ai.onnx.ml",
-                             cats_strings=list(values), zeros=1),
+            helper.make_node(
+                "OneHotEncoder",
+                [column],
+                [f"{column}_onehot3d"],
+                domain="ai.onnx.ml",
+                cats_strings=list(values),
+                zeros=1,
+            ),
             helper.make_node("Flatten", [f"{column}_onehot3d"], [f"{column}_onehot"], axis=1),
         ]
         parts.append(f"{column}_onehot")
     nodes.append(helper.make_node("Concat", parts, [FEATURES_OUTPUT], axis=1))
     output = helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, [None, pre.num_features])
     graph = helper.make_graph(nodes, "raymlops_preprocessing", inputs, [output], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid("ai.onnx.ml", ml_opset)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", ml_opset)]
+    )
     model.ir_version = ir_version
     return model

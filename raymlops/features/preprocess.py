@@ -69,8 +69,9 @@ def numeric_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
-def fit_preprocessor(stats: TableStats, numeric: list[str], categorical: list[str], *,
-                     max_categories: int, min_frequency: int) -> FittedPreprocessor:
+def fit_preprocessor(
+    stats: TableStats, numeric: list[str], categorical: list[str], *, max_categories: int, min_frequency: int
+) -> FittedPreprocessor:
     """Fit from train-split statistics: means/stds of numerics, the frequent values of categoricals."""
     for name in [*numeric, *categorical]:
         if name not in stats:

@@ -45,20 +45,28 @@ def compose_pipeline(pre: FittedPreprocessor, model_graph: Any) -> Any:
     from onnx import compose
 
     opsets = {o.domain: o.version for o in model_graph.opset_import}
-    pre_graph = preprocessing_graph(pre, opset=opsets.get("", 17), ml_opset=opsets.get("ai.onnx.ml", 3),
-                                    ir_version=model_graph.ir_version)
+    pre_graph = preprocessing_graph(
+        pre, opset=opsets.get("", 17), ml_opset=opsets.get("ai.onnx.ml", 3), ir_version=model_graph.ir_version
+    )
     model_graph = compose.add_prefix(model_graph, prefix="model/")
-    merged = compose.merge_models(pre_graph, model_graph, io_map=[(FEATURES_OUTPUT, f"model/{FEATURES_OUTPUT}")],
-                                  outputs=[f"model/{PROBABILITY_OUTPUT}"])
+    merged = compose.merge_models(
+        pre_graph,
+        model_graph,
+        io_map=[(FEATURES_OUTPUT, f"model/{FEATURES_OUTPUT}")],
+        outputs=[f"model/{PROBABILITY_OUTPUT}"],
+    )
     merged.graph.output[0].name = PROBABILITY_OUTPUT
     for node in merged.graph.node:
-        node.output[:] = [PROBABILITY_OUTPUT if o == f"model/{PROBABILITY_OUTPUT}" else o for o in node.output]
+        node.output[:] = [
+            PROBABILITY_OUTPUT if o == f"model/{PROBABILITY_OUTPUT}" else o for o in node.output
+        ]
     onnx.checker.check_model(merged)
     return merged
 
 
-def export_pipeline(pre: FittedPreprocessor, model: Any, raw_sample: pa.Table, path: Path, *, opset: int,
-                    tolerance: float) -> float:
+def export_pipeline(
+    pre: FittedPreprocessor, model: Any, raw_sample: pa.Table, path: Path, *, opset: int, tolerance: float
+) -> float:
     """Write the composed graph to ``path`` after checking parity on ``raw_sample``.
 
     Returns the largest absolute difference between ONNX and Python probabilities.
@@ -71,7 +79,9 @@ def export_pipeline(pre: FittedPreprocessor, model: Any, raw_sample: pa.Table, p
     onnx_proba = session.run([PROBABILITY_OUTPUT], onnx_feeds(raw_sample, pre.input_columns))[0]
     python_proba = model.predict_proba(pre.transform(raw_sample))
     max_abs_diff = float(np.max(np.abs(onnx_proba - python_proba))) if len(python_proba) else 0.0
-    logger.info("onnx parity rows=%d max_abs_diff=%.3g tolerance=%.3g", raw_sample.num_rows, max_abs_diff, tolerance)
+    logger.info(
+        "onnx parity rows=%d max_abs_diff=%.3g tolerance=%.3g", raw_sample.num_rows, max_abs_diff, tolerance
+    )
     if not max_abs_diff <= tolerance:  # also catches NaN
         raise ExportParityError(max_abs_diff, tolerance)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,9 +33,9 @@ def build_mlp(num_features: int, hidden_sizes: list[int], dropout: float):  # ->
 
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: DDP over the train shard, a checkpoint from rank 0 each epoch."""
-    import torch
     import ray.train
     import ray.train.torch
+    import torch
 
     rank = worker_setup(config["seed"])
     torch.manual_seed(config["seed"])
@@ -58,8 +58,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
         total, rows = 0.0, 0
-        for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"], device=device,
-                                                    local_shuffle_buffer_size=4 * config["batch_size"]):
+        for batch in train_shard.iter_torch_batches(
+            batch_size=config["batch_size"], device=device, local_shuffle_buffer_size=4 * config["batch_size"]
+        ):
             optimizer.zero_grad()
             loss = loss_fn(model(batch["x"]).squeeze(1), batch["y"])
             loss.backward()
@@ -72,16 +73,32 @@ def _train_loop(config: dict[str, Any]) -> None:
             for batch in valid_shard.iter_torch_batches(batch_size=8192, device=device):
                 valid_total += float(loss_fn(model(batch["x"]).squeeze(1), batch["y"])) * len(batch["y"])
                 valid_rows += len(batch["y"])
-        metrics = {"epoch": epoch + 1, "train/loss": total / max(rows, 1),
-                   "valid/loss": valid_total / max(valid_rows, 1), "train/rows_per_worker": rows}
+        metrics = {
+            "epoch": epoch + 1,
+            "train/loss": total / max(rows, 1),
+            "valid/loss": valid_total / max(valid_rows, 1),
+            "train/rows_per_worker": rows,
+        }
         history.append(metrics)
-        logging.getLogger("raymlops.train").info("epoch %d/%d rank=%d train/loss=%.4f valid/loss=%.4f",
-                                                 epoch + 1, config["epochs"], rank, metrics["train/loss"],
-                                                 metrics["valid/loss"])
+        logging.getLogger("raymlops.train").info(
+            "epoch %d/%d rank=%d train/loss=%.4f valid/loss=%.4f",
+            epoch + 1,
+            config["epochs"],
+            rank,
+            metrics["train/loss"],
+            metrics["valid/loss"],
+        )
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0:
-                torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                            "epoch": epoch + 1, "history": history}, Path(folder) / _CHECKPOINT_FILE)
+                torch.save(
+                    {
+                        "model": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch + 1,
+                        "history": history,
+                    },
+                    Path(folder) / _CHECKPOINT_FILE,
+                )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
             else:
                 ray.train.report(metrics)
@@ -90,24 +107,41 @@ def _train_loop(config: dict[str, Any]) -> None:
 class TorchMLP:
     """An MLP family member. The constructor stores parameters; ``fit`` sets the ``*_`` state."""
 
-    def __init__(self, hidden_sizes: list[int], dropout: float = 0.1, lr: float = 2e-3,
-                 weight_decay: float = 1e-5, batch_size: int = 1024, epochs: int = 3) -> None:
+    def __init__(
+        self,
+        hidden_sizes: list[int],
+        dropout: float = 0.1,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-5,
+        batch_size: int = 1024,
+        epochs: int = 3,
+    ) -> None:
         self.hidden_sizes, self.dropout, self.lr = list(hidden_sizes), dropout, lr
         self.weight_decay, self.batch_size, self.epochs = weight_decay, batch_size, epochs
 
-    def fit(self, datasets: dict[str, Any], num_features: int, trainer_cfg: Any, storage_path: str,
-            seed: int) -> TorchMLP:
+    def fit(
+        self, datasets: dict[str, Any], num_features: int, trainer_cfg: Any, storage_path: str, seed: int
+    ) -> TorchMLP:
         import os
 
         import torch
         from ray.train.torch import TorchTrainer
 
         workers = trainer_cfg.scaling.num_workers
-        config = {"num_features": num_features, "hidden_sizes": self.hidden_sizes, "dropout": self.dropout,
-                  "lr": self.lr, "weight_decay": self.weight_decay, "batch_size": self.batch_size,
-                  "epochs": self.epochs, "seed": seed, "threads": max(1, (os.cpu_count() or 1) // workers)}
-        result = fit_with_ray_train(TorchTrainer, _train_loop, config, datasets, trainer_cfg, storage_path,
-                                    "torch_mlp")
+        config = {
+            "num_features": num_features,
+            "hidden_sizes": self.hidden_sizes,
+            "dropout": self.dropout,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "seed": seed,
+            "threads": max(1, (os.cpu_count() or 1) // workers),
+        }
+        result = fit_with_ray_train(
+            TorchTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "torch_mlp"
+        )
         if result.checkpoint is None:
             raise RayMLOpsError("Training finished without a checkpoint: no epoch completed.")
         with result.checkpoint.as_directory() as folder:
@@ -137,19 +171,24 @@ class TorchMLP:
 
     def to_onnx(self, opset: int):  # -> onnx.ModelProto
         """ONNX graph: ``features`` [N, F] float -> ``probability`` [N] float."""
-        import io
         import warnings
 
         import onnx
         import torch
 
         wrapped = torch.nn.Sequential(self._fitted(), torch.nn.Sigmoid(), torch.nn.Flatten(0)).eval()
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():
+        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             # The TorchScript exporter writes one self-contained file at opset 17; it warns that
             # the dynamo exporter is the future, which writes external data files instead.
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapped, (torch.zeros(2, self.num_features_),), buffer, dynamo=False,
-                              input_names=["features"], output_names=["probability"], opset_version=opset,
-                              dynamic_axes={"features": {0: "rows"}, "probability": {0: "rows"}})
-        return onnx.load_from_string(buffer.getvalue())
+            torch.onnx.export(
+                wrapped,
+                (torch.zeros(2, self.num_features_),),
+                Path(folder) / "model.onnx",
+                dynamo=False,
+                input_names=["features"],
+                output_names=["probability"],
+                opset_version=opset,
+                dynamic_axes={"features": {0: "rows"}, "probability": {0: "rows"}},
+            )
+            return onnx.load(Path(folder) / "model.onnx")

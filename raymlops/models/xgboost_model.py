@@ -35,8 +35,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     dtrain = xgboost.DMatrix(x_train, label=y_train)
     dvalid = xgboost.DMatrix(x_valid, label=y_valid)
     xgboost.train(
-        config["params"], dtrain, num_boost_round=config["num_boost_round"],
-        evals=[(dtrain, "train"), (dvalid, "valid")], verbose_eval=10,
+        config["params"],
+        dtrain,
+        num_boost_round=config["num_boost_round"],
+        evals=[(dtrain, "train"), (dvalid, "valid")],
+        verbose_eval=10,
         # One report (and checkpoint) every 10 rounds: each report costs a Ray Train round-trip.
         callbacks=[RayTrainReportCallback(frequency=10, checkpoint_at_end=True)],
     )
@@ -45,24 +48,43 @@ def _train_loop(config: dict[str, Any]) -> None:
 class XGBoostModel:
     """An XGBoost family member. The constructor stores parameters; ``fit`` sets ``booster_``."""
 
-    def __init__(self, max_depth: int = 6, eta: float = 0.2, num_boost_round: int = 60, subsample: float = 0.9,
-                 colsample_bytree: float = 0.9, min_child_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_depth: int = 6,
+        eta: float = 0.2,
+        num_boost_round: int = 60,
+        subsample: float = 0.9,
+        colsample_bytree: float = 0.9,
+        min_child_weight: float = 1.0,
+    ) -> None:
         self.max_depth, self.eta, self.num_boost_round = max_depth, eta, num_boost_round
-        self.subsample, self.colsample_bytree, self.min_child_weight = subsample, colsample_bytree, min_child_weight
+        self.subsample, self.colsample_bytree, self.min_child_weight = (
+            subsample,
+            colsample_bytree,
+            min_child_weight,
+        )
 
-    def fit(self, datasets: dict[str, Any], num_features: int, trainer_cfg: Any, storage_path: str,
-            seed: int) -> XGBoostModel:
+    def fit(
+        self, datasets: dict[str, Any], num_features: int, trainer_cfg: Any, storage_path: str, seed: int
+    ) -> XGBoostModel:
         from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
         params = {
-            "objective": "binary:logistic", "eval_metric": ["logloss", "auc"], "tree_method": "hist",
-            "max_depth": self.max_depth, "eta": self.eta, "subsample": self.subsample,
-            "colsample_bytree": self.colsample_bytree, "min_child_weight": self.min_child_weight,
-            "seed": seed, "device": "cuda" if trainer_cfg.scaling.use_gpu else "cpu",
+            "objective": "binary:logistic",
+            "eval_metric": ["logloss", "auc"],
+            "tree_method": "hist",
+            "max_depth": self.max_depth,
+            "eta": self.eta,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "seed": seed,
+            "device": "cuda" if trainer_cfg.scaling.use_gpu else "cpu",
         }
         config = {"params": params, "num_boost_round": self.num_boost_round, "seed": seed}
-        result = fit_with_ray_train(XGBoostTrainer, _train_loop, config, datasets, trainer_cfg, storage_path,
-                                    "xgboost")
+        result = fit_with_ray_train(
+            XGBoostTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "xgboost"
+        )
         if result.checkpoint is None:
             raise RayMLOpsError("XGBoost training finished without a checkpoint.")
         self.booster_ = RayTrainReportCallback.get_model(result.checkpoint)
@@ -87,12 +109,17 @@ class XGBoostModel:
         from onnxmltools.convert import convert_xgboost
         from onnxmltools.convert.common.data_types import FloatTensorType
 
-        model = convert_xgboost(self.booster_, initial_types=[("features", FloatTensorType([None, self.num_features_]))],
-                                target_opset=opset)
+        model = convert_xgboost(
+            self.booster_,
+            initial_types=[("features", FloatTensorType([None, self.num_features_]))],
+            target_opset=opset,
+        )
         graph = model.graph
         probabilities = next(o.name for o in graph.output if o.name != "label")
         graph.initializer.append(helper.make_tensor("positive_class", TensorProto.INT64, [], [1]))
-        graph.node.append(helper.make_node("Gather", [probabilities, "positive_class"], ["probability"], axis=1))
+        graph.node.append(
+            helper.make_node("Gather", [probabilities, "positive_class"], ["probability"], axis=1)
+        )
         del graph.output[:]
         graph.output.append(helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None]))
         return model

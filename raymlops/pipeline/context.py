@@ -14,17 +14,35 @@ from omegaconf import DictConfig
 
 __all__ = ["RunContext", "git_sha", "package_versions"]
 
-_TRACKED_PACKAGES = ("raymlops", "ray", "torch", "xgboost", "pyarrow", "deltalake", "onnx", "onnxruntime-gpu",
-                     "onnxruntime", "mlflow", "hydra-core")
+_TRACKED_PACKAGES = (
+    "raymlops",
+    "ray",
+    "torch",
+    "xgboost",
+    "pyarrow",
+    "deltalake",
+    "onnx",
+    "onnxruntime-gpu",
+    "onnxruntime",
+    "mlflow",
+    "hydra-core",
+)
 
 
 def git_sha(cwd: Path | None = None) -> str:
     """The commit of the code that runs, with '-dirty' if the tree has changes; 'unknown' outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
@@ -49,8 +67,11 @@ class RunContext:
     """
 
     cfg: DictConfig
-    run_id: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-")
-                        + uuid.uuid4().hex[:6])
+    run_id: str = field(
+        default_factory=lambda: (
+            dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        )
+    )
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
 

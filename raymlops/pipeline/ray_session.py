@@ -21,14 +21,21 @@ def connect_ray(cfg: Any) -> None:
     os.environ.update(env_vars)
     progress = cfg.progress_bars and os.environ.get("RAYMLOPS_PROGRESS", "1") != "0"
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": cfg.include_dashboard, "runtime_env": {"env_vars": env_vars},
-                                  "configure_logging": True, "logging_level": logging.WARNING}
-        local = cfg.address is None and not os.environ.get("RAY_ADDRESS")
+        kwargs: dict[str, Any] = {
+            "include_dashboard": cfg.include_dashboard,
+            "runtime_env": {"env_vars": env_vars},
+            "configure_logging": True,
+            "logging_level": logging.WARNING,
+        }
+        # None: the cluster of a Ray job (RAY_ADDRESS), else a new embedded Ray even when `ray start`
+        # left a cluster on this machine (plain ray.init() would silently join that one).
+        address = cfg.address or os.environ.get("RAY_ADDRESS") or "local"
+        local = address == "local"
         if local:  # resources can only be set when this process starts Ray
             if cfg.num_cpus is not None:
                 kwargs["num_cpus"] = cfg.num_cpus
             if cfg.object_store_memory_mb is not None:
                 kwargs["object_store_memory"] = cfg.object_store_memory_mb * 1024**2
-        ray.init(address=cfg.address, **kwargs)
+        ray.init(address=address, **kwargs)
         logger.info("ray connected local=%s resources=%s", local, ray.cluster_resources())
     DataContext.get_current().enable_progress_bars = progress

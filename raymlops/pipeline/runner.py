@@ -48,7 +48,9 @@ def run_pipeline(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[RunCon
         stages = [s for s in stages if s.name != "deploy"]
     ctx = ctx or RunContext(cfg)
     connect_ray(cfg.ray)
-    logger.info("run started run_id=%s run_dir=%s stages=%s", ctx.run_id, ctx.run_dir, [s.name for s in stages])
+    logger.info(
+        "run started run_id=%s run_dir=%s stages=%s", ctx.run_id, ctx.run_dir, [s.name for s in stages]
+    )
     state = PipelineState()
     started = time.monotonic()
     status = "failed"
@@ -64,6 +66,10 @@ def run_pipeline(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[RunCon
 
 
 def _write_summary(ctx: RunContext, status: str) -> None:
-    summary: dict[str, Any] = {"run_id": ctx.run_id, "status": status, "figures": ctx.figures,
-                               "lineage": ctx.lineage}
+    summary: dict[str, Any] = {
+        "run_id": ctx.run_id,
+        "status": status,
+        "figures": ctx.figures,
+        "lineage": ctx.lineage,
+    }
     (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -50,10 +50,18 @@ class ModelRegistry:
         location = Path(self.artifact_root).expanduser().resolve() / self.experiment
         return self.client.create_experiment(self.experiment, artifact_location=location.as_uri())
 
-    def log_and_register(self, *, model_name: str, run_name: str, artifacts: Mapping[str, Path],
-                         params: Mapping[str, Any], metrics: Mapping[str, float],
-                         history: list[dict[str, float]], texts: Mapping[str, str],
-                         tags: Mapping[str, str]) -> RegisteredVersion:
+    def log_and_register(
+        self,
+        *,
+        model_name: str,
+        run_name: str,
+        artifacts: Mapping[str, Path],
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        history: list[dict[str, float]],
+        texts: Mapping[str, str],
+        tags: Mapping[str, str],
+    ) -> RegisteredVersion:
         """Log one run and register its ``model`` artifact folder as a new version of ``model_name``.
 
         ``artifacts`` maps artifact folder -> local file (``model`` must be one of them). If anything
@@ -66,12 +74,18 @@ class ModelRegistry:
         run_id = run.info.run_id
         try:
             now = int(time.time() * 1000)
-            epoch_metrics = [Metric(k, float(v), now, int(row.get("epoch", step + 1)))
-                             for step, row in enumerate(history) for k, v in row.items()
-                             if k != "epoch" and isinstance(v, int | float)]
-            client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()] + epoch_metrics,
-                             tags=[RunTag("raymlops.model_name", model_name)])
+            epoch_metrics = [
+                Metric(k, float(v), now, int(row.get("epoch", step + 1)))
+                for step, row in enumerate(history)
+                for k, v in row.items()
+                if k != "epoch" and isinstance(v, int | float)
+            ]
+            client.log_batch(
+                run_id,
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()] + epoch_metrics,
+                tags=[RunTag("raymlops.model_name", model_name)],
+            )
             for folder, path in artifacts.items():
                 client.log_artifact(run_id, str(path), artifact_path=folder)
             for name, text in texts.items():
@@ -102,8 +116,10 @@ class ModelRegistry:
             known = [m.name for m in self.client.search_registered_models()]
             raise ModelNotFoundError(name, known)
         found = self.client.search_model_versions(f"name='{name}'")
-        return sorted((RegisteredVersion(v.name, str(v.version), v.run_id, v.source, dict(v.tags)) for v in found),
-                      key=lambda v: int(v.version))
+        return sorted(
+            (RegisteredVersion(v.name, str(v.version), v.run_id, v.source, dict(v.tags)) for v in found),
+            key=lambda v: int(v.version),
+        )
 
     def model_names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())

@@ -25,14 +25,29 @@ class DeployStage(Stage):
 
         cfg = ctx.cfg.serve
         registered, exported = state.require("register"), state.require("export")
-        spec = ModelSpec(name=registered.model_name, version=registered.version, onnx_path=str(registered.onnx_path),
-                         data_version=state.require("ingest").data_version, input_columns=exported.input_columns)
-        url = deploy([spec], app_name=cfg.app_name, host=cfg.host, port=cfg.port, route_prefix=cfg.route_prefix,
-                     num_replicas=cfg.num_replicas, replica_cpus=cfg.replica_cpus, use_gpu=cfg.use_gpu,
-                     max_rows_per_request=cfg.max_rows_per_request)
+        spec = ModelSpec(
+            name=registered.model_name,
+            version=registered.version,
+            onnx_path=str(registered.onnx_path),
+            data_version=state.require("ingest").data_version,
+            input_columns=exported.input_columns,
+        )
+        url = deploy(
+            [spec],
+            app_name=cfg.app_name,
+            host=cfg.host,
+            port=cfg.port,
+            route_prefix=cfg.route_prefix,
+            num_replicas=cfg.num_replicas,
+            replica_cpus=cfg.replica_cpus,
+            use_gpu=cfg.use_gpu,
+            max_rows_per_request=cfg.max_rows_per_request,
+        )
         sample = state.require("features").raw_sample
         rows = sample.slice(0, cfg.sample_requests).to_pylist()
         records = [{k: _json_safe(v) for k, v in row.items() if k in exported.input_columns} for row in rows]
         answers = sample_requests(url, registered.model_name, records) if records else []
-        ctx.record(self.name, url=f"{url}/v1/models/{registered.model_name}/predict", replicas=cfg.num_replicas)
+        ctx.record(
+            self.name, url=f"{url}/v1/models/{registered.model_name}/predict", replicas=cfg.num_replicas
+        )
         return state.with_(deploy=DeployOutput(url, cfg.app_name, answers))

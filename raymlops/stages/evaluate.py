@@ -37,9 +37,14 @@ class EvaluateStage(Stage):
         baseline = binary_metrics(y, np.full(len(y), features.train_positive_rate), cfg.split)
         failures = check_gates(metrics, cfg.min_metrics, cfg.max_metrics)
         auc, logloss = f"{cfg.split}/auc", f"{cfg.split}/logloss"
-        ctx.record(self.name, auc=round(metrics[auc], 4), baseline_auc=round(baseline[auc], 4),
-                   logloss=round(metrics[logloss], 4), baseline_logloss=round(baseline[logloss], 4),
-                   accuracy=round(metrics[f"{cfg.split}/accuracy"], 4))
+        ctx.record(
+            self.name,
+            auc=round(metrics[auc], 4),
+            baseline_auc=round(baseline[auc], 4),
+            logloss=round(metrics[logloss], 4),
+            baseline_logloss=round(baseline[logloss], 4),
+            accuracy=round(metrics[f"{cfg.split}/accuracy"], 4),
+        )
         logger.info("evaluate metrics=%s baseline=%s", metrics, baseline)
         if failures:
             raise GateFailedError(failures, metrics)

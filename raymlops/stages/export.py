@@ -15,7 +15,13 @@ class ExportStage(Stage):
         cfg = ctx.cfg.export
         features, trained = state.require("features"), state.require("train")
         path = ctx.run_dir / "model.onnx"
-        diff = export_pipeline(features.preprocessor, trained.model, features.raw_sample, path,
-                               opset=cfg.opset, tolerance=cfg.parity_tolerance)
+        diff = export_pipeline(
+            features.preprocessor,
+            trained.model,
+            features.raw_sample,
+            path,
+            opset=cfg.opset,
+            tolerance=cfg.parity_tolerance,
+        )
         ctx.record(self.name, parity_max_abs_diff=f"{diff:.1e}", onnx_kb=round(path.stat().st_size / 1024))
         return state.with_(export=ExportOutput(path, features.preprocessor.input_columns, diff))

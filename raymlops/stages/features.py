@@ -30,28 +30,50 @@ class FeaturesStage(Stage):
         cfg = ctx.cfg.features
         leaking = sorted((set(cfg.numeric) | set(cfg.categorical)) & set(cfg.forbidden))
         if leaking:
-            raise ConfigError("features", f"column(s) {leaking} are in features.forbidden (they leak the label).")
+            raise ConfigError(
+                "features", f"column(s) {leaking} are in features.forbidden (they leak the label)."
+            )
         dataset = with_binary_label(state.require("ingest").dataset, cfg.label.column, cfg.label.threshold)
-        splits = time_split(dataset, cfg.split.time_column,
-                            parse_instant(cfg.split.valid_start, "features.split.valid_start"),
-                            parse_instant(cfg.split.test_start, "features.split.test_start"))
+        splits = time_split(
+            dataset,
+            cfg.split.time_column,
+            parse_instant(cfg.split.valid_start, "features.split.valid_start"),
+            parse_instant(cfg.split.test_start, "features.split.test_start"),
+        )
         train_raw, valid_raw, test_raw = (s.materialize() for s in splits)
         split_rows = {"train": train_raw.count(), "valid": valid_raw.count(), "test": test_raw.count()}
         empty = [name for name, rows in split_rows.items() if rows == 0]
         if empty:
-            raise ConfigError("features.split", f"split(s) {empty} are empty with rows {split_rows}; move the dates.")
+            raise ConfigError(
+                "features.split", f"split(s) {empty} are empty with rows {split_rows}; move the dates."
+            )
         train_stats = compute_stats(train_raw, [*cfg.numeric, *cfg.categorical, "label"])
-        pre = fit_preprocessor(train_stats, list(cfg.numeric), list(cfg.categorical),
-                               max_categories=cfg.max_categories, min_frequency=cfg.min_frequency)
+        pre = fit_preprocessor(
+            train_stats,
+            list(cfg.numeric),
+            list(cfg.categorical),
+            max_categories=cfg.max_categories,
+            min_frequency=cfg.min_frequency,
+        )
         to_xy = partial(_to_xy, pre=pre)
-        train, valid, test = (raw.map_batches(to_xy, batch_format="pyarrow", batch_size=8192)
-                              for raw in (train_raw, valid_raw, test_raw))
+        train, valid, test = (
+            raw.map_batches(to_xy, batch_format="pyarrow", batch_size=8192)
+            for raw in (train_raw, valid_raw, test_raw)
+        )
         # The table is in time order: without a global shuffle each epoch would end on the latest
         # months and bias the model towards them (seen: test log loss worse than a constant).
         train = train.random_shuffle(seed=ctx.cfg.seed).materialize()
         valid, test = valid.materialize(), test.materialize()
         raw_sample = test_raw.take_batch(ctx.cfg.export.parity_rows, batch_format="pyarrow")
-        ctx.record(self.name, features=pre.num_features, train_positive_rate=round(train_stats["label"].mean, 4), **{f"{k}_rows": v for k, v in split_rows.items()})
+        ctx.record(
+            self.name,
+            features=pre.num_features,
+            train_positive_rate=round(train_stats["label"].mean, 4),
+            **{f"{k}_rows": v for k, v in split_rows.items()},
+        )
         logger.info("features splits=%s features=%d", split_rows, pre.num_features)
-        return state.with_(features=FeaturesOutput(train, valid, test, pre, raw_sample, split_rows,
-                                                          train_stats["label"].mean))
+        return state.with_(
+            features=FeaturesOutput(
+                train, valid, test, pre, raw_sample, split_rows, train_stats["label"].mean
+            )
+        )

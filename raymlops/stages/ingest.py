@@ -33,4 +33,6 @@ class IngestStage(Stage):
         ctx.lineage["data_version"] = str(data_version)
         ctx.record(self.name, rows=num_rows, version=version)
         logger.info("ingest data_version=%s rows=%d", data_version, num_rows)
-        return state.with_(ingest=IngestOutput(dataset, str(data_version), dataset.schema().base_schema, num_rows))
+        return state.with_(
+            ingest=IngestOutput(dataset, str(data_version), dataset.schema().base_schema, num_rows)
+        )

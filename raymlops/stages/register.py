@@ -39,18 +39,28 @@ class RegisterStage(Stage):
             "raymlops.input_columns": ",".join(f"{k}:{v}" for k, v in exported.input_columns.items()),
         }
         metrics = {**evaluated.metrics, **{f"baseline/{k}": v for k, v in evaluated.baseline.items()}}
-        texts = {"config.yaml": OmegaConf.to_yaml(ctx.cfg, resolve=True),
-                 "packages.txt": "\n".join(f"{k}=={v}" for k, v in package_versions().items())}
+        texts = {
+            "config.yaml": OmegaConf.to_yaml(ctx.cfg, resolve=True),
+            "packages.txt": "\n".join(f"{k}=={v}" for k, v in package_versions().items()),
+        }
         artifacts = {"model": exported.onnx_path}
         validation = state.validate
         if validation is not None:
             artifacts["reports"] = validation.report_path
         registry = ModelRegistry(cfg.tracking_uri, cfg.artifact_root, cfg.experiment)
-        version = registry.log_and_register(model_name=cfg.model_name, run_name=f"{ctx.cfg.run_name}-{ctx.run_id}",
-                                            artifacts=artifacts, params=params, metrics=metrics,
-                                            history=trained.history, texts=texts, tags=tags)
+        version = registry.log_and_register(
+            model_name=cfg.model_name,
+            run_name=f"{ctx.cfg.run_name}-{ctx.run_id}",
+            artifacts=artifacts,
+            params=params,
+            metrics=metrics,
+            history=trained.history,
+            texts=texts,
+            tags=tags,
+        )
         ctx.lineage.update(tags)
         ctx.record(self.name, model=f"{version.name} v{version.version}", mlflow_run=version.run_id[:8])
         onnx_path = registry.local_artifact(version, exported.onnx_path.name)
-        return state.with_(register=RegisterOutput(version.name, version.version, version.run_id, version.source,
-                                                   onnx_path))
+        return state.with_(
+            register=RegisterOutput(version.name, version.version, version.run_id, version.source, onnx_path)
+        )

@@ -20,9 +20,18 @@ class TrainStage(Stage):
         features = state.require("features")
         model = instantiate(ctx.cfg.model, _convert_="all")
         storage_path = str(ctx.state_dir / "ray_train" / ctx.run_id)
-        model.fit({"train": features.train, "valid": features.valid}, features.preprocessor.num_features,
-                  ctx.cfg.trainer, storage_path, ctx.cfg.seed)
+        model.fit(
+            {"train": features.train, "valid": features.valid},
+            features.preprocessor.num_features,
+            ctx.cfg.trainer,
+            storage_path,
+            ctx.cfg.seed,
+        )
         last = model.history_[-1] if model.history_ else {}
-        ctx.record(self.name, model=type(model).__name__, workers=ctx.cfg.trainer.scaling.num_workers,
-                   **{k: round(v, 4) for k, v in last.items() if k.startswith("valid/") and isinstance(v, float)})
+        ctx.record(
+            self.name,
+            model=type(model).__name__,
+            workers=ctx.cfg.trainer.scaling.num_workers,
+            **{k: round(v, 4) for k, v in last.items() if k.startswith("valid/") and isinstance(v, float)},
+        )
         return state.with_(train=TrainOutput(model, list(model.history_), model.checkpoint_path_))

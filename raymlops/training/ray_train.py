@@ -26,8 +26,15 @@ def worker_setup(seed: int) -> int:
     return rank
 
 
-def fit_with_ray_train(trainer_cls: type, loop: Any, loop_config: dict[str, Any], datasets: dict[str, Any],
-                       trainer_cfg: Any, storage_path: str, name: str) -> Any:
+def fit_with_ray_train(
+    trainer_cls: type,
+    loop: Any,
+    loop_config: dict[str, Any],
+    datasets: dict[str, Any],
+    trainer_cfg: Any,
+    storage_path: str,
+    name: str,
+) -> Any:
     """Run ``loop`` on Ray Train workers and return the ``ray.train.Result``.
 
     Only ``train`` is sharded across workers; ``valid`` is read whole by each worker so that every
@@ -46,8 +53,9 @@ def fit_with_ray_train(trainer_cls: type, loop: Any, loop_config: dict[str, Any]
         train_loop_config=loop_config,
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                               resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,
@@ -55,8 +63,12 @@ def fit_with_ray_train(trainer_cls: type, loop: Any, loop_config: dict[str, Any]
             failure_config=ray.train.FailureConfig(max_failures=trainer_cfg.max_failures),
         ),
     )
-    logger.info("training started trainer=%s workers=%d use_gpu=%s", trainer_cls.__name__,
-                scaling.num_workers, scaling.use_gpu)
+    logger.info(
+        "training started trainer=%s workers=%d use_gpu=%s",
+        trainer_cls.__name__,
+        scaling.num_workers,
+        scaling.use_gpu,
+    )
     result = trainer.fit()
     if result.error is not None:
         raise result.error

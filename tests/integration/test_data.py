@@ -56,8 +56,15 @@ def test_distributed_stats_equal_single_process(flights_slice: pa.Table) -> None
 
 
 def _cfg(tmp_path: Path, source: Path, *overrides: str):
-    return compose(["+experiment=quickstart", f"state_dir={tmp_path}", f"data.source={source}",
-                    "ray.progress_bars=false", *overrides])
+    return compose(
+        [
+            "+experiment=quickstart",
+            f"state_dir={tmp_path}",
+            f"data.source={source}",
+            "ray.progress_bars=false",
+            *overrides,
+        ]
+    )
 
 
 @pytest.fixture
@@ -80,8 +87,9 @@ def test_validation_gate_names_column_and_rule(tmp_path: Path, source_file: Path
     assert json.loads((ctx.run_dir / "summary.json").read_text())["status"] == "failed"
 
 
-def test_features_split_by_time_fit_on_train_only(tmp_path: Path, source_file: Path,
-                                                  flights_slice: pa.Table) -> None:
+def test_features_split_by_time_fit_on_train_only(
+    tmp_path: Path, source_file: Path, flights_slice: pa.Table
+) -> None:
     cfg = _cfg(tmp_path, source_file, "stages=[ingest,validate,features]")
     _, state = run_pipeline(cfg)
     features = state.features
@@ -91,8 +99,16 @@ def test_features_split_by_time_fit_on_train_only(tmp_path: Path, source_file: P
     train_x = features.train.take_batch(10_000, batch_format="numpy")["x"]
     # Standardised on train: numeric columns have mean ~0 there.
     assert abs(train_x[:, : len(features.preprocessor.numeric)].mean(axis=0)).max() < 0.05
-    assert set(features.preprocessor.input_columns) == {"hour", "minute", "sched_dep_time", "sched_arr_time",
-                                                        "distance", "carrier", "origin", "dest"}
+    assert set(features.preprocessor.input_columns) == {
+        "hour",
+        "minute",
+        "sched_dep_time",
+        "sched_arr_time",
+        "distance",
+        "carrier",
+        "origin",
+        "dest",
+    }
 
 
 def test_leaking_feature_is_refused(tmp_path: Path, source_file: Path) -> None:

@@ -19,22 +19,28 @@ def table() -> pa.Table:
     rng = np.random.default_rng(0)
     rows = 400
     distance = rng.integers(100, 3000, rows).astype(float)
-    return pa.table({
-        "distance": pa.array(distance, mask=rng.random(rows) < 0.05),  # some nulls
-        "hour": rng.integers(5, 23, rows),
-        "origin": rng.choice(["EWR", "JFK", "LGA"], rows),
-        "dest": rng.choice(["ATL", "ORD", "LAX", "SFO", "BOS", "RARE"], rows, p=[0.3, 0.3, 0.2, 0.1, 0.097, 0.003]),
-    })
+    return pa.table(
+        {
+            "distance": pa.array(distance, mask=rng.random(rows) < 0.05),  # some nulls
+            "hour": rng.integers(5, 23, rows),
+            "origin": rng.choice(["EWR", "JFK", "LGA"], rows),
+            "dest": rng.choice(
+                ["ATL", "ORD", "LAX", "SFO", "BOS", "RARE"], rows, p=[0.3, 0.3, 0.2, 0.1, 0.097, 0.003]
+            ),
+        }
+    )
 
 
 def test_onnx_graph_matches_python_transform(table: pa.Table) -> None:
-    pre = fit_preprocessor(table_stats(table), ["distance", "hour"], ["origin", "dest"],
-                           max_categories=4, min_frequency=5)
+    pre = fit_preprocessor(
+        table_stats(table), ["distance", "hour"], ["origin", "dest"], max_categories=4, min_frequency=5
+    )
     assert pre.categories[1] == ("ATL", "LAX", "ORD", "SFO")  # top 4, RARE and BOS dropped
-    serving = table.set_column(3, "dest", pa.array(["NEVER-SEEN"] + table["dest"].to_pylist()[1:]))
+    serving = table.set_column(3, "dest", pa.array(["NEVER-SEEN", *table["dest"].to_pylist()[1:]]))
     python = pre.transform(serving)
-    session = ort.InferenceSession(preprocessing_graph(pre, opset=17).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        preprocessing_graph(pre, opset=17).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     onnx = session.run(None, onnx_feeds(serving, pre.input_columns))[0]
     assert onnx.shape == (table.num_rows, pre.num_features) == python.shape
     np.testing.assert_allclose(onnx, python, atol=1e-6)

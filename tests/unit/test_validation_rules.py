@@ -13,17 +13,21 @@ def _table() -> pa.Table:
 
 
 def test_passing_rules_give_a_passing_report() -> None:
-    rules = {"distance": {"type": "numeric", "max_null_fraction": 0.5, "min": 0, "max": 6000},
-             "origin": {"type": "string", "max_null_fraction": 0.5}}
+    rules = {
+        "distance": {"type": "numeric", "max_null_fraction": 0.5, "min": 0, "max": 6000},
+        "origin": {"type": "string", "max_null_fraction": 0.5},
+    }
     report = check_rules(table_stats(_table()), 4, 1, rules)
     assert report["passed"] and report["failures"] == []
     assert report["columns"]["distance"]["stats"]["max"] == 5000
 
 
 def test_each_failed_rule_is_reported() -> None:
-    rules = {"distance": {"type": "numeric", "max_null_fraction": 0.0, "min": 150, "max": 1000},
-             "origin": {"type": "string", "max_null_fraction": 0.0, "allowed": ["EWR", "JFK", "LGA"]},
-             "dest": {"type": "string", "max_null_fraction": 0.0}}
+    rules = {
+        "distance": {"type": "numeric", "max_null_fraction": 0.0, "min": 150, "max": 1000},
+        "origin": {"type": "string", "max_null_fraction": 0.0, "allowed": ["EWR", "JFK", "LGA"]},
+        "dest": {"type": "string", "max_null_fraction": 0.0},
+    }
     report = check_rules(table_stats(_table()), 4, 10, rules)
     failures = "\n".join(report["failures"])
     assert not report["passed"]
@@ -37,7 +41,9 @@ def test_each_failed_rule_is_reported() -> None:
 
 
 def test_wrong_type_is_a_failure() -> None:
-    report = check_rules(table_stats(_table()), 4, 1, {"origin": {"type": "numeric", "max_null_fraction": 1.0}})
+    report = check_rules(
+        table_stats(_table()), 4, 1, {"origin": {"type": "numeric", "max_null_fraction": 1.0}}
+    )
     assert report["failures"] == ["column 'origin': type: observed 'string', expected 'numeric'"]
 
 
@@ -46,5 +52,10 @@ def test_partial_statistics_merge_to_the_whole() -> None:
     a, b = (table_stats(_table().slice(i, 2))["distance"] for i in (0, 2))
     merged = a.merge(b)
     assert isinstance(merged, ColumnStats)
-    assert (merged.rows, merged.nulls, merged.min, merged.max) == (whole.rows, whole.nulls, whole.min, whole.max)
+    assert (merged.rows, merged.nulls, merged.min, merged.max) == (
+        whole.rows,
+        whole.nulls,
+        whole.min,
+        whole.max,
+    )
     assert abs(merged.mean - whole.mean) < 1e-9 and abs(merged.std - whole.std) < 1e-9

@@ -1,0 +1,168 @@
+"""The real commands: `python -m raymlops.job` on embedded Ray; jobs/submit.py against `ray start --head`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = [
+    "+experiment=quickstart",
+    "data.sample_fraction=0.1",
+    "model.epochs=2",
+    "serve.sample_requests=2",
+    "evaluate.min_metrics={test/auc: 0.55}",
+]
+
+
+def _env(state_dir: Path) -> dict[str, str]:
+    return {**os.environ, "RAYMLOPS_HOME": str(state_dir), "RAYMLOPS_PROGRESS": "0", "RAY_ADDRESS": ""}
+
+
+def test_job_command_runs_to_served_predictions(tmp_path: Path) -> None:
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "raymlops.job", *SMALL, f"serve.port={port}"],
+        cwd=tmp_path,
+        env=_env(tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for stage in ("ingest", "validate", "features", "train", "evaluate", "export", "register", "deploy"):
+        assert f"\n{stage} " in out
+    assert "registered model: flights-delay version 1" in out
+    assert f"served at:        POST http://127.0.0.1:{port}/v1/models/flights-delay/predict" in out
+    assert out.count("'probability':") >= 2  # the sample requests' real answers
+    assert (tmp_path / "state" / "mlflow.db").exists()
+    assert not (tmp_path / "outputs").exists()  # Hydra's output stays under the state dir
+
+
+def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raymlops.job",
+            *SMALL,
+            "model.epochs=1",
+            "serve.enabled=false",
+            "evaluate.min_metrics={test/auc: 0.99}",
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1
+    assert "Evaluation gate failed: test/auc" in done.stderr and "must be at least 0.99" in done.stderr
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path) -> Iterator[str]:
+    """A real `ray start --head` cluster with a dashboard (the job server), stopped by PID afterwards."""
+    dashboard = free_port()
+    ports = [
+        f"--port={free_port()}",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+    ]
+    log = (tmp_path / "ray_head.log").open("w")
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            "--disable-usage-stats",
+            *ports,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{address}/api/version", timeout=2).status_code < 500:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        head.kill()
+        pytest.fail("ray start --head did not come up: " + (tmp_path / "ray_head.log").read_text()[-2000:])
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=10)
+    os.killpg(head.pid, signal.SIGKILL)  # the drain can take 30 s; everything it started is in its group
+    log.close()
+
+
+def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
+    ray_head: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "jobs/submit.py",
+            "--address",
+            ray_head,
+            "--state-dir",
+            str(tmp_path / "state"),
+            *SMALL,
+            f"serve.port={port}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "RAY_ADDRESS": ""},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "finished: SUCCEEDED" in done.stdout
+    assert "registered model: flights-delay version 1" in done.stdout  # the job's logs were streamed
+    # Serve apps are detached: the model keeps answering after the driver exited.
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/v1/models/flights-delay/predict",
+        json={
+            "records": [
+                {
+                    "hour": 8,
+                    "minute": 0,
+                    "sched_dep_time": 800,
+                    "sched_arr_time": 1100,
+                    "distance": 1000,
+                    "carrier": "UA",
+                    "origin": "EWR",
+                    "dest": "ORD",
+                }
+            ]
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert 0.0 <= response.json()["predictions"][0]["probability"] <= 1.0

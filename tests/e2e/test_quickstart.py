@@ -1,0 +1,132 @@
+"""The whole lifecycle for real: pipeline -> MLflow -> Ray Serve over HTTP; failed gates leave state alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from raymlops.config import compose
+from raymlops.errors import GateFailedError
+from raymlops.models.export import onnx_feeds
+from raymlops.pipeline.runner import run_pipeline
+from raymlops.registry.mlflow_registry import ModelRegistry
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
+
+# Small but honest: a 10% sample of every month, two epochs; the gate still has to be met.
+SMALL = ["data.sample_fraction=0.1", "ray.progress_bars=false", "evaluate.min_metrics={test/auc: 0.55}"]
+MLP = [*SMALL, "model.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    from ray import serve
+
+    state_dir = tmp_path_factory.mktemp("state")
+    port = free_port()
+    cfg = compose(["+experiment=quickstart", f"state_dir={state_dir}", f"serve.port={port}", *MLP])
+    ctx, state = run_pipeline(cfg)
+    yield cfg, ctx, state
+    serve.shutdown()
+
+
+def test_model_beats_constant_baseline_and_is_registered_with_lineage(served) -> None:
+    cfg, ctx, state = served
+    metrics, baseline = state.evaluate.metrics, state.evaluate.baseline
+    assert metrics["test/auc"] >= 0.55 > baseline["test/auc"]
+    registry = ModelRegistry(cfg.registry.tracking_uri, cfg.registry.artifact_root, cfg.registry.experiment)
+    [version] = registry.versions(cfg.registry.model_name)
+    assert version.version == state.register.version == "1"
+    assert version.tags["raymlops.data_version"] == state.ingest.data_version == ctx.lineage["data_version"]
+    assert version.tags["raymlops.git_sha"] and version.tags["raymlops.run_id"] == ctx.run_id
+    run = registry.client.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.epochs"] == "2"
+    history = registry.client.get_metric_history(version.run_id, "valid/loss")
+    assert [m.step for m in history] == [1, 2]
+    onnx_file = registry.local_artifact(version, "model.onnx")
+    assert onnx_file.exists() and onnx_file == state.register.onnx_path
+    assert (ctx.run_dir / "summary.json").exists()
+
+
+def test_served_model_answers_real_http_with_the_registered_graph(served) -> None:
+    cfg, _, state = served
+    sample = state.features.raw_sample.slice(0, 20)
+    columns = state.export.input_columns
+    records = [{k: row[k] for k in columns} for row in sample.to_pylist()]
+    url = f"{state.deploy.url}/v1/models/{cfg.registry.model_name}/predict"
+    response = httpx.post(url, json={"records": records}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["model-version"] == "1"
+    assert response.headers["data-version"] == state.ingest.data_version
+    served_proba = np.array([p["probability"] for p in response.json()["predictions"]])
+    session = ort.InferenceSession(str(state.register.onnx_path), providers=["CPUExecutionProvider"])
+    expected = session.run(["probability"], onnx_feeds(sample, columns))[0]
+    np.testing.assert_allclose(served_proba, expected, atol=1e-6)
+    # The job's own smoke requests went over HTTP too.
+    assert len(state.deploy.sample_answers) == cfg.serve.sample_requests
+
+
+def test_malformed_request_is_a_4xx_with_a_message(served) -> None:
+    cfg, _, state = served
+    url = f"{state.deploy.url}/v1/models/{cfg.registry.model_name}/predict"
+    response = httpx.post(url, json={"records": [{"distance": "far"}]}, timeout=30)
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+
+
+def test_failed_gate_leaves_registry_and_deployment_as_they_were(served) -> None:
+    cfg, _, state = served
+    failing = compose(
+        [
+            "+experiment=quickstart",
+            f"state_dir={cfg.state_dir}",
+            f"serve.port={cfg.serve.port}",
+            *MLP,
+            "model.epochs=1",
+            "evaluate.min_metrics={test/auc: 0.99}",
+        ]
+    )
+    with pytest.raises(GateFailedError, match=r"test/auc = 0\.\d+, must be at least 0\.99"):
+        run_pipeline(failing)
+    registry = ModelRegistry(cfg.registry.tracking_uri, cfg.registry.artifact_root, cfg.registry.experiment)
+    assert [v.version for v in registry.versions(cfg.registry.model_name)] == ["1"]
+    response = httpx.post(
+        f"{state.deploy.url}/v1/models/{cfg.registry.model_name}/predict",
+        json={"records": [dict.fromkeys(state.export.input_columns)]},
+        timeout=30,
+    )
+    assert response.status_code == 200 and response.headers["model-version"] == "1"
+
+
+def test_xgboost_experiment_trains_exports_and_registers(tmp_path: Path) -> None:
+    cfg = compose(
+        [
+            "+experiment=quickstart_xgb",
+            f"state_dir={tmp_path}",
+            "serve.enabled=false",
+            "model.num_boost_round=20",
+            *SMALL,
+        ]
+    )
+    _, state = run_pipeline(cfg)
+    assert type(state.train.model).__name__ == "XGBoostModel"
+    assert state.evaluate.metrics["test/auc"] >= 0.55
+    assert state.export.parity_max_abs_diff <= cfg.export.parity_tolerance
+    assert state.register.version == "1" and state.deploy is None
+
+
+def test_operator_cli_lists_the_registered_version(served, capsys: pytest.CaptureFixture[str]) -> None:
+    from raymlops.__main__ import main
+
+    cfg, _, state = served
+    assert main(["models", "versions", "flights-delay", f"state_dir={cfg.state_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert f"flights-delay v1  run={state.register.run_id}" in out and state.ingest.data_version in out
+    assert main(["models", "versions", "flight-delay", f"state_dir={cfg.state_dir}"]) == 2
+    assert "Did you mean 'flights-delay'" in capsys.readouterr().err
