@@ -31,11 +31,19 @@ def _auth_from_environment() -> None:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", DEFAULT_ADDRESS),
-                        help="Ray dashboard address (default: $RAY_ADDRESS or %(default)s)")
-    parser.add_argument("--state-dir", default=os.environ.get("RAYMLOPS_HOME", str(REPO / ".raymlops")),
-                        help="RAYMLOPS_HOME for the job: an absolute path on the cluster (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS", DEFAULT_ADDRESS),
+        help="Ray dashboard address (default: $RAY_ADDRESS or %(default)s)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("RAYMLOPS_HOME", str(REPO / ".raymlops")),
+        help="RAYMLOPS_HOME for the job: an absolute path on the cluster (default: %(default)s)",
+    )
     parser.add_argument("--no-wait", action="store_true", help="submit and print the job id without waiting")
     return parser.parse_known_args(argv)
 
