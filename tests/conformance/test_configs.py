@@ -79,8 +79,13 @@ def test_composed_config_is_struct() -> None:
 
 
 def test_job_help_lists_groups_and_options() -> None:
-    out = subprocess.run([sys.executable, "-m", "raymlops.job", "--help"], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "raymlops.job", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     for group in ("model", "trainer", "data", "serve", "experiment"):
         assert f"{group}:" in out
     assert "xgboost" in out and "quickstart" in out
