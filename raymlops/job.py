@@ -21,6 +21,17 @@ logger = logging.getLogger("raymlops.job")
 register_configs()
 
 
+def _describe(answer: dict) -> str:
+    """One sample HTTP answer on one line: the request, the prediction, what really happened."""
+    request = " ".join(f"{k}={v}" for k, v in answer["record"].items())
+    [prediction] = answer["body"]["predictions"]
+    actual = " ".join(f"{k}={v}" for k, v in answer.get("actual", {}).items())
+    return (
+        f"{request} -> {{'probability': {prediction['probability']:.3f}, 'label': {prediction['label']}}}"
+        f" [model-version {answer['headers']['model-version']}; actual {actual}]"
+    )
+
+
 def format_summary(ctx, state) -> str:  # RunContext, PipelineState | None
     """The table a person reads at the end of a run: stage, seconds, key figures; then the served model."""
     seconds = ctx.lineage.get("stage_seconds", {})
@@ -52,8 +63,7 @@ def format_summary(ctx, state) -> str:  # RunContext, PipelineState | None
             "",
             "sample requests over HTTP:",
         ]
-        for answer in state.deploy.sample_answers:
-            lines.append(f"  {answer}")
+        lines += [f"  {_describe(answer)}" for answer in state.deploy.sample_answers]
     return "\n".join(lines)
 
 

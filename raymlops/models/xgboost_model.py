@@ -13,6 +13,7 @@ from raymlops.training.ray_train import fit_with_ray_train, worker_setup
 __all__ = ["XGBoostModel"]
 
 logger = logging.getLogger(__name__)
+_MAX_CONVERTER_OPSET = 15
 
 
 def _to_numpy(shard) -> tuple[np.ndarray, np.ndarray]:  # shard: ray.data.DataIterator
@@ -109,10 +110,11 @@ class XGBoostModel:
         from onnxmltools.convert import convert_xgboost
         from onnxmltools.convert.common.data_types import FloatTensorType
 
+        # onnxmltools' converters stop at opset 15; the preprocessing graph follows the model's opset.
         model = convert_xgboost(
             self.booster_,
             initial_types=[("features", FloatTensorType([None, self.num_features_]))],
-            target_opset=opset,
+            target_opset=min(opset, _MAX_CONVERTER_OPSET),
         )
         graph = model.graph
         probabilities = next(o.name for o in graph.output if o.name != "label")

@@ -47,6 +47,9 @@ class DeployStage(Stage):
         rows = sample.slice(0, cfg.sample_requests).to_pylist()
         records = [{k: _json_safe(v) for k, v in row.items() if k in exported.input_columns} for row in rows]
         answers = sample_requests(url, registered.model_name, records) if records else []
+        label = ctx.cfg.features.label.column
+        for answer, row in zip(answers, rows, strict=True):
+            answer["actual"] = {label: row.get(label)}  # what really happened, for the reader
         ctx.record(
             self.name, url=f"{url}/v1/models/{registered.model_name}/predict", replicas=cfg.num_replicas
         )

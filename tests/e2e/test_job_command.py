@@ -74,9 +74,10 @@ def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) ->
     assert "Evaluation gate failed: test/auc" in done.stderr and "must be at least 0.99" in done.stderr
 
 
-@pytest.fixture
-def ray_head(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `ray start --head` cluster with a dashboard (the job server), stopped by PID afterwards."""
+    tmp_path = tmp_path_factory.mktemp("ray_head")
     dashboard = free_port()
     ports = [
         f"--port={free_port()}",
@@ -166,3 +167,35 @@ def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
     )
     assert response.status_code == 200, response.text
     assert 0.0 <= response.json()["predictions"][0]["probability"] <= 1.0
+
+
+def test_ray_job_submit_cli_with_the_documented_token_setting(ray_head: str, tmp_path: Path) -> None:
+    # README: `export RAY_AUTH_MODE=token` lets the ray CLI use ~/.ray/auth_token written by `ray start`.
+    env = {**os.environ, "RAY_ADDRESS": ray_head, "RAY_AUTH_MODE": "token"}
+    runtime_env = '{"env_vars": {"RAYMLOPS_HOME": "%s", "RAYMLOPS_PROGRESS": "0"}}' % (tmp_path / "state")
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "python",
+            "-m",
+            "raymlops.job",
+            "+experiment=quickstart",
+            "stages=[ingest,validate]",
+            "data.sample_fraction=0.05",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "succeeded" in done.stdout.lower()
+    assert "validate" in done.stdout and (tmp_path / "state" / "data" / "flights" / "_delta_log").is_dir()

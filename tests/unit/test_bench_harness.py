@@ -1,0 +1,154 @@
+"""The benchmark harness (benchmarks/_harness.py): figure orientation, JSON lines, alternation. No Ray."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "_harness.py"
+
+
+def _load() -> ModuleType:
+    # benchmarks/ is a folder of scripts, not a package: load the harness from its file.
+    spec = importlib.util.spec_from_file_location("bench_harness", _PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
+    spec.loader.exec_module(module)
+    return module
+
+
+h = _load()
+KEYS = ["benchmark", "metric", "ours", "baseline", "unit", "ratio", "target", "meets"]
+
+
+def test_ratio_of_times_is_baseline_over_ours() -> None:
+    faster = h.Figure("b", "seconds", ours=2.0, baseline=4.0, unit="s", higher_is_better=False)
+    slower = h.Figure("b", "seconds", ours=8.0, baseline=4.0, unit="s", higher_is_better=False)
+    assert faster.ratio == pytest.approx(2.0)
+    assert slower.ratio == pytest.approx(0.5)
+
+
+def test_ratio_of_throughputs_is_ours_over_baseline() -> None:
+    figure = h.Figure("b", "rows_per_s", ours=300.0, baseline=100.0, unit="rows/s", higher_is_better=True)
+    assert figure.ratio == pytest.approx(3.0)
+
+
+def test_ratio_is_none_without_a_usable_baseline() -> None:
+    assert h.Figure("b", "m", 1.0, None, "s", higher_is_better=False).ratio is None
+    assert h.Figure("b", "m", 0.0, 1.0, "s", higher_is_better=False).ratio is None  # no division by zero
+    assert h.Figure("b", "m", float("nan"), 1.0, "s", higher_is_better=False).ratio is None
+
+
+@pytest.mark.parametrize(
+    ("ours", "baseline", "target", "meets"),
+    [
+        (2.0, 4.0, 1.5, True),  # ratio 2.0 >= 1.5
+        (2.0, 4.0, 2.0, True),  # the target itself is met
+        (4.0, 2.0, 0.8, False),  # ratio 0.5
+        (2.0, 4.0, None, None),  # no target: nothing to meet
+        (2.0, None, 1.0, None),  # no baseline: no ratio to compare
+    ],
+)
+def test_meets_compares_the_oriented_ratio_with_the_target(
+    ours: float, baseline: float | None, target: float | None, meets: bool | None
+) -> None:
+    figure = h.Figure("b", "seconds", ours, baseline, "s", higher_is_better=False, target=target)
+    assert figure.meets is meets
+
+
+def test_meets_for_a_throughput_target() -> None:
+    figure = h.Figure("b", "rps", ours=50.0, baseline=100.0, unit="req/s", higher_is_better=True, target=0.4)
+    assert figure.ratio == pytest.approx(0.5) and figure.meets is True
+
+
+def test_emit_prints_one_json_line_with_the_design_keys_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    h.emit(h.Figure("features", "stage_seconds", 3.14159, 0.5, "s", higher_is_better=False, target=0.1))
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and out.count("\n") == 1
+    record = json.loads(out)
+    assert list(record) == KEYS
+    assert record == {
+        "benchmark": "features",
+        "metric": "stage_seconds",
+        "ours": 3.142,
+        "baseline": 0.5,
+        "unit": "s",
+        "ratio": 0.159,
+        "target": 0.1,
+        "meets": True,
+    }
+
+
+def test_json_line_has_nulls_not_nan() -> None:
+    line = h.Figure("b", "m", float("nan"), None, "s", higher_is_better=False).to_json()
+    assert json.loads(line) == dict.fromkeys(KEYS) | {"benchmark": "b", "metric": "m", "unit": "s"}
+
+
+def test_summary_is_one_line_naming_each_compared_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = [
+        h.Figure("pipeline", "end_to_end_seconds", 10.0, 5.0, "s", higher_is_better=False),
+        h.Figure("pipeline", "stage_seconds.train", 4.0, None, "s", higher_is_better=False),
+    ]
+    line = h.summary(figures, note="deploy not included")
+    assert capsys.readouterr().out == line + "\n"
+    assert "\n" not in line and line.startswith("pipeline: end_to_end_seconds 10 vs 5 s (0.50x)")
+    assert "stage_seconds.train" not in line and "deploy not included" in line
+
+
+def test_alternate_runs_ours_then_baseline_after_warmup_and_returns_medians() -> None:
+    calls: list[str] = []
+    ours_seconds = iter([9.0, 1.0, 3.0, 2.0])  # the first value is the untimed warm-up
+    baseline_seconds = iter([9.0, 10.0, 30.0, 20.0])
+
+    def ours() -> float:
+        calls.append("ours")
+        return next(ours_seconds)
+
+    def baseline() -> float:
+        calls.append("baseline")
+        return next(baseline_seconds)
+
+    assert h.alternate(ours, baseline, repeats=3, warmup=1) == (2.0, 20.0)
+    assert calls == ["ours", "baseline"] * 4
+
+
+def test_timed_uses_the_wall_clock_unless_the_function_reports_seconds() -> None:
+    calls: list[int] = []
+    samples = h.timed(lambda: calls.append(1), repeats=3, warmup=2)  # returns None: wall clock
+    assert len(calls) == 5 and len(samples) == 3 and all(0 <= s < 1 for s in samples)
+    assert h.timed(lambda: 1.5, repeats=2, warmup=0) == [1.5, 1.5]
+    with pytest.raises(ValueError, match="repeats"):
+        h.timed(lambda: None, repeats=0)
+
+
+def test_parser_has_the_common_options() -> None:
+    args = h.parser("x").parse_args(["--quick", "--rows", "1000"])
+    assert args.quick is True and args.rows == 1000 and args.repeats is None
+    assert h.parser("x").parse_args([]).quick is False
+
+
+def test_synthetic_flights_has_the_flights_schema_and_plausible_values() -> None:
+    import pyarrow.compute as pc
+
+    table = h.synthetic_flights(20_000, seed=3)
+    assert table.schema.equals(h.FLIGHTS_SCHEMA) and table.num_rows == 20_000
+    assert 0.02 < table["arr_delay"].null_count / table.num_rows < 0.04
+    for column, low, high in [
+        ("month", 1, 12),
+        ("day", 1, 31),
+        ("hour", 0, 23),
+        ("minute", 0, 59),
+        ("sched_dep_time", 0, 2359),
+        ("sched_arr_time", 0, 2359),
+        ("distance", 1, 6000),
+    ]:
+        bounds = pc.min_max(table[column]).as_py()
+        assert low <= bounds["min"] and bounds["max"] <= high, column
+    assert set(pc.unique(table["origin"]).to_pylist()) == {"EWR", "JFK", "LGA"}
+    assert h.synthetic_flights(100, seed=3).equals(h.synthetic_flights(100, seed=3))  # seeded
