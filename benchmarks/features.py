@@ -1,0 +1,123 @@
+"""features: the features stage on Ray Data vs the same transforms in single-process pyarrow/numpy.
+
+Ours: ``run_pipeline`` with ``stages=[ingest,features]`` on a state dir in a temp folder; the figure is
+the features stage's own seconds (``ctx.lineage["stage_seconds"]["features"]``), so Delta reading and
+Ray start-up are not in it. Baseline: the same steps by hand on the same parquet file in one process:
+read, label + drop null labels, time split, ``table_stats`` on train, ``fit_preprocessor``, transform
+the three splits, a numpy permutation of train. The baseline's time includes reading the parquet file
+(tens of ms at full size); ours starts from the ingest stage's materialized dataset.
+
+Sizes: the whole flights table; ``--quick`` a seeded 25% sample of it; ``--rows N`` N rows (synthetic
+beyond the real table's 336,776).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+# Run as ``python benchmarks/features.py``: Python puts this folder first on sys.path.
+from _harness import FLIGHTS_ROWS, Figure, alternate, emit, flights_table, log, parser, start_ray, summary
+
+NAME = "features"
+
+
+def baseline_features(path: Path, cfg: Any, seed: int) -> dict[str, int]:
+    """The features stage's work in one process; returns the split sizes to check both did the same."""
+    from raymlops.data.splits import parse_instant
+    from raymlops.data.stats import table_stats
+    from raymlops.features.preprocess import fit_preprocessor
+
+    table = pq.read_table(path)
+    source = table[cfg.label.column]
+    table = table.filter(pc.is_valid(source))
+    label = pc.cast(pc.greater(table[cfg.label.column], pa.scalar(float(cfg.label.threshold))), pa.float32())
+    table = table.append_column("label", label)
+    when = table[cfg.split.time_column]
+    valid_start = pa.scalar(parse_instant(cfg.split.valid_start, "valid_start"), when.type)
+    test_start = pa.scalar(parse_instant(cfg.split.test_start, "test_start"), when.type)
+    train = table.filter(pc.less(when, valid_start))
+    valid = table.filter(pc.and_(pc.greater_equal(when, valid_start), pc.less(when, test_start)))
+    test = table.filter(pc.greater_equal(when, test_start))
+    stats = table_stats(train, [*cfg.numeric, *cfg.categorical, "label"])
+    pre = fit_preprocessor(
+        stats,
+        list(cfg.numeric),
+        list(cfg.categorical),
+        max_categories=cfg.max_categories,
+        min_frequency=cfg.min_frequency,
+    )
+    splits = {
+        name: (pre.transform(t), t["label"].to_numpy())
+        for name, t in (("train", train), ("valid", valid), ("test", test))
+    }
+    # The stage shuffles train globally (the table is in time order); the single-process equivalent.
+    order = np.random.default_rng(seed).permutation(len(splits["train"][1]))
+    x, y = splits["train"]
+    splits["train"] = (x[order], y[order])
+    return {name: len(y) for name, (_, y) in splits.items()} | {"features": pre.num_features}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    rows = args.rows if args.rows is not None else (FLIGHTS_ROWS // 4 if args.quick else None)
+    repeats = args.repeats or (3 if args.quick else 5)
+    warmup = args.warmup if args.warmup is not None else 1
+    table, described = flights_table(rows, seed=0)
+    num_rows = table.num_rows
+    log(f"input: {described}; repeats={repeats} warmup={warmup}")
+
+    from raymlops.config import compose
+    from raymlops.pipeline.runner import run_pipeline
+
+    with tempfile.TemporaryDirectory(prefix="raymlops-bench-features-") as tmp:
+        source = Path(tmp) / "flights.parquet"
+        pq.write_table(table, source)  # written once; both sides read this file
+        del table
+        start_ray(num_cpus=2)
+        cfg = compose(
+            [
+                "+experiment=quickstart",
+                f"state_dir={tmp}/state",
+                f"data.source={source}",
+                "ray.progress_bars=false",
+                "serve.enabled=false",
+                "stages=[ingest,features]",
+            ]
+        )
+        seen: dict[str, dict[str, int]] = {}
+
+        def ours() -> float:
+            ctx, _ = run_pipeline(cfg)
+            figures = ctx.figures["features"]
+            seen["ours"] = {k: figures[f"{k}_rows"] for k in ("train", "valid", "test")}
+            seen["ours"]["features"] = figures["features"]
+            return float(ctx.lineage["stage_seconds"]["features"])
+
+        def baseline() -> None:
+            seen["baseline"] = baseline_features(source, cfg.features, cfg.seed)
+
+        ours_s, baseline_s = alternate(ours, baseline, repeats, warmup)
+        if seen["ours"] != seen["baseline"]:  # otherwise the two sides did not do the same work
+            raise SystemExit(f"features: ours and baseline disagree: {seen}")
+        log(f"splits and features (both sides): {seen['ours']}")
+
+    figures = [
+        Figure(NAME, "stage_seconds", ours_s, baseline_s, "s", higher_is_better=False),
+        Figure(NAME, "rows_per_s", num_rows / ours_s, num_rows / baseline_s, "rows/s", higher_is_better=True),
+    ]
+    for figure in figures:
+        emit(figure)
+    summary(figures, note=f"{described}, median of {repeats}; baseline = single-process pyarrow/numpy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
