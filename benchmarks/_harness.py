@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import statistics
 import sys
 import time
@@ -190,39 +189,24 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_ray(num_cpus: int = 2) -> None:
     """Start one private local Ray for the whole benchmark, before anything is timed.
 
-    ``address="local"``: a bare ``ray.init()`` joins any cluster another process started with
-    ``ray start`` on this machine (and then refuses ``num_cpus``); a benchmark must own its Ray.
-    Its workers get ``RAY_ADDRESS`` of this instance: with several Ray instances on one machine, Ray
-    Train's PlacementGroupCleaner otherwise looks up the *latest* one, hangs, and every
-    ``trainer.fit()`` waits 12 s for it to stop. Worker logs stay out of stdout
+    A benchmark owns its Ray (see ``start_local_ray``). Worker logs stay out of stdout
     (``log_to_driver=False``) so that stdout is only the JSON lines.
     """
-    import ray
     from ray.data import DataContext
 
-    port = _free_port()
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # known before start, so workers can be told
+    from raymlops.pipeline.ray_session import TRAIN_HEALTH_CHECK_ENV, start_local_ray
+
     # Ray Train's report() otherwise blocks on a 2 s health check (RAY-NOTES); both sides get it.
-    env_vars = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_ADDRESS": f"127.0.0.1:{port}"}
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = env_vars["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
-    ray.init(
-        address="local",
+    os.environ[TRAIN_HEALTH_CHECK_ENV] = "0.1"
+    start_local_ray(
         num_cpus=num_cpus,
-        include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": env_vars},
+        env_vars={TRAIN_HEALTH_CHECK_ENV: "0.1"},
         configure_logging=False,
     )
-    os.environ["RAY_ADDRESS"] = env_vars["RAY_ADDRESS"]  # after init: "local" must start a new instance
     DataContext.get_current().enable_progress_bars = False
 
 

@@ -103,8 +103,8 @@ class TrainerConfig:
 @dataclass
 class EvaluateConfig:
     split: str = "test"
-    min_metrics: dict[str, float] = field(default_factory=dict)  # e.g. {test/auc: 0.6}; below fails
-    max_metrics: dict[str, float] = field(default_factory=dict)  # e.g. {test/logloss: 0.7}; above fails
+    # "<split>/<metric> <op> <bound>", op one of >= <= > <; a list so that an override replaces it whole.
+    gates: list[str] = field(default_factory=lambda: ["test/auc >= 0.6"])
 
 
 @dataclass

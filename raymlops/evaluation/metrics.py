@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["binary_metrics", "check_gates"]
+from raymlops.errors import ConfigError
+
+__all__ = ["binary_metrics", "check_gates", "parse_gate"]
 
 
 def binary_metrics(
@@ -26,18 +30,29 @@ def binary_metrics(
     }
 
 
-def check_gates(
-    metrics: Mapping[str, float], minimums: Mapping[str, float], maximums: Mapping[str, float]
-) -> list[str]:
+_GATE = re.compile(r"^\s*(?P<metric>[\w/.-]+)\s*(?P<op>>=|<=|>|<)\s*(?P<bound>[-+]?[\d.]+(?:e[-+]?\d+)?)\s*$")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+def parse_gate(expression: str) -> tuple[str, str, float]:
+    """``"test/auc >= 0.6"`` -> ``("test/auc", ">=", 0.6)``; anything else is a ConfigError."""
+    match = _GATE.match(expression)
+    if match is None:
+        raise ConfigError("evaluate.gates", f"{expression!r} is not a gate such as 'test/auc >= 0.6'.")
+    return match["metric"], match["op"], float(match["bound"])
+
+
+def check_gates(metrics: Mapping[str, float], gates: Iterable[str]) -> list[str]:
     """Failed gates as messages; an unknown metric name is itself a failure listing the known ones."""
     failures = []
-    for bounds, is_ok, word in (
-        (minimums, lambda v, b: v >= b, "at least"),
-        (maximums, lambda v, b: v <= b, "at most"),
-    ):
-        for name, bound in bounds.items():
-            if name not in metrics:
-                failures.append(f"{name}: no such metric (known: {', '.join(sorted(metrics))})")
-            elif not is_ok(metrics[name], bound):  # NaN fails both ways
-                failures.append(f"{name} = {metrics[name]:.4f}, must be {word} {bound}")
+    for name, op, bound in map(parse_gate, gates):
+        if name not in metrics:
+            failures.append(f"{name}: no such metric (known: {', '.join(sorted(metrics))})")
+        elif not _OPS[op](metrics[name], bound):  # NaN fails every comparison
+            failures.append(f"{name} = {metrics[name]:.4f}, must be {op} {bound}")
     return failures

@@ -35,7 +35,7 @@ class EvaluateStage(Stage):
         metrics = binary_metrics(y, trained.model.predict_proba(x), cfg.split)
         # The constant predictor of the train prevalence: what the model must clearly beat.
         baseline = binary_metrics(y, np.full(len(y), features.train_positive_rate), cfg.split)
-        failures = check_gates(metrics, cfg.min_metrics, cfg.max_metrics)
+        failures = check_gates(metrics, cfg.gates)
         auc, logloss = f"{cfg.split}/auc", f"{cfg.split}/logloss"
         ctx.record(
             self.name,

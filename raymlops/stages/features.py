@@ -33,7 +33,10 @@ class FeaturesStage(Stage):
             raise ConfigError(
                 "features", f"column(s) {leaking} are in features.forbidden (they leak the label)."
             )
-        dataset = with_binary_label(state.require("ingest").dataset, cfg.label.column, cfg.label.threshold)
+        # Materialized once: each of the three splits filters it, and the label must not be recomputed.
+        dataset = with_binary_label(
+            state.require("ingest").dataset, cfg.label.column, cfg.label.threshold
+        ).materialize()
         splits = time_split(
             dataset,
             cfg.split.time_column,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from raymlops.data.delta import DeltaVersion, ensure_table, read_version, resolve_version
+from raymlops.data.sampling import sample_rows
 from raymlops.data.sources import load_source
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
@@ -25,8 +26,7 @@ class IngestStage(Stage):
             ensure_table(cfg.table_uri, load_source(cfg.source), message=f"initial load from {cfg.source}")
         version = resolve_version(cfg.table_uri, cfg.version)
         dataset = read_version(cfg.table_uri, version)
-        if cfg.sample_fraction < 1.0:
-            dataset = dataset.random_sample(cfg.sample_fraction, seed=ctx.cfg.seed)
+        dataset = sample_rows(dataset, cfg.sample_fraction, ctx.cfg.seed)
         dataset = dataset.materialize()
         data_version = DeltaVersion.of(cfg.table_uri, version)
         num_rows = dataset.count()

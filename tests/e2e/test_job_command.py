@@ -24,7 +24,7 @@ SMALL = [
     "data.sample_fraction=0.1",
     "model.epochs=2",
     "serve.sample_requests=2",
-    "evaluate.min_metrics={test/auc: 0.55}",
+    "evaluate.gates=[test/auc>=0.55]",
 ]
 
 
@@ -62,7 +62,7 @@ def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) ->
             *SMALL,
             "model.epochs=1",
             "serve.enabled=false",
-            "evaluate.min_metrics={test/auc: 0.99}",
+            "evaluate.gates=[test/auc>=0.99]",
         ],
         cwd=tmp_path,
         env=_env(tmp_path / "state"),
@@ -71,7 +71,7 @@ def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) ->
         timeout=600,
     )
     assert done.returncode == 1
-    assert "Evaluation gate failed: test/auc" in done.stderr and "must be at least 0.99" in done.stderr
+    assert "Evaluation gate failed: test/auc" in done.stderr and "must be >= 0.99" in done.stderr
 
 
 @pytest.fixture(scope="module")

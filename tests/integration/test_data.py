@@ -115,3 +115,17 @@ def test_leaking_feature_is_refused(tmp_path: Path, source_file: Path) -> None:
     cfg = _cfg(tmp_path, source_file, "stages=[ingest,features]", "features.numeric=[distance,dep_delay]")
     with pytest.raises(ConfigError, match="dep_delay"):
         run_pipeline(cfg)
+
+
+def test_sample_is_identical_for_any_block_layout(flights_slice: pa.Table) -> None:
+    import ray.data
+
+    from raymlops.data.sampling import sample_rows
+
+    def keys(blocks: int) -> list[tuple]:
+        ds = sample_rows(ray.data.from_arrow(flights_slice).repartition(blocks), 0.2, seed=42)
+        rows = ds.to_arrow_refs()
+        table = pa.concat_tables(ray.get(rows))
+        return sorted(zip(table["time_hour"].to_pylist(), table["flight"].to_pylist(), strict=True))
+
+    assert keys(1) == keys(7) and 0.15 * flights_slice.num_rows < len(keys(3)) < 0.25 * flights_slice.num_rows

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from raymlops.evaluation.metrics import binary_metrics, check_gates
+from raymlops.errors import ConfigError
+from raymlops.evaluation.metrics import binary_metrics, check_gates, parse_gate
 
 
 def test_perfect_and_constant_predictors() -> None:
@@ -18,9 +20,15 @@ def test_perfect_and_constant_predictors() -> None:
 
 def test_gates_report_each_failure_and_unknown_metrics() -> None:
     metrics = {"test/auc": 0.55, "test/logloss": 0.7}
-    failures = check_gates(metrics, {"test/auc": 0.6, "test/acc": 0.5}, {"test/logloss": 0.8})
-    assert failures[0] == "test/auc = 0.5500, must be at least 0.6"
+    failures = check_gates(metrics, ["test/auc >= 0.6", "test/acc>0.5", "test/logloss <= 0.8"])
+    assert failures[0] == "test/auc = 0.5500, must be >= 0.6"
     assert "test/acc: no such metric" in failures[1] and "test/auc" in failures[1]
     assert len(failures) == 2
-    assert check_gates(metrics, {"test/auc": 0.5}, {"test/logloss": 0.7}) == []
-    assert check_gates({"test/auc": float("nan")}, {"test/auc": 0.5}, {}) != []
+    assert check_gates(metrics, ["test/auc >= 0.5", "test/logloss<0.71"]) == []
+    assert check_gates({"test/auc": float("nan")}, ["test/auc >= 0.5"]) != []
+
+
+def test_malformed_gate_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"test/auc = 0\.6"):
+        parse_gate("test/auc = 0.6")
+    assert parse_gate("valid/logloss<1e-1") == ("valid/logloss", "<", 0.1)
