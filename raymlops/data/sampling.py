@@ -37,5 +37,9 @@ def sample_rows(ds, fraction: float, seed: int):  # ds: ray.data.Dataset -> ray.
         raise ConfigError("data.sample_fraction", f"{fraction} is not in (0, 1].")
     if fraction == 1.0:
         return ds
-    return ds.map_batches(partial(_keep, fraction=fraction, seed=seed), batch_format="pyarrow",
-                          batch_size=None, zero_copy_batch=True)
+    return ds.map_batches(
+        partial(_keep, fraction=fraction, seed=seed),
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    )
