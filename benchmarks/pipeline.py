@@ -372,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     table, described = flights_table(args.rows, seed=0)
     quick = (
-        ["data.sample_fraction=0.1", "model.epochs=1", "evaluate.gates=[test/auc>=0.5]"] if args.quick else []
+        ["data.sample_fraction=0.1", "model.epochs=1", "evaluate.gates=['test/auc>=0.5']"]
+        if args.quick
+        else []
     )
 
     from raymlops.config import compose

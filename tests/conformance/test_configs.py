@@ -89,3 +89,14 @@ def test_job_help_lists_groups_and_options() -> None:
     for group in ("model", "trainer", "data", "serve", "experiment"):
         assert f"{group}:" in out
     assert "xgboost" in out and "quickstart" in out
+
+
+def test_gates_override_replaces_the_list_and_parses() -> None:
+    from raymlops.evaluation.metrics import parse_gate
+
+    cfg = compose(["+experiment=quickstart", "evaluate.gates=['test/auc>=0.7','test/logloss<=0.58']"])
+    assert [parse_gate(g) for g in cfg.evaluate.gates] == [
+        ("test/auc", ">=", 0.7),
+        ("test/logloss", "<=", 0.58),
+    ]
+    assert list(compose(["+experiment=quickstart", "evaluate.gates=[]"]).evaluate.gates) == []

@@ -24,7 +24,7 @@ SMALL = [
     "data.sample_fraction=0.1",
     "model.epochs=2",
     "serve.sample_requests=2",
-    "evaluate.gates=[test/auc>=0.55]",
+    "evaluate.gates=['test/auc>=0.55']",
 ]
 
 
@@ -62,7 +62,7 @@ def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) ->
             *SMALL,
             "model.epochs=1",
             "serve.enabled=false",
-            "evaluate.gates=[test/auc>=0.99]",
+            "evaluate.gates=['test/auc>=0.99']",
         ],
         cwd=tmp_path,
         env=_env(tmp_path / "state"),

@@ -19,7 +19,7 @@ from tests.conftest import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 # Small but honest: a 10% sample of every month, two epochs; the gate still has to be met.
-SMALL = ["data.sample_fraction=0.1", "ray.progress_bars=false", "evaluate.gates=[test/auc>=0.55]"]
+SMALL = ["data.sample_fraction=0.1", "ray.progress_bars=false", "evaluate.gates=['test/auc>=0.55']"]
 MLP = [*SMALL, "model.epochs=2"]
 
 
@@ -89,7 +89,7 @@ def test_failed_gate_leaves_registry_and_deployment_as_they_were(served) -> None
             f"serve.port={cfg.serve.port}",
             *MLP,
             "model.epochs=1",
-            "evaluate.gates=[test/auc>=0.99]",
+            "evaluate.gates=['test/auc>=0.99']",
         ]
     )
     with pytest.raises(GateFailedError, match=r"test/auc = 0\.\d+, must be >= 0\.99"):
