@@ -81,6 +81,12 @@ def main(cfg: DictConfig) -> None:
         if exc.__cause__ is not None:
             print(f"caused by: {type(exc.__cause__).__name__}: {exc.__cause__}", file=sys.stderr)
         sys.exit(1)
+    if not (cfg.serve.block and state.deploy is not None):
+        # Flush the workers' buffered logs now, so the summary is the last thing printed. An embedded
+        # Ray (and its Serve app) would stop at exit anyway; on a cluster this only disconnects.
+        import ray
+
+        ray.shutdown()
     print(format_summary(ctx, state), flush=True)
     if cfg.serve.block and state.deploy is not None:
         print("serving until Ctrl-C ...", flush=True)

@@ -69,6 +69,10 @@ def fit_with_ray_train(
         scaling.num_workers,
         scaling.use_gpu,
     )
+    for dataset in datasets.values():
+        # Each dataset carries the DataContext it was made with; the workers' per-pass progress bars
+        # (one per validation pass per worker) would drown the epoch lines and print again at exit.
+        dataset.context.enable_progress_bars = False
     result = trainer.fit()
     if result.error is not None:
         raise result.error
