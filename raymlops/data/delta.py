@@ -52,8 +52,24 @@ def resolve_version(uri: str, version: int | None) -> int:
     return version
 
 
-def read_version(uri: str, version: int):  # -> ray.data.Dataset
-    """Read exactly one version of the table as a Ray Dataset."""
-    import ray.data
+_TARGET_BLOCK_BYTES = 64 * 1024**2  # of parquet on disk: a few hundred thousand rows of a narrow table
 
-    return ray.data.read_delta(uri, version=version)
+
+def read_version(uri: str, version: int):  # -> ray.data.Dataset
+    """Read exactly one version of the table as a Ray Dataset.
+
+    Blocks: two per CPU of the cluster, more only for big tables. Ray's own choice was 48 blocks for
+    the 8 MB flights table, and every later pass paid per-block task overhead: the features stage
+    took 16.6 s on 48 blocks and 4.2 s on 4 (2 CPUs).
+    """
+    import math
+
+    import ray
+    import ray.data
+    from deltalake import DeltaTable
+
+    files = DeltaTable(uri, version=version).get_add_actions(flatten=True)
+    total_bytes = sum(files.column("size_bytes").to_pylist())
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    blocks = max(2 * cpus, math.ceil(total_bytes / _TARGET_BLOCK_BYTES), 1)
+    return ray.data.read_delta(uri, version=version, override_num_blocks=blocks)
