@@ -100,3 +100,20 @@ def test_gates_override_replaces_the_list_and_parses() -> None:
         ("test/logloss", "<=", 0.58),
     ]
     assert list(compose(["+experiment=quickstart", "evaluate.gates=[]"]).evaluate.gates) == []
+
+
+def test_job_names_the_misspelt_key_and_the_valid_ones() -> None:
+    from raymlops.job import misspelt_key_message
+
+    message = misspelt_key_message(["+experiment=quickstart", "trainer.scaling.num_workerz=3"])
+    assert message is not None
+    assert "'trainer.scaling.num_workerz'" in message and "Did you mean 'num_workers'" in message
+    assert "use_gpu" in message  # the valid keys at that level
+    assert misspelt_key_message(["+experiment=quickstart", "trainer.scaling.num_workers=3"]) is None
+    done = subprocess.run(
+        [sys.executable, "-m", "raymlops.job", "+experiment=quickstart", "serve.prot=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Did you mean 'port'" in done.stderr
