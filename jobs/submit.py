@@ -3,9 +3,9 @@
     RAY_ADDRESS=http://127.0.0.1:8265 python jobs/submit.py +experiment=quickstart [overrides ...]
 
 Uploads this repository as the job's working directory (respecting .gitignore), streams the job's logs
-and exits with its status (0 only if it SUCCEEDED). Ray 2.60 enables token authentication: a cluster
-started on this machine writes ~/.ray/auth_token, which this script uses (RAY_AUTH_MODE=token); for a
-remote cluster set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or RAY_AUTH_MODE=disabled where auth is off.
+and exits with its status (0 only if it SUCCEEDED). Ray 2.60 enables token authentication: when a token
+is at hand (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) this script sends it
+(RAY_AUTH_MODE=token); RAY_AUTH_MODE=disabled where the cluster runs without auth.
 """
 
 from __future__ import annotations
@@ -59,7 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     address = args.address if "://" in args.address else f"http://{args.address}"
-    client = JobSubmissionClient(address)
+    try:
+        client = JobSubmissionClient(address)
+    except Exception as exc:  # connection refused, 401/403 from token auth, not a Ray dashboard, ...
+        print(f"submit.py: cannot use the Ray job server at {address}: {exc}", file=sys.stderr)
+        print(
+            "Is the cluster up (`ray start --head`)? With token auth, set RAY_AUTH_TOKEN or "
+            "RAY_AUTH_TOKEN_PATH (README: Authentication).",
+            file=sys.stderr,
+        )
+        return 2
     entrypoint = "python -m raymlops.job " + " ".join(shlex.quote(o) for o in overrides)
     job_id = client.submit_job(
         entrypoint=entrypoint,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,9 +76,13 @@ def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `ray start --head` cluster with a dashboard (the job server), stopped by PID afterwards."""
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real `ray start --head` cluster with a dashboard (the job server) and token auth on, stopped by
+    PID afterwards. Yields (dashboard address, token file); the token file stands in for ~/.ray/auth_token,
+    so the test neither depends on nor touches the user's."""
     tmp_path = tmp_path_factory.mktemp("ray_head")
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
     dashboard = free_port()
     ports = [
         f"--port={free_port()}",
@@ -101,7 +106,15 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "RAY_ADDRESS": ""},
+        env={
+            **os.environ,
+            "RAY_ADDRESS": "",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(token),
+            # A job's entrypoint is `python -m ...` run by the cluster: like a real node, the cluster
+            # has the project's environment first on PATH (CI runs .venv/bin/python un-activated).
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
     )
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.monotonic() + 90
@@ -114,7 +127,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     else:
         head.kill()
         pytest.fail("ray start --head did not come up: " + (tmp_path / "ray_head.log").read_text()[-2000:])
-    yield address
+    yield address, token
     os.killpg(head.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         head.wait(timeout=10)
@@ -122,23 +135,39 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
+def test_submit_without_the_token_is_refused(ray_head: tuple[str, Path]) -> None:
+    address, _ = ray_head
+    done = subprocess.run(
+        [sys.executable, "jobs/submit.py", "--address", address, "--no-wait", "+experiment=quickstart"],
+        cwd=REPO,
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "submitted job" not in done.stdout
+    assert "uthenticat" in done.stderr or "401" in done.stderr or "403" in done.stderr, done.stderr[-2000:]
+
+
 def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
-    ray_head: str, tmp_path: Path
+    ray_head: tuple[str, Path], tmp_path: Path
 ) -> None:
+    address, token = ray_head
     port = free_port()
     done = subprocess.run(
         [
             sys.executable,
             "jobs/submit.py",
             "--address",
-            ray_head,
+            address,
             "--state-dir",
             str(tmp_path / "state"),
             *SMALL,
             f"serve.port={port}",
         ],
         cwd=REPO,
-        env={**os.environ, "RAY_ADDRESS": ""},
+        # Only the token's whereabouts: submit.py switches token auth on by itself when it finds one.
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_TOKEN_PATH": str(token)},
         capture_output=True,
         text=True,
         timeout=600,
@@ -169,9 +198,12 @@ def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
     assert 0.0 <= response.json()["predictions"][0]["probability"] <= 1.0
 
 
-def test_ray_job_submit_cli_with_the_documented_token_setting(ray_head: str, tmp_path: Path) -> None:
-    # README: `export RAY_AUTH_MODE=token` lets the ray CLI use ~/.ray/auth_token written by `ray start`.
-    env = {**os.environ, "RAY_ADDRESS": ray_head, "RAY_AUTH_MODE": "token"}
+def test_ray_job_submit_cli_with_the_documented_token_setting(
+    ray_head: tuple[str, Path], tmp_path: Path
+) -> None:
+    # README: `export RAY_AUTH_MODE=token` (and the token: ~/.ray/auth_token or RAY_AUTH_TOKEN_PATH).
+    address, token = ray_head
+    env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     runtime_env = '{"env_vars": {"RAYMLOPS_HOME": "%s", "RAYMLOPS_PROGRESS": "0"}}' % (tmp_path / "state")
     done = subprocess.run(
         [
