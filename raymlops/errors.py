@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "DataValidationError",
+    "DataVersionError",
     "DeploymentError",
     "ExportParityError",
     "GateFailedError",
@@ -63,6 +64,17 @@ class DataValidationError(RayMLOpsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.failures, self.report))
+
+
+class DataVersionError(RayMLOpsError):
+    """A recorded data version can no longer be read as it was (its files changed or vanished)."""
+
+    def __init__(self, version: str, problem: str) -> None:
+        self.version, self.problem = version, problem
+        super().__init__(f"Data version {version}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.version, self.problem))
 
 
 class GateFailedError(RayMLOpsError):

@@ -1,24 +1,34 @@
-"""Delta Lake tables on local disk (or any deltalake-supported URI): write once, read pinned versions."""
+"""Delta Lake backend (the embedded default): versions are Delta commits, read with Ray Data.
+
+Write-audit-publish: a candidate is a sibling Delta table (``<table>.candidates/<id>``) that readers of
+the main table never see; publishing is one atomic Delta commit of its rows to the main table.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
 
+from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, diff_schemas
 from raymlops.errors import ConfigError
 
-__all__ = ["DeltaVersion", "ensure_table", "read_version", "resolve_version"]
+__all__ = ["DeltaBackend", "ensure_table"]
 
 logger = logging.getLogger(__name__)
 
+_META_PREFIX = "raymlops."  # our keys in a commit's custom metadata, next to delta-rs's own
 
-class DeltaVersion(str):
-    """A resolved data version, printed as ``delta:<uri>@<version>``."""
 
-    @classmethod
-    def of(cls, uri: str, version: int) -> DeltaVersion:
-        return cls(f"delta:{uri}@{version}")
+def _commit_properties(message: str, metadata: dict[str, str]):  # -> deltalake.CommitProperties
+    from deltalake import CommitProperties
+
+    custom = {f"{_META_PREFIX}{k}": str(v) for k, v in metadata.items()}
+    return CommitProperties(custom_metadata={**custom, f"{_META_PREFIX}message": message})
 
 
 def ensure_table(uri: str, source_table: pa.Table, message: str) -> int:
@@ -28,48 +38,119 @@ def ensure_table(uri: str, source_table: pa.Table, message: str) -> int:
     if DeltaTable.is_deltatable(uri):
         return DeltaTable(uri).version()
     logger.info("creating delta table uri=%s rows=%d", uri, source_table.num_rows)
-    write_deltalake(uri, source_table, mode="error", commit_properties=_commit_properties(message))
+    write_deltalake(uri, source_table, mode="error", commit_properties=_commit_properties(message, {}))
     return DeltaTable(uri).version()
 
 
-def _commit_properties(message: str):  # -> deltalake.CommitProperties
-    from deltalake import CommitProperties
+class DeltaBackend:
+    """One Delta table at ``uri``; ``pinned`` is the ``@version`` of the reference, if any."""
 
-    return CommitProperties(custom_metadata={"raymlops.message": message})
+    def __init__(self, uri: str, pinned: int | None = None) -> None:
+        self.uri = uri
+        self.pinned = pinned
+
+    def _table(self):  # -> deltalake.DeltaTable, latest version
+        from deltalake import DeltaTable
+
+        if not DeltaTable.is_deltatable(self.uri):
+            raise ConfigError("data.ref", f"{self.uri!r} is not a Delta table (no _delta_log).")
+        return DeltaTable(self.uri)
+
+    def _version(self, n: int) -> DataVersion:
+        return DataVersion("delta", self.uri, str(n))
+
+    @staticmethod
+    def _at(version: DataVersion):  # -> deltalake.DeltaTable
+        """The table at ``version``: of this table or one of its candidates (they are read for audit)."""
+        from deltalake import DeltaTable
+
+        if version.backend != "delta":
+            raise ConfigError("data.ref", f"{version} is not a Delta version.")
+        return DeltaTable(version.location, version=int(version.version))
+
+    def resolve(self) -> DataVersion:
+        latest = self._table().version()
+        if self.pinned is None:
+            return self._version(latest)
+        if not 0 <= self.pinned <= latest:
+            raise ConfigError(
+                "data.ref", f"version {self.pinned} does not exist in delta:{self.uri}: valid 0..{latest}."
+            )
+        return self._version(self.pinned)
+
+    def read(self, version: DataVersion):  # -> ray.data.Dataset
+        """Exactly the files of ``version`` (deltalake decides which), one Ray task per file or row group."""
+        from raymlops.data.arrow_read import read_arrow_dataset
+
+        return read_arrow_dataset(self._at(version).to_pyarrow_dataset())
+
+    def schema(self, version: DataVersion) -> pa.Schema:
+        return pa.schema(self._at(version).schema().to_arrow())
+
+    def num_rows(self, version: DataVersion) -> int:
+        files = self._at(version).get_add_actions(flatten=True)
+        return int(sum(files.column("num_records").to_pylist()))
+
+    def write(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> DataVersion:
+
+        _check_mode(mode)
+        _write(self.uri, table, mode, _commit_properties(message, metadata))
+        return self._version(self._table().version())
+
+    def log(self, limit: int = 20) -> list[CommitInfo]:
+        entries = []
+        for entry in self._table().history(limit):
+            ours = {k[len(_META_PREFIX) :]: str(v) for k, v in entry.items() if k.startswith(_META_PREFIX)}
+            message = ours.pop("message", entry.get("operation", ""))
+            stamp = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=timezone.utc).isoformat()
+            entries.append(CommitInfo(self._version(entry["version"]), stamp, message, ours))
+        return entries
+
+    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
+        added, removed, changed = diff_schemas(self.schema(old), self.schema(new))
+        return VersionDiff(old, new, self.num_rows(old), self.num_rows(new), added, removed, changed)
+
+    # write-audit-publish
+
+    def stage(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> Candidate:
+        from deltalake import write_deltalake
+
+        _check_mode(mode)
+        handle = f"{self.uri.rstrip('/')}.candidates/{uuid.uuid4().hex[:12]}"
+        props = _commit_properties(message, {**metadata, "publish_mode": mode})
+        write_deltalake(handle, table, mode="error", commit_properties=props)
+        return Candidate(DataVersion("delta", handle, "0"), handle)
+
+    def publish(self, candidate: Candidate, message: str, metadata: dict[str, str]) -> DataVersion:
+        """One Delta commit of the candidate's rows, streamed (not collected) into the main table."""
+        from deltalake import DeltaTable
+
+        staged = DeltaTable(candidate.handle)
+        mode = staged.history(1)[0].get(f"{_META_PREFIX}publish_mode", "append")
+        reader = staged.to_pyarrow_dataset().scanner().to_reader()
+        props = _commit_properties(message, {**metadata, "candidate": candidate.handle})
+        _write(self.uri, reader, mode, props)
+        self.discard(candidate)
+        return self._version(self._table().version())
+
+    def discard(self, candidate: Candidate) -> None:
+        if "://" not in candidate.handle:  # local disk; object stores expire candidates by lifecycle rule
+            shutil.rmtree(Path(candidate.handle), ignore_errors=True)
 
 
-def resolve_version(uri: str, version: int | None) -> int:
-    """The version to read: ``version`` if it exists, else the latest. Fails with the valid range."""
-    from deltalake import DeltaTable
+def _write(uri: str, data, mode: str, props) -> None:  # data: pa.Table | RecordBatchReader
+    """Append may add columns (schema evolution, shown by ``diff``); overwrite replaces the schema too."""
+    from deltalake import write_deltalake
 
-    if not DeltaTable.is_deltatable(uri):
-        raise ConfigError("data.table_uri", f"{uri!r} is not a Delta table.")
-    latest = DeltaTable(uri).version()
-    if version is None:
-        return latest
-    if not 0 <= version <= latest:
-        raise ConfigError("data.version", f"version {version} does not exist in {uri}: valid 0..{latest}.")
-    return version
+    _check_mode(mode)
+    schema_mode = "merge" if mode == "append" else "overwrite"
+    write_deltalake(uri, data, mode=mode, schema_mode=schema_mode, commit_properties=props)  # type: ignore[call-overload]
 
 
-_TARGET_BLOCK_BYTES = 64 * 1024**2  # of parquet on disk: a few hundred thousand rows of a narrow table
-
-
-def read_version(uri: str, version: int):  # -> ray.data.Dataset
-    """Read exactly one version of the table as a Ray Dataset.
-
-    Blocks: two per CPU of the cluster, more only for big tables. Ray's own choice was 48 blocks for
-    the 8 MB flights table, and every later pass paid per-block task overhead: the features stage
-    took 16.6 s on 48 blocks and 4.2 s on 4 (2 CPUs).
-    """
-    import math
-
-    import ray
-    import ray.data
-    from deltalake import DeltaTable
-
-    files = DeltaTable(uri, version=version).get_add_actions(flatten=True)
-    total_bytes = sum(files.column("size_bytes").to_pylist())
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    blocks = max(2 * cpus, math.ceil(total_bytes / _TARGET_BLOCK_BYTES), 1)
-    return ray.data.read_delta(uri, version=version, override_num_blocks=blocks)
+def _check_mode(mode: str) -> None:
+    if mode not in ("append", "overwrite"):
+        raise ConfigError("mode", f"unknown write mode {mode!r}.", ["append", "overwrite"])

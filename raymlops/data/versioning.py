@@ -105,14 +105,18 @@ class DataBackend(Protocol):
 
     def num_rows(self, version: DataVersion) -> int: ...
 
-    def write(self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append") -> DataVersion:
+    def write(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> DataVersion:
         """Commit ``table`` to the main line (``mode``: append | overwrite) and return the new version."""
 
     def log(self, limit: int = 20) -> list[CommitInfo]: ...
 
     def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff: ...
 
-    def stage(self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append") -> Candidate:
+    def stage(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> Candidate:
         """Write ``table`` as a candidate: readable at ``Candidate.version``, invisible on the main line."""
 
     def publish(self, candidate: Candidate, message: str, metadata: dict[str, str]) -> DataVersion:

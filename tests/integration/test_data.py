@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from raymlops.config import compose
-from raymlops.data.delta import ensure_table, read_version, resolve_version
+from raymlops.data.delta import DeltaBackend, ensure_table
 from raymlops.data.sources import load_source
 from raymlops.data.stats import compute_stats, table_stats
 from raymlops.errors import ConfigError, DataValidationError
@@ -27,19 +27,18 @@ def flights_slice() -> pa.Table:
 
 
 def test_delta_versions_are_immutable_and_pinned(tmp_path: Path, flights_slice: pa.Table) -> None:
-    from deltalake import write_deltalake
-
     uri = str(tmp_path / "flights")
     assert ensure_table(uri, flights_slice, message="first") == 0
     assert ensure_table(uri, flights_slice.slice(0, 10), message="ignored: exists") == 0
-    write_deltalake(uri, flights_slice.slice(0, 100), mode="append")
-    assert resolve_version(uri, None) == 1
-    assert read_version(uri, 0).count() == flights_slice.num_rows
-    assert read_version(uri, 1).count() == flights_slice.num_rows + 100
+    DeltaBackend(uri).write(flights_slice.slice(0, 100), "more", {"run_id": "r1"})
+    v0, v1 = DeltaBackend(uri, pinned=0).resolve(), DeltaBackend(uri).resolve()
+    assert (str(v0), str(v1)) == (f"delta:{uri}@0", f"delta:{uri}@1")
+    assert DeltaBackend(uri).read(v0).count() == flights_slice.num_rows  # v0 after v1 exists
+    assert DeltaBackend(uri).read(v1).count() == flights_slice.num_rows + 100
     with pytest.raises(ConfigError, match=r"valid 0\.\.1"):
-        resolve_version(uri, 7)
+        DeltaBackend(uri, pinned=7).resolve()
     with pytest.raises(ConfigError, match="not a Delta table"):
-        resolve_version(str(tmp_path / "nothing"), None)
+        DeltaBackend(str(tmp_path / "nothing")).resolve()
 
 
 def test_distributed_stats_equal_single_process(flights_slice: pa.Table) -> None:

@@ -1,0 +1,122 @@
+"""Plain parquet/CSV files as data: versioned by a digest of their content, read-only.
+
+Files can change under us, so the version is a SHA-256 over every file's relative path and bytes. A read
+of a version re-checks the digest and fails if the files changed since, rather than returning other rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, diff_schemas
+from raymlops.errors import ConfigError, DataVersionError
+
+__all__ = ["FilesBackend"]
+
+_SUFFIXES = (".parquet", ".csv")
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
+    if not files:
+        raise ConfigError("data.ref", f"{str(path)!r} holds no {' or '.join(_SUFFIXES)} files.")
+    return files
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 over (relative path, bytes) of every data file under ``path``, in a stable order."""
+    digest = hashlib.sha256()
+    for file in _files(path):
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class FilesBackend:
+    """A parquet/CSV file or a folder of them; ``pinned`` is an expected digest from the reference."""
+
+    def __init__(self, path: str, pinned: str | None = None) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.pinned = pinned
+        if not self.path.exists():
+            raise ConfigError("data.ref", f"{path!r} does not exist.")
+
+    def resolve(self) -> DataVersion:
+        version = DataVersion("files", str(self.path), content_digest(self.path))
+        if self.pinned is not None and self.pinned != version.version:
+            raise DataVersionError(
+                f"files:{self.path}@sha256:{self.pinned}", f"the files now have digest {version.version}."
+            )
+        return version
+
+    def _check(self, version: DataVersion) -> list[Path]:
+        current = content_digest(self.path)
+        if version.backend != "files" or version.location != str(self.path) or version.version != current:
+            raise DataVersionError(
+                str(version), f"cannot be read any more: the files now have digest {current}."
+            )
+        return _files(self.path)
+
+    def read(self, version: DataVersion):  # -> ray.data.Dataset
+        from raymlops.data.arrow_read import read_arrow_dataset
+
+        return read_arrow_dataset(self._arrow_dataset(version))
+
+    def _arrow_dataset(self, version: DataVersion):  # -> pyarrow.dataset.Dataset
+        import pyarrow.dataset as pads
+
+        files = [str(f) for f in self._check(version)]
+        formats = {Path(f).suffix for f in files}
+        if len(formats) > 1:
+            raise ConfigError(
+                "data.ref", f"{self.path} mixes {' and '.join(sorted(formats))} files: keep one format."
+            )
+        return pads.dataset(files, format=formats.pop().lstrip("."))
+
+    def schema(self, version: DataVersion) -> pa.Schema:
+        return self._arrow_dataset(version).schema
+
+    def num_rows(self, version: DataVersion) -> int:
+        return self._arrow_dataset(version).count_rows()
+
+    def log(self, limit: int = 20) -> list[CommitInfo]:
+        """Plain files have one version: their current content."""
+        modified = max(f.stat().st_mtime for f in _files(self.path))
+        stamp = datetime.fromtimestamp(modified, tz=timezone.utc).isoformat()
+        return [CommitInfo(self.resolve(), stamp, "current content of the files")][:limit]
+
+    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
+        added, removed, changed = diff_schemas(self.schema(old), self.schema(new))
+        return VersionDiff(old, new, self.num_rows(old), self.num_rows(new), added, removed, changed)
+
+    def _read_only(self, action: str) -> ConfigError:
+        return ConfigError(
+            "data.ref",
+            f"cannot {action} plain files ({self.path}): they keep no history. "
+            "Use a delta:<path> or lakefs://<repo>/<branch>/<path> reference to write versions.",
+        )
+
+    def write(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> DataVersion:
+        raise self._read_only("write")
+
+    def stage(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> Candidate:
+        raise self._read_only("stage a candidate on")
+
+    def publish(self, candidate: Candidate, message: str, metadata: dict[str, str]) -> DataVersion:
+        raise self._read_only("publish to")
+
+    def discard(self, candidate: Candidate) -> None:
+        raise self._read_only("discard a candidate of")

@@ -1,0 +1,198 @@
+"""lakeFS backend: a table is a folder of parquet part files in a lakeFS repository; versions are commits.
+
+Reads go through lakefs-spec (an fsspec filesystem wrapped for Arrow), so Ray workers fetch the bytes of
+one commit themselves and a commit id keeps returning the same rows after its branch moves on.
+Write-audit-publish: a candidate is a ``candidate-<id>`` branch off the main branch; publishing merges it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+from functools import cached_property
+
+import pyarrow as pa
+
+from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, diff_schemas
+from raymlops.errors import ConfigError
+
+__all__ = ["LakeFSBackend"]
+
+logger = logging.getLogger(__name__)
+
+_MODES = ("append", "overwrite")
+
+
+class LakeFSBackend:
+    """The parquet files under ``path`` in lakeFS repository ``repo``, at ``ref`` (branch, tag or commit).
+
+    Credentials are explicit so that a run never picks up a stray ``~/.lakectl.yaml`` or environment.
+    """
+
+    def __init__(
+        self,
+        repo: str,
+        ref: str,
+        path: str,
+        *,
+        host: str,
+        access_key_id: str,
+        secret_access_key: str,
+        main_branch: str = "main",
+        verify_ssl: bool = True,
+    ) -> None:
+        self.repo, self.ref, self.path = repo, ref, path.strip("/")
+        self.host, self.main_branch, self.verify_ssl = host, main_branch, verify_ssl
+        self._credentials = (access_key_id, secret_access_key)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}  # a live HTTP pool: rebuilt lazily
+
+    @cached_property
+    def _client(self):  # -> lakefs.Client
+        from lakefs import Client
+
+        user, password = self._credentials
+        return Client(host=self.host, username=user, password=password, verify_ssl=self.verify_ssl)
+
+    def _filesystem(self):  # -> pyarrow.fs.PyFileSystem
+        """Arrow view of lakefs-spec; it pickles (fsspec rebuilds it from its arguments) for Ray workers."""
+        from lakefs_spec import LakeFSFileSystem
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        user, password = self._credentials
+        fs = LakeFSFileSystem(host=self.host, username=user, password=password, verify_ssl=self.verify_ssl)
+        return PyFileSystem(FSSpecHandler(fs))
+
+    def _version(self, commit_id: str) -> DataVersion:
+        return DataVersion("lakefs", f"{self.repo}/{self.path}", commit_id)
+
+    def _branch(self, name: str):  # -> lakefs.Branch
+        from lakefs import Branch
+
+        return Branch(self.repo, name, client=self._client)
+
+    def _branches(self) -> list[str] | None:
+        """The repository's branches, or None when the repository itself does not exist."""
+        from lakefs import Repository
+        from lakefs.exceptions import NotFoundException
+
+        try:
+            return [b.id for b in Repository(self.repo, client=self._client).branches()]
+        except NotFoundException:
+            return None
+
+    def resolve(self) -> DataVersion:
+        from lakefs import Reference
+        from lakefs.exceptions import NotFoundException
+
+        try:
+            return self._version(Reference(self.repo, self.ref, client=self._client).get_commit().id)
+        except NotFoundException as exc:
+            branches = self._branches()
+            if branches is None:
+                problem = f"lakeFS repository {self.repo!r} does not exist on {self.host}."
+            else:
+                problem = f"lakeFS ref {self.ref!r} is no branch, tag or commit of repository {self.repo!r}."
+            raise ConfigError("data.ref", problem, branches) from exc
+
+    def _parts(self, version: DataVersion) -> list[str]:
+        """Paths (``repo/commit/key``) of the version's parquet files, for the lakefs-spec filesystem."""
+        from lakefs import Reference
+
+        repo, _, path = version.location.partition("/")
+        listing = Reference(repo, version.version, client=self._client).objects(prefix=f"{path}/")
+        files = sorted(f"{repo}/{version.version}/{o.path}" for o in listing if o.path.endswith(".parquet"))
+        if not files:
+            raise ConfigError("data.ref", f"{version} holds no .parquet files under {path + '/'!r}.")
+        return files
+
+    def read(self, version: DataVersion):  # -> ray.data.Dataset
+        import ray.data
+
+        return ray.data.read_parquet(self._parts(version), filesystem=self._filesystem())
+
+    def schema(self, version: DataVersion) -> pa.Schema:
+        """The union of the part files' schemas (appends may add columns), from their footers only."""
+        import pyarrow.parquet as pq
+
+        fs = self._filesystem()
+        return pa.unify_schemas([pq.read_schema(f, filesystem=fs) for f in self._parts(version)])
+
+    def num_rows(self, version: DataVersion) -> int:
+        import pyarrow.parquet as pq
+
+        fs = self._filesystem()
+        return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in self._parts(version))
+
+    def _commit(self, branch: str, table: pa.Table, message: str, metadata: dict[str, str], mode: str) -> str:
+        """Upload ``table`` as a new part file on ``branch`` and commit; returns the commit id.
+
+        Writes go straight to the branch, so changes another writer left uncommitted there would ride
+        along in this commit: use stage/publish where several writers share the main branch.
+        """
+        import pyarrow.parquet as pq
+
+        if mode not in _MODES:
+            raise ConfigError("mode", f"unknown write mode {mode!r}.", _MODES)
+        target = self._branch(branch)
+        if mode == "overwrite":
+            old = [o.path for o in target.objects(prefix=f"{self.path}/")]
+            if old:
+                target.delete_objects(old)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        key = f"{self.path}/part-{uuid.uuid4().hex}.parquet"
+        target.object(key).upload(sink.getvalue().to_pybytes(), mode="wb")
+        commit_id: str = target.commit(message, metadata={k: str(v) for k, v in metadata.items()}).id
+        logger.info("lakefs commit repo=%s branch=%s id=%s rows=%d", self.repo, branch, commit_id, len(table))
+        return commit_id
+
+    def write(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> DataVersion:
+        return self._version(self._commit(self.main_branch, table, message, metadata, mode))
+
+    def log(self, limit: int = 20) -> list[CommitInfo]:
+        """Commits at ``ref`` that changed this table's folder (merges included), newest first."""
+        from lakefs import Reference
+
+        ref = Reference(self.repo, self.ref, client=self._client)
+        entries = []
+        for commit in ref.log(max_amount=limit, amount=min(limit, 1000), prefixes=[f"{self.path}/"]):
+            stamp = datetime.fromtimestamp(commit.creation_date, tz=timezone.utc).isoformat()
+            entries.append(
+                CommitInfo(self._version(commit.id), stamp, commit.message, dict(commit.metadata or {}))
+            )
+        return entries[: max(limit, 0)]  # the SDK's paging yields one entry even for max_amount=0
+
+    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
+        added, removed, changed = diff_schemas(self.schema(old), self.schema(new))
+        return VersionDiff(old, new, self.num_rows(old), self.num_rows(new), added, removed, changed)
+
+    # write-audit-publish
+
+    def stage(
+        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
+    ) -> Candidate:
+        name = f"candidate-{uuid.uuid4().hex[:12]}"
+        branch = self._branch(name).create(self.main_branch)
+        try:
+            return Candidate(self._version(self._commit(name, table, message, metadata, mode)), name)
+        except BaseException:
+            branch.delete()  # no half-written candidate left behind
+            raise
+
+    def publish(self, candidate: Candidate, message: str, metadata: dict[str, str]) -> DataVersion:
+        """Merge the candidate branch into the main branch (one merge commit), then delete the branch.
+
+        A failed merge (a conflict) leaves the branch in place, to inspect or discard.
+        """
+        branch = self._branch(candidate.handle)
+        merged = branch.merge_into(self.main_branch, message=message, metadata=dict(metadata))
+        branch.delete()
+        return self._version(merged)
+
+    def discard(self, candidate: Candidate) -> None:
+        self._branch(candidate.handle).delete()
