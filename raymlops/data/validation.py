@@ -1,57 +1,138 @@
-"""Rule checks over column statistics: a JSON-able report and the list of failed rules."""
+"""Rule checks over one pass of dataset statistics: a JSON-able report, failures and warnings.
+
+Every check records rule, observed value, expected value and severity. ``fail`` checks that do not pass
+become ``failures`` (the gate stops the pipeline); ``warn`` ones become ``warnings``.
+"""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from raymlops.data.stats import TableStats
+from raymlops.data.splits import parse_instant
+from raymlops.data.stats import ColumnStats, DatasetStats
+from raymlops.errors import ConfigError
 
-__all__ = ["check_rules"]
+__all__ = ["check_rules", "parse_duration"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def _check(rule: str, passed: bool, observed: Any, expected: Any) -> dict[str, Any]:
-    return {"rule": rule, "passed": passed, "observed": observed, "expected": expected}
+def parse_duration(text: str, key: str = "validate.freshness.max_age") -> timedelta:
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(key, f"cannot parse duration {text!r}.", ["<n>s", "<n>m", "<n>h", "<n>d"])
+    return timedelta(**{_UNITS[match[2]]: float(match[1])})
 
 
-def check_rules(stats: TableStats, num_rows: int, min_rows: int, rules: dict[str, Any]) -> dict[str, Any]:
-    """Check ``rules`` (column -> ColumnRule-like mapping) against ``stats``.
+def _check(rule: str, passed: bool, observed: Any, expected: Any, severity: str) -> dict[str, Any]:
+    return {"rule": rule, "passed": passed, "observed": observed, "expected": expected, "severity": severity}
 
-    Returns a report ``{"passed", "failures", "rows", "columns": {name: {stats, checks}}}``; each failure
-    names the column, the rule, what was observed and what was expected.
-    """
-    failures: list[str] = []
-    columns: dict[str, Any] = {}
-    if num_rows < min_rows:
-        failures.append(f"table: min_rows: observed {num_rows} rows, expected at least {min_rows}")
-    for name, rule in rules.items():
-        checks: list[dict[str, Any]] = []
-        column = stats.get(name)
-        if column is None:
-            checks.append(_check("present", False, "missing", "a column of that name"))
-        else:
-            checks.append(_check("type", column.kind == rule["type"], column.kind, rule["type"]))
-            null_fraction = round(column.null_fraction, 6)
+
+def _column_checks(column: ColumnStats | None, rule: dict[str, Any]) -> list[dict[str, Any]]:
+    sev = rule.get("severity", "fail")
+    if column is None:
+        return [_check("present", not rule.get("required", True), "missing", "a column of that name", sev)]
+    checks = [_check("type", column.kind == rule["type"], column.kind, rule["type"], sev)]
+    null_fraction = round(column.null_fraction, 6)
+    limit = rule.get("max_null_fraction", 0.0)
+    checks.append(_check("max_null_fraction", null_fraction <= limit, null_fraction, limit, sev))
+    if rule.get("min") is not None and column.min is not None:
+        checks.append(_check("min", column.min >= rule["min"], column.min, f">= {rule['min']}", sev))
+    if rule.get("max") is not None and column.max is not None:
+        checks.append(_check("max", column.max <= rule["max"], column.max, f"<= {rule['max']}", sev))
+    if rule.get("allowed") is not None:
+        unexpected = sorted(set(column.counts) - set(rule["allowed"]))
+        checks.append(_check("allowed", not unexpected, unexpected[:10], list(rule["allowed"]), sev))
+    return checks
+
+
+def _table_checks(stats: DatasetStats, rules: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    rows = stats.rows
+    checks = [
+        _check("min_rows", rows >= rules.get("min_rows", 1), rows, f">= {rules.get('min_rows', 1)}", "fail")
+    ]
+    if rules.get("max_rows") is not None:
+        checks.append(_check("max_rows", rows <= rules["max_rows"], rows, f"<= {rules['max_rows']}", "fail"))
+    unique = rules.get("unique") or {}
+    if unique.get("key"):
+        duplicates = stats.duplicate_keys
+        checks.append(
+            _check(
+                f"unique{list(unique['key'])}",
+                duplicates == 0,
+                f"{duplicates} duplicate rows",
+                "0",
+                unique.get("severity", "fail"),
+            )
+        )
+    fresh = rules.get("freshness") or {}
+    if fresh.get("column"):
+        column = stats.columns.get(fresh["column"])
+        as_of = parse_instant(fresh["as_of"], "validate.freshness.as_of") if fresh.get("as_of") else now
+        max_age = parse_duration(fresh.get("max_age", "1d"))
+        if column is None or column.kind != "timestamp" or column.max is None:
             checks.append(
                 _check(
-                    "max_null_fraction",
-                    null_fraction <= rule["max_null_fraction"],
-                    null_fraction,
-                    rule["max_null_fraction"],
+                    "freshness",
+                    False,
+                    "no timestamps",
+                    f"column {fresh['column']!r}",
+                    fresh.get("severity", "warn"),
                 )
             )
-            if rule.get("min") is not None and column.min is not None:
-                checks.append(_check("min", column.min >= rule["min"], column.min, f">= {rule['min']}"))
-            if rule.get("max") is not None and column.max is not None:
-                checks.append(_check("max", column.max <= rule["max"], column.max, f"<= {rule['max']}"))
-            if rule.get("allowed") is not None:
-                unexpected = sorted(set(column.counts) - set(rule["allowed"]))
-                checks.append(_check("allowed", not unexpected, unexpected[:10], list(rule["allowed"])))
-        failures += [
-            f"column {name!r}: {c['rule']}: observed {c['observed']!r}, expected {c['expected']!r}"
-            for c in checks
-            if not c["passed"]
-        ]
+        else:
+            newest = datetime.fromtimestamp(column.max, tz=timezone.utc)
+            age = as_of - newest
+            checks.append(
+                _check(
+                    f"freshness[{fresh['column']}]",
+                    age <= max_age,
+                    f"newest {newest.isoformat()} ({age} old)",
+                    f"at most {max_age} before {as_of.isoformat()}",
+                    fresh.get("severity", "warn"),
+                )
+            )
+    return checks
+
+
+def _message(where: str, check: dict[str, Any]) -> str:
+    return f"{where}: {check['rule']}: observed {check['observed']!r}, expected {check['expected']!r}"
+
+
+def check_rules(stats: DatasetStats, rules: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """Check ``rules`` (the ``validate`` config as a plain dict) against one pass of ``stats``.
+
+    Returns ``{"passed", "failures", "warnings", "rows", "table": [checks], "columns": {name: {stats,
+    checks}}}``; each failure or warning names the column, the rule, what was observed and expected.
+    """
+    now = now or datetime.now(timezone.utc)
+    failures: list[str] = []
+    warnings: list[str] = []
+
+    def triage(where: str, checks: list[dict[str, Any]]) -> None:
+        for c in checks:
+            if not c["passed"]:
+                (failures if c["severity"] == "fail" else warnings).append(_message(where, c))
+
+    table = _table_checks(stats, rules, now)
+    triage("table", table)
+    columns: dict[str, Any] = {}
+    for name, rule in (rules.get("columns") or {}).items():
+        column = stats.columns.get(name)
+        checks = _column_checks(column, rule)
+        triage(f"column {name!r}", checks)
         columns[name] = (
             {"checks": checks} if column is None else {"stats": column.summary(), "checks": checks}
         )
-    return {"passed": not failures, "failures": failures, "rows": num_rows, "columns": columns}
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "warnings": warnings,
+        "rows": stats.rows,
+        "duplicate_keys": stats.duplicate_keys,
+        "table": table,
+        "columns": columns,
+    }

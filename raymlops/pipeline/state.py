@@ -41,6 +41,9 @@ class ValidateOutput:
     report_path: Path
     passed: bool
     failures: tuple[str, ...]
+    warnings: tuple[str, ...]
+    profile_path: Path  # reference profile of the training data version (monitoring compares to it)
+    html_path: Path
 
 
 @dataclass(frozen=True)

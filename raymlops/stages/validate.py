@@ -1,15 +1,13 @@
-"""validate: rule checks from config over distributed column statistics; a JSON report; a gate."""
+"""validate: the data gate. Rules, a reference profile and drift from one distributed pass; reports."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, cast
 
 from omegaconf import OmegaConf
 
-from raymlops.data.stats import compute_stats
-from raymlops.data.validation import check_rules
+from raymlops.data.audit import audit_dataset
 from raymlops.errors import DataValidationError
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
@@ -24,21 +22,27 @@ class ValidateStage(Stage):
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.validate
         ingest = state.require("ingest")
-        rules = cast(dict[str, Any], OmegaConf.to_container(cfg.columns, resolve=True))
-        stats = compute_stats(ingest.dataset, list(rules))
-        report = check_rules(stats, ingest.num_rows, cfg.min_rows, rules)
-        report["data_version"] = ingest.data_version
-        report_path = ctx.run_dir / "validation_report.json"
-        report_path.write_text(json.dumps(report, indent=2, default=str))
+        rules = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+        result = audit_dataset(ingest.dataset, rules, ingest.data_version, ctx.run_dir)
+        report = result.report
+        ctx.lineage["profile"] = str(result.profile_path)
         ctx.record(
             self.name,
-            rules=sum(len(c["checks"]) for c in report["columns"].values()),
+            rules=len(report["table"]) + sum(len(c["checks"]) for c in report["columns"].values()),
             failed=len(report["failures"]),
+            warnings=len(report["warnings"]),
         )
         if report["failures"]:
-            logger.warning("validation failures=%s report=%s", report["failures"], report_path)
+            logger.warning("validation failures=%s report=%s", report["failures"], result.html_path)
             if cfg.fail_on_error:
-                raise DataValidationError(report["failures"], {"report_path": str(report_path)})
+                raise DataValidationError(report["failures"], {"report_path": str(result.report_path)})
         return state.with_(
-            validate=ValidateOutput(report_path, not report["failures"], tuple(report["failures"]))
+            validate=ValidateOutput(
+                result.report_path,
+                not report["failures"],
+                tuple(report["failures"]),
+                tuple(report["warnings"]),
+                result.profile_path,
+                result.html_path,
+            )
         )
