@@ -1,7 +1,8 @@
-"""``python -m raymlops``: the operator CLI (registry look-ups for now).
+"""``python -m raymlops``: the operator CLI.
 
     python -m raymlops models list [overrides ...]
     python -m raymlops models versions NAME [overrides ...]
+    python -m raymlops data log|show|diff|audit|ingest ... [overrides ...]   (see ``data --help``)
 
 Overrides are the job's Hydra overrides (e.g. ``env=prod``, ``state_dir=/data/raymlops``), so the CLI
 reads the same registry the job writes.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raymlops.data.cli import add_data_commands, run_data_command
 from raymlops.errors import RayMLOpsError
 
 
@@ -33,8 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     versions = models.add_parser("versions", help="versions of one model with their lineage")
     versions.add_argument("name")
     versions.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    add_data_commands(sub)
+    # Overrides may follow options (``ingest FILE -m msg env=prod``): argparse would refuse them there.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if "=" not in e or e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
     try:
+        if args.group == "data":
+            return run_data_command(args)
         registry = _registry(args.overrides)
         if args.command == "list":
             for name in registry.model_names():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ class ModelRegistry:
         *,
         model_name: str,
         run_name: str,
-        artifacts: Mapping[str, Path],
+        artifacts: Mapping[str, Path | Sequence[Path]],
         params: Mapping[str, Any],
         metrics: Mapping[str, float],
         history: list[dict[str, float]],
@@ -64,7 +64,7 @@ class ModelRegistry:
     ) -> RegisteredVersion:
         """Log one run and register its ``model`` artifact folder as a new version of ``model_name``.
 
-        ``artifacts`` maps artifact folder -> local file (``model`` must be one of them). If anything
+        ``artifacts`` maps artifact folder -> local file(s) (``model`` must be one of them). If anything
         fails, the run is marked FAILED and no version is created.
         """
         from mlflow.entities import Metric, Param, RunTag
@@ -86,8 +86,9 @@ class ModelRegistry:
                 metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()] + epoch_metrics,
                 tags=[RunTag("raymlops.model_name", model_name)],
             )
-            for folder, path in artifacts.items():
-                client.log_artifact(run_id, str(path), artifact_path=folder)
+            for folder, paths in artifacts.items():
+                for path in [paths] if isinstance(paths, Path) else paths:
+                    client.log_artifact(run_id, str(path), artifact_path=folder)
             for name, text in texts.items():
                 client.log_text(run_id, text, name)
             if not self._has_model(model_name):

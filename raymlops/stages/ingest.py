@@ -1,10 +1,10 @@
-"""ingest: resolve the data reference to an immutable Delta version and read it with Ray Data."""
+"""ingest: resolve the data reference to an immutable version and read exactly that version."""
 
 from __future__ import annotations
 
 import logging
 
-from raymlops.data.delta import DeltaVersion, ensure_table, read_version, resolve_version
+from raymlops.data.refs import open_backend, parse_ref
 from raymlops.data.sampling import sample_rows
 from raymlops.data.sources import load_source
 from raymlops.pipeline.context import RunContext
@@ -14,24 +14,29 @@ from raymlops.pipeline.state import IngestOutput, PipelineState
 logger = logging.getLogger(__name__)
 
 
+def _seed_delta_table(ref: str, source: str | None) -> None:
+    """First run on the embedded default: write the raw source as version 0 of the Delta table."""
+    from deltalake import DeltaTable
+
+    from raymlops.data.delta import ensure_table
+
+    parsed = parse_ref(ref)
+    if parsed.backend == "delta" and source and not DeltaTable.is_deltatable(parsed.location):
+        ensure_table(parsed.location, load_source(source), message=f"initial load from {source}")
+
+
 class IngestStage(Stage):
     name = "ingest"
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.data
-        from deltalake import DeltaTable
-
-        if not DeltaTable.is_deltatable(cfg.table_uri):
-            # First run: write the raw source as version 0. Later runs read the pinned version.
-            ensure_table(cfg.table_uri, load_source(cfg.source), message=f"initial load from {cfg.source}")
-        version = resolve_version(cfg.table_uri, cfg.version)
-        dataset = read_version(cfg.table_uri, version)
-        dataset = sample_rows(dataset, cfg.sample_fraction, ctx.cfg.seed)
-        dataset = dataset.materialize()
-        data_version = DeltaVersion.of(cfg.table_uri, version)
+        _seed_delta_table(cfg.ref, cfg.source)
+        backend = open_backend(cfg.ref, cfg.lakefs)
+        data_version = backend.resolve()
+        dataset = sample_rows(backend.read(data_version), cfg.sample_fraction, ctx.cfg.seed).materialize()
         num_rows = dataset.count()
         ctx.lineage["data_version"] = str(data_version)
-        ctx.record(self.name, rows=num_rows, version=version)
+        ctx.record(self.name, rows=num_rows, version=data_version.version)
         logger.info("ingest data_version=%s rows=%d", data_version, num_rows)
         return state.with_(
             ingest=IngestOutput(dataset, str(data_version), dataset.schema().base_schema, num_rows)

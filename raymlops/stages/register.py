@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from raymlops.pipeline.context import RunContext, git_sha, package_versions
@@ -43,10 +45,12 @@ class RegisterStage(Stage):
             "config.yaml": OmegaConf.to_yaml(ctx.cfg, resolve=True),
             "packages.txt": "\n".join(f"{k}=={v}" for k, v in package_versions().items()),
         }
-        artifacts = {"model": exported.onnx_path}
+        artifacts: dict[str, list[Path]] = {"model": [exported.onnx_path]}
         validation = state.validate
         if validation is not None:
-            artifacts["reports"] = validation.report_path
+            # The training data's profile travels with the model: monitoring compares live traffic to it.
+            artifacts["model"].append(validation.profile_path)
+            artifacts["reports"] = [validation.report_path, validation.html_path]
         registry = ModelRegistry(cfg.tracking_uri, cfg.artifact_root, cfg.experiment)
         version = registry.log_and_register(
             model_name=cfg.model_name,
