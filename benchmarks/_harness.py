@@ -8,6 +8,7 @@ one JSON object per ``Figure`` followed by a one-line human summary. Everything 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -25,6 +26,7 @@ __all__ = [
     "FLIGHTS_ROWS",
     "FLIGHTS_SCHEMA",
     "Figure",
+    "PeakTreeRSS",
     "alternate",
     "emit",
     "flights_table",
@@ -34,6 +36,7 @@ __all__ = [
     "summary",
     "synthetic_flights",
     "timed",
+    "tree_rss_bytes",
 ]
 
 # A measured function may return its own seconds (e.g. one stage's time out of a whole pipeline run);
@@ -208,6 +211,94 @@ def start_ray(num_cpus: int = 2) -> None:
         configure_logging=False,
     )
     DataContext.get_current().enable_progress_bars = False
+
+
+# ----------------------------------------------------------------------------------------- memory
+
+
+def _tree_pids(root: int) -> set[int]:
+    """``root`` and every process below it (Ray's raylet, GCS and workers, for a local Ray)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _rss_bytes(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def tree_rss_bytes(children: bool = True) -> int:
+    """Resident memory of this process (and, with ``children``, every process below it) now."""
+    return _rss_bytes(_tree_pids(os.getpid()) if children else {os.getpid()})
+
+
+class PeakTreeRSS:
+    """Peak resident memory of this process tree above ``start_bytes``, sampled every 20 ms (Linux).
+
+    ``start_bytes`` defaults to the level at entry; pass the level of an idle, just-started Ray so
+    that memory Ray workers keep from earlier runs counts against the run measured. Shared pages (Ray's
+    object store) count once per process that maps them, so this overstates rather than understates
+    what a run needs. ``children=False`` measures this process alone (a single-process baseline).
+    """
+
+    def __init__(
+        self, start_bytes: int | None = None, children: bool = True, interval_s: float = 0.02
+    ) -> None:
+        self.interval_s = interval_s
+        self.children = children
+        self.start_bytes = start_bytes
+        self.peak_bytes = 0
+        self._stop = False
+
+    def _pids(self) -> set[int]:
+        return _tree_pids(os.getpid()) if self.children else {os.getpid()}
+
+    def _sample(self) -> None:
+        pids = self._pids()
+        for tick in itertools.count():
+            if self._stop:
+                return
+            if tick % 25 == 0:  # new workers appear; re-walk the tree every half second
+                pids = self._pids()
+            self.peak_bytes = max(self.peak_bytes, _rss_bytes(pids))
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> PeakTreeRSS:
+        import threading
+
+        self.peak_bytes = _rss_bytes(self._pids())
+        if self.start_bytes is None:
+            self.start_bytes = self.peak_bytes
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join()
+
+    @property
+    def added_bytes(self) -> int:
+        return max(0, self.peak_bytes - (self.start_bytes or 0))
 
 
 # ------------------------------------------------------------------------------------------- data

@@ -1,0 +1,173 @@
+"""validation: the validate stage's pass (rules + profile + key uniqueness) on Ray Data vs one process.
+
+Ours: the part files read by Ray tasks (``read_arrow_dataset``, as every data backend reads them),
+``compute_dataset_stats`` (pyarrow compute per block in parallel: moments, value counts, quantile
+sketches, key hashes), ``check_rules`` with the flights rules, ``Profile.from_stats``. Baseline: the same
+statistics computed by the same functions in one process over ``pq.read_table`` of the same files. Both
+read from disk every time, and both must agree on rows, duplicate keys and every column's null count,
+min and max before anything is reported.
+
+Memory: the peak resident memory of our whole process tree (driver, raylet, workers) above the level of
+the just-started, idle Ray, during one run, against the in-memory Arrow size of the data (target: under
+2.5x); the baseline's is its one process above its level before the run.
+
+Sizes: 1M and 10M synthetic flights (``--quick``: 1M only; ``--rows N``: N only).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+# Run as ``python benchmarks/validation.py``: Python puts this folder first on sys.path.
+from _harness import (
+    Figure,
+    PeakTreeRSS,
+    alternate,
+    emit,
+    log,
+    parser,
+    start_ray,
+    summary,
+    synthetic_flights,
+    tree_rss_bytes,
+)
+
+NAME = "validation"
+_PART_ROWS = 1_000_000
+_CACHE = Path(tempfile.gettempdir()) / "raymlops-bench-validation"
+
+
+def write_parts(rows: int) -> Path:
+    """Synthetic flights as parquet part files of 1M rows, cached between runs of the benchmark."""
+    folder = _CACHE / f"{rows}"
+    done = folder / "_complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, start in enumerate(range(0, rows, _PART_ROWS)):
+        part = synthetic_flights(min(_PART_ROWS, rows - start), seed=index)
+        pq.write_table(part, folder / f"part-{index:04d}.parquet", row_group_size=250_000)
+        log(f"wrote part {index + 1} ({start + part.num_rows:,}/{rows:,} rows)")
+    done.touch()
+    return folder
+
+
+def _rules() -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from raymlops.config import compose
+
+    rules = OmegaConf.to_container(
+        compose(["+experiment=quickstart"]).validate, resolve=True, enum_to_str=True
+    )
+    assert isinstance(rules, dict)
+    return rules
+
+
+def ours(folder: Path, rules: dict[str, Any]) -> tuple[Any, Any]:
+    import pyarrow.dataset as pads
+
+    from raymlops.data.arrow_read import read_arrow_dataset
+    from raymlops.data.profile import Profile
+    from raymlops.data.stats import compute_dataset_stats
+    from raymlops.data.validation import check_rules
+
+    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    ds = read_arrow_dataset(pads.dataset(files))  # what DeltaBackend/FilesBackend.read do
+    stats = compute_dataset_stats(ds, None, rules["unique"]["key"])
+    check_rules(stats, rules)
+    Profile.from_stats(stats.columns, stats.rows, "bench")
+    return stats, None
+
+
+def baseline(folder: Path, rules: dict[str, Any]) -> tuple[Any, int]:
+    from raymlops.data.profile import Profile
+    from raymlops.data.stats import DatasetStats, key_hashes, table_stats
+    from raymlops.data.validation import check_rules
+
+    table = pq.read_table(folder)
+    key = rules["unique"]["key"]
+    stats = DatasetStats(table_stats(table), table.num_rows, table.num_rows - len(key_hashes(table, key)))
+    check_rules(stats, rules)
+    Profile.from_stats(stats.columns, stats.rows, "bench")
+    return stats, table.nbytes
+
+
+def _same(a: Any, b: Any) -> None:
+    assert (a.rows, a.duplicate_keys) == (b.rows, b.duplicate_keys), (a.rows, b.rows)
+    for name, column in b.columns.items():
+        assert a.columns[name].nulls == column.nulls, name
+        assert a.columns[name].min == column.min and a.columns[name].max == column.max, name
+
+
+def run_size(rows: int, repeats: int, warmup: int, rules: dict[str, Any], idle_ray: int) -> list[Figure]:
+    folder = write_parts(rows)
+    with PeakTreeRSS(start_bytes=idle_ray) as ours_mem:  # over idle Ray: workers' start-up counts too
+        ours_stats, _ = ours(folder, rules)
+    with PeakTreeRSS(children=False) as base_mem:
+        base_stats, data_bytes = baseline(folder, rules)
+    _same(ours_stats, base_stats)
+    ours_s, base_s = alternate(
+        lambda: ours(folder, rules) and None, lambda: baseline(folder, rules) and None, repeats, warmup
+    )
+    size = f"{rows // 1_000_000}M" if rows >= 1_000_000 else f"{rows // 1000}k"
+    mib = 1024**2
+    log(
+        f"{size}: data {data_bytes / mib:.0f} MiB in memory; peak added RSS ours "
+        f"{ours_mem.added_bytes / mib:.0f} MiB, baseline {base_mem.added_bytes / mib:.0f} MiB"
+    )
+    return [
+        Figure(
+            NAME,
+            f"rows_per_s_{size}",
+            rows / ours_s,
+            rows / base_s,
+            "rows/s",
+            True,
+            1.3 if rows >= 10_000_000 else None,
+        ),
+        Figure(
+            NAME,
+            f"peak_memory_vs_data_{size}",
+            ours_mem.added_bytes / data_bytes,
+            base_mem.added_bytes / data_bytes,
+            "x data size",
+            False,
+        ),
+        Figure(
+            NAME,
+            f"peak_memory_vs_data_{size}_ours_limit",
+            ours_mem.added_bytes / data_bytes,
+            2.5,
+            "x data size",
+            False,
+            1.0 if rows >= 10_000_000 else None,  # below that, worker start-up (~0.9 GB) dominates
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    sizes = [args.rows] if args.rows else ([1_000_000] if args.quick else [1_000_000, 10_000_000])
+    repeats = args.repeats or 3
+    warmup = args.warmup if args.warmup is not None else 1
+    start_ray()
+    idle_ray = tree_rss_bytes()
+    rules = _rules()
+    figures = []
+    for rows in sizes:
+        log(f"size {rows:,} rows; repeats={repeats} warmup={warmup}")
+        for figure in run_size(rows, repeats, warmup, rules, idle_ray):
+            emit(figure)
+            figures.append(figure)
+    summary(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
