@@ -125,6 +125,12 @@ def _kind(dtype: pa.DataType) -> str:
     return "timestamp" if pa.types.is_timestamp(dtype) else "other"
 
 
+def _table_uri(cfg: Any) -> str:
+    from raymlops.data.refs import parse_ref
+
+    return parse_ref(cfg.data.ref).location
+
+
 def _validate(table: pa.Table, min_rows: int, rules: dict[str, Any]) -> list[str]:
     failures = [] if table.num_rows >= min_rows else [f"rows {table.num_rows} < {min_rows}"]
     for name, rule in rules.items():
@@ -177,7 +183,7 @@ def run_baseline(cfg: Any, work: Path, phases: dict[str, float]) -> dict[str, An
         clock = now
 
     # ingest
-    ds = ray.data.read_delta(data["table_uri"])
+    ds = ray.data.read_delta(_table_uri(cfg))
     if data["sample_fraction"] < 1.0:
         ds = ds.random_sample(data["sample_fraction"], seed=p["seed"])
     table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
@@ -391,13 +397,13 @@ def main(argv: list[str] | None = None) -> int:
             *quick,
         ]
         cfg = compose(overrides)
-        ensure_table(cfg.data.table_uri, table, message="benchmark input")  # both sides read this table
+        ensure_table(_table_uri(cfg), table, message="benchmark input")  # both sides read this table
         del table
         log(f"input: {described}; overrides={quick}; repeats={repeats} warmup={warmup}")
         start_ray(num_cpus=2)
         work = Path(tmp) / "baseline"
         work.mkdir()
-        _prewarm(cfg.data.table_uri, [cfg.registry.tracking_uri, f"sqlite:///{work / 'mlflow.db'}"])
+        _prewarm(_table_uri(cfg), [cfg.registry.tracking_uri, f"sqlite:///{work / 'mlflow.db'}"])
         ours_stages: list[dict[str, float]] = []
         baseline_stages: list[dict[str, float]] = []
         seen: dict[str, Any] = {}

@@ -152,3 +152,18 @@ def test_synthetic_flights_has_the_flights_schema_and_plausible_values() -> None
         assert low <= bounds["min"] and bounds["max"] <= high, column
     assert set(pc.unique(table["origin"]).to_pylist()) == {"EWR", "JFK", "LGA"}
     assert h.synthetic_flights(100, seed=3).equals(h.synthetic_flights(100, seed=3))  # seeded
+
+
+def test_peak_tree_rss_sees_memory_of_a_child_process() -> None:
+    import subprocess
+    import time
+
+    with h.PeakTreeRSS() as alone:
+        block = bytearray(120 * 1024**2)  # pages touched by the zero fill
+        time.sleep(0.1)
+    del block
+    assert alone.added_bytes > 100 * 1024**2
+    child = "b = bytearray(150 * 1024**2); import time; time.sleep(0.6)"
+    with h.PeakTreeRSS() as tree, h.PeakTreeRSS(children=False) as driver_only:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    assert tree.added_bytes > 130 * 1024**2 > driver_only.added_bytes
