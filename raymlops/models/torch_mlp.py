@@ -120,11 +120,16 @@ class TorchMLP:
         self.weight_decay, self.batch_size, self.epochs = weight_decay, batch_size, epochs
 
     def fit(
-        self, datasets: dict[str, Any], num_features: int, trainer_cfg: Any, storage_path: str, seed: int
+        self,
+        datasets: dict[str, Any],
+        num_features: int,
+        trainer_cfg: Any,
+        storage_path: str,
+        seed: int,
+        callbacks: list[Any] | None = None,
     ) -> TorchMLP:
         import os
 
-        import torch
         from ray.train.torch import TorchTrainer
 
         workers = trainer_cfg.scaling.num_workers
@@ -140,18 +145,24 @@ class TorchMLP:
             "threads": max(1, (os.cpu_count() or 1) // workers),
         }
         result = fit_with_ray_train(
-            TorchTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "torch_mlp"
+            TorchTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "torch_mlp", callbacks
         )
         if result.checkpoint is None:
             raise RayMLOpsError("Training finished without a checkpoint: no epoch completed.")
-        with result.checkpoint.as_directory() as folder:
+        return self.load_checkpoint(result.checkpoint, num_features)
+
+    def load_checkpoint(self, checkpoint: Any, num_features: int) -> TorchMLP:
+        """The fitted state from a ``ray.train.Checkpoint`` of this family (a finished run, a Tune trial)."""
+        import torch
+
+        with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / _CHECKPOINT_FILE, weights_only=False)
         self.module_ = build_mlp(num_features, self.hidden_sizes, self.dropout)
         self.module_.load_state_dict(state["model"])
         self.module_.eval()
         self.num_features_ = num_features
         self.history_: list[dict[str, float]] = state["history"]
-        self.checkpoint_path_ = result.checkpoint.path
+        self.checkpoint_path_ = checkpoint.path
         return self
 
     def _fitted(self):  # -> torch.nn.Module

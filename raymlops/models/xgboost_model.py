@@ -66,9 +66,15 @@ class XGBoostModel:
         )
 
     def fit(
-        self, datasets: dict[str, Any], num_features: int, trainer_cfg: Any, storage_path: str, seed: int
+        self,
+        datasets: dict[str, Any],
+        num_features: int,
+        trainer_cfg: Any,
+        storage_path: str,
+        seed: int,
+        callbacks: list[Any] | None = None,
     ) -> XGBoostModel:
-        from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
+        from ray.train.xgboost import XGBoostTrainer
 
         params = {
             "objective": "binary:logistic",
@@ -84,17 +90,26 @@ class XGBoostModel:
         }
         config = {"params": params, "num_boost_round": self.num_boost_round, "seed": seed}
         result = fit_with_ray_train(
-            XGBoostTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "xgboost"
+            XGBoostTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "xgboost", callbacks
         )
         if result.checkpoint is None:
             raise RayMLOpsError("XGBoost training finished without a checkpoint.")
-        self.booster_ = RayTrainReportCallback.get_model(result.checkpoint)
-        self.num_features_ = num_features
         frame = result.metrics_dataframe if hasattr(result, "metrics_dataframe") else None
-        self.history_ = [] if frame is None else frame.to_dict("records")
-        if not self.history_ and result.metrics:
-            self.history_ = [dict(result.metrics)]
-        self.checkpoint_path_ = result.checkpoint.path
+        history = [] if frame is None else frame.to_dict("records")
+        if not history and result.metrics:
+            history = [dict(result.metrics)]
+        return self.load_checkpoint(result.checkpoint, num_features, history)
+
+    def load_checkpoint(
+        self, checkpoint: Any, num_features: int, history: list[dict[str, Any]] | None = None
+    ) -> XGBoostModel:
+        """The fitted booster from a ``ray.train.Checkpoint`` of this family (a run, a Tune trial)."""
+        from ray.train.xgboost import RayTrainReportCallback
+
+        self.booster_ = RayTrainReportCallback.get_model(checkpoint)
+        self.num_features_ = num_features
+        self.history_ = list(history or [])
+        self.checkpoint_path_ = checkpoint.path
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

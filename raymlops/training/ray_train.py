@@ -34,8 +34,11 @@ def fit_with_ray_train(
     trainer_cfg: Any,
     storage_path: str,
     name: str,
+    callbacks: list[Any] | None = None,
 ) -> Any:
     """Run ``loop`` on Ray Train workers and return the ``ray.train.Result``.
+
+    ``callbacks`` go to the ``RunConfig`` (Tune's ``TuneReportCallback`` forwards each report to a trial).
 
     Only ``train`` is sharded across workers; ``valid`` is read whole by each worker so that every
     rank reports the same validation metrics. Raises the training error with its cause chained.
@@ -61,6 +64,7 @@ def fit_with_ray_train(
             storage_path=storage_path,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=trainer_cfg.checkpoints_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=trainer_cfg.max_failures),
+            callbacks=callbacks,
         ),
     )
     logger.info(
