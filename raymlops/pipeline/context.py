@@ -74,6 +74,7 @@ class RunContext:
     )
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    tracker: Any = None  # the job's MLflow run (registry.tracking.JobTracker) once the pipeline starts
 
     @property
     def state_dir(self) -> Path:

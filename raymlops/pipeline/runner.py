@@ -26,6 +26,7 @@ STAGES = {
     "validate": "raymlops.stages.validate:ValidateStage",
     "features": "raymlops.stages.features:FeaturesStage",
     "train": "raymlops.stages.train:TrainStage",
+    "tune": "raymlops.stages.tune:TuneStage",  # replaces train when the job has +tune=<option>
     "evaluate": "raymlops.stages.evaluate:EvaluateStage",
     "export": "raymlops.stages.export:ExportStage",
     "register": "raymlops.stages.register:RegisterStage",
@@ -43,7 +44,10 @@ def _stage(name: str) -> Stage:
 
 def run_pipeline(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[RunContext, PipelineState]:
     """Run ``cfg.stages`` in order on Ray. Raises the first stage's error; earlier outputs stay untouched."""
-    stages = [_stage(name) for name in cfg.stages]
+    names = list(cfg.stages)
+    if cfg.tune is not None:  # +tune=<option>: the best trial of a search is the trained model
+        names = ["tune" if name == "train" else name for name in names]
+    stages = [_stage(name) for name in names]
     if not cfg.serve.enabled:
         stages = [s for s in stages if s.name != "deploy"]
     ctx = ctx or RunContext(cfg)
@@ -54,6 +58,8 @@ def run_pipeline(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[RunCon
     state = PipelineState()
     started = time.monotonic()
     status = "failed"
+    if ctx.tracker is None and _TRACKED_STAGES & {s.name for s in stages}:
+        ctx.tracker = _start_tracking(ctx)
     try:
         for index, stage in enumerate(stages, start=1):
             logger.info("[%d/%d] %s ...", index, len(stages), stage.name)
@@ -62,7 +68,41 @@ def run_pipeline(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[RunCon
     finally:
         ctx.lineage["total_seconds"] = round(time.monotonic() - started, 2)
         _write_summary(ctx, status)
+        if ctx.tracker is not None:
+            ctx.tracker.finish(status, ctx.figures, ctx.lineage)
     return ctx, state
+
+
+# A job that makes a model is an MLflow run; data-only runs (ingest, validate) write summary.json alone.
+_TRACKED_STAGES = {"train", "tune", "register"}
+
+
+def _start_tracking(ctx: RunContext):  # -> JobTracker
+    from omegaconf import OmegaConf
+
+    from raymlops.pipeline.context import git_sha, package_versions
+    from raymlops.registry.mlflow_registry import ModelRegistry
+    from raymlops.registry.tracking import JobTracker
+
+    cfg = ctx.cfg
+    registry = ModelRegistry(cfg.registry.tracking_uri, cfg.registry.artifact_root, cfg.registry.experiment)
+    sha = git_sha()
+    tags = {
+        "raymlops.run_id": ctx.run_id,
+        "raymlops.run_name": str(cfg.run_name),
+        "raymlops.env": str(cfg.env.name),
+        "raymlops.git_sha": sha.removesuffix("-dirty"),
+        "raymlops.git_dirty": str(sha.endswith("-dirty")).lower(),
+        "mlflow.source.git.commit": sha.removesuffix("-dirty"),
+    }
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(resolved, dict)
+    tracker = JobTracker.start(
+        registry, f"{cfg.run_name}-{ctx.run_id}", tags, {str(k): v for k, v in resolved.items()}
+    )
+    tracker.log_text("packages.txt", "\n".join(f"{k}=={v}" for k, v in package_versions().items()))
+    ctx.lineage["mlflow_run_id"] = tracker.run_id
+    return tracker
 
 
 def _write_summary(ctx: RunContext, status: str) -> None:

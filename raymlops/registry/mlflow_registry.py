@@ -4,11 +4,9 @@ model versions. Embedded default: a SQLite file and a local artifact folder; a t
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from raymlops.errors import ModelNotFoundError
 
@@ -42,7 +40,7 @@ class ModelRegistry:
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
-    def _experiment_id(self) -> str:
+    def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
@@ -50,55 +48,20 @@ class ModelRegistry:
         location = Path(self.artifact_root).expanduser().resolve() / self.experiment
         return self.client.create_experiment(self.experiment, artifact_location=location.as_uri())
 
-    def log_and_register(
-        self,
-        *,
-        model_name: str,
-        run_name: str,
-        artifacts: Mapping[str, Path | Sequence[Path]],
-        params: Mapping[str, Any],
-        metrics: Mapping[str, float],
-        history: list[dict[str, float]],
-        texts: Mapping[str, str],
-        tags: Mapping[str, str],
+    def register_version(
+        self, *, model_name: str, run_id: str, model_files: Sequence[Path], tags: Mapping[str, str]
     ) -> RegisteredVersion:
-        """Log one run and register its ``model`` artifact folder as a new version of ``model_name``.
+        """Log ``model_files`` into the run's ``model`` folder and register that folder as a new version.
 
-        ``artifacts`` maps artifact folder -> local file(s) (``model`` must be one of them). If anything
-        fails, the run is marked FAILED and no version is created.
+        If anything fails no version is created (the caller's run is closed FAILED by its tracker).
         """
-        from mlflow.entities import Metric, Param, RunTag
-
         client = self.client
-        run = client.create_run(self._experiment_id(), run_name=run_name, tags=dict(tags))
-        run_id = run.info.run_id
-        try:
-            now = int(time.time() * 1000)
-            epoch_metrics = [
-                Metric(k, float(v), now, int(row.get("epoch", step + 1)))
-                for step, row in enumerate(history)
-                for k, v in row.items()
-                if k != "epoch" and isinstance(v, int | float)
-            ]
-            client.log_batch(
-                run_id,
-                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()] + epoch_metrics,
-                tags=[RunTag("raymlops.model_name", model_name)],
-            )
-            for folder, paths in artifacts.items():
-                for path in [paths] if isinstance(paths, Path) else paths:
-                    client.log_artifact(run_id, str(path), artifact_path=folder)
-            for name, text in texts.items():
-                client.log_text(run_id, text, name)
-            if not self._has_model(model_name):
-                client.create_registered_model(model_name, description="Registered by raymlops.")
-            source = f"{run.info.artifact_uri}/model"
-            version = client.create_model_version(model_name, source=source, run_id=run_id, tags=dict(tags))
-        except BaseException:
-            client.set_terminated(run_id, status="FAILED")
-            raise
-        client.set_terminated(run_id, status="FINISHED")
+        for path in model_files:
+            client.log_artifact(run_id, str(path), artifact_path="model")
+        if not self._has_model(model_name):
+            client.create_registered_model(model_name, description="Registered by raymlops.")
+        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        version = client.create_model_version(model_name, source=source, run_id=run_id, tags=dict(tags))
         logger.info("registered model=%s version=%s run_id=%s", model_name, version.version, run_id)
         return RegisteredVersion(model_name, str(version.version), run_id, source, dict(tags))
 

@@ -51,6 +51,14 @@ def test_model_beats_constant_baseline_and_is_registered_with_lineage(served) ->
     assert [m.step for m in history] == [1, 2]
     onnx_file = registry.local_artifact(version, "model.onnx")
     assert onnx_file.exists() and onnx_file == state.register.onnx_path
+    # The job's run holds the whole story: config, code, data, timings, resources, reports.
+    assert run.data.params["data.ref"] == cfg.data.ref and "trainer.scaling.num_workers" in run.data.params
+    assert run.data.tags["raymlops.git_dirty"] in ("true", "false")
+    assert run.data.tags["raymlops.data_version"] == state.ingest.data_version
+    assert run.data.metrics["time/train_seconds"] > 0 and run.data.metrics["resource/driver_peak_rss_mb"] > 0
+    artifacts = {a.path for a in registry.client.list_artifacts(version.run_id)}
+    assert {"config.yaml", "packages.txt", "model", "reports"} <= artifacts
+    assert registry.local_artifact(version, "profile.json").exists()  # monitoring compares traffic to it
     assert (ctx.run_dir / "summary.json").exists()
 
 
