@@ -3,6 +3,7 @@
     python -m raymlops models list [overrides ...]
     python -m raymlops models versions NAME [overrides ...]
     python -m raymlops data log|show|diff|audit|ingest ... [overrides ...]   (see ``data --help``)
+    python -m raymlops runs list|compare ... [overrides ...]                 (see ``runs --help``)
 
 Overrides are the job's Hydra overrides (e.g. ``env=prod``, ``state_dir=/data/raymlops``), so the CLI
 reads the same registry the job writes.
@@ -15,6 +16,7 @@ import sys
 
 from raymlops.data.cli import add_data_commands, run_data_command
 from raymlops.errors import RayMLOpsError
+from raymlops.registry.runs_cli import add_runs_commands, run_runs_command
 
 
 def _registry(overrides: list[str]):  # -> ModelRegistry
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     versions.add_argument("name")
     versions.add_argument("overrides", nargs="*")
     add_data_commands(sub)
+    add_runs_commands(sub)
     # Overrides may follow options (``ingest FILE -m msg env=prod``): argparse would refuse them there.
     args, extra = parser.parse_known_args(argv)
     unknown = [e for e in extra if "=" not in e or e.startswith("-")]

@@ -130,7 +130,13 @@ class JobTracker:
         except Exception:  # resource figures are best effort; never fail a run for them
             logger.debug("cluster resources unavailable", exc_info=True)
         self.log_metrics(final)
-        self.set_tags({f"raymlops.{k}": v for k, v in lineage.items() if k != "stage_seconds"})
+        self.set_tags(
+            {
+                k if k.startswith("raymlops.") else f"raymlops.{k}": v
+                for k, v in lineage.items()
+                if k != "stage_seconds"
+            }
+        )
         self.log_text("figures.json", _json(figures))
         self.registry.client.set_terminated(
             self.run_id, status="FINISHED" if status == "succeeded" else "FAILED"
