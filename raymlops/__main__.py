@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.group == "data":
             return run_data_command(args)
+        if args.group == "runs":
+            return run_runs_command(args)
         registry = _registry(args.overrides)
         if args.command == "list":
             for name in registry.model_names():
