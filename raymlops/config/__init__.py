@@ -26,6 +26,7 @@ def register_configs() -> None:
     cs.store(name="job_schema", node=schema.JobConfig)
     cs.store(group="model", name="torch_mlp_schema", node=schema.TorchMLPConfig)
     cs.store(group="model", name="xgboost_schema", node=schema.XGBoostConfig)
+    cs.store(group="tune", name="tune_schema", node=schema.TuneConfig)
 
 
 def compose(

@@ -131,6 +131,8 @@ class XGBoostConfig:
     subsample: float = 0.9
     colsample_bytree: float = 0.9
     min_child_weight: float = 1.0
+    early_stopping_rounds: int | None = 10  # stop when valid/loss has not improved for this many rounds
+    report_every: int = 10  # rounds between checkpoints (every round reports its metrics)
 
 
 @dataclass
@@ -140,11 +142,60 @@ class ScalingConfig:
     cpus_per_worker: float = 0.5  # < 1 keeps CPUs free for Ray Data tasks on small machines
 
 
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast to bfloat16: CPUs with AVX-512 BF16/AMX, and GPUs
+    fp16 = "fp16"  # autocast to float16 with a gradient scaler: GPUs
+
+
 @dataclass
 class TrainerConfig:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    precision: Precision = Precision.fp32  # mixed precision for torch models
     max_failures: int = 1  # worker restarts, resuming from the last checkpoint
     checkpoints_to_keep: int = 2
+
+
+class TuneMode(Enum):
+    min = "min"  # e.g. valid/loss
+    max = "max"  # e.g. valid/auc
+
+
+class SearchType(Enum):
+    loguniform = "loguniform"  # low..high on a log scale; low > 0 (learning rates, weight decay)
+    uniform = "uniform"  # low..high
+    int = "int"  # integers low..high, both included
+    choice = "choice"  # one of `values` (numbers, strings, lists such as hidden_sizes)
+
+
+@dataclass
+class SearchDim:
+    type: SearchType = SearchType.uniform
+    low: float | None = None  # loguniform | uniform | int
+    high: float | None = None
+    values: list[Any] | None = None  # choice
+
+
+@dataclass
+class ASHAConfig:
+    grace_period: int = 1  # reports every trial gets before it may be stopped
+    reduction_factor: float = 2.0  # at each rung only the best 1/reduction_factor go on
+    max_t: int | None = None  # reports of the longest trial; None: from the model (epochs, boosting rounds)
+
+
+@dataclass
+class TuneConfig:
+    metric: str = "valid/loss"  # reported by every model family: valid/loss | valid/auc | train/loss
+    mode: TuneMode = TuneMode.min
+    num_samples: int = 8  # trials
+    max_concurrent_trials: int = 2
+    scheduler: ASHAConfig | None = field(default_factory=ASHAConfig)  # None: every trial runs to the end
+    seed: int = 42  # Optuna's sampler
+    # Ray Train workers of each trial; small CPU shares so that concurrent trials fit on a small machine.
+    trial_scaling: ScalingConfig = field(
+        default_factory=lambda: ScalingConfig(num_workers=1, cpus_per_worker=0.5)
+    )
+    space: dict[str, SearchDim] = field(default_factory=dict)  # model parameter -> its range
 
 
 @dataclass
@@ -227,6 +278,7 @@ class JobConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: Any = MISSING  # TorchMLPConfig | XGBoostConfig, chosen by the model group
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tune: TuneConfig | None = None  # set by +tune=<option>: the tune stage replaces train
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)

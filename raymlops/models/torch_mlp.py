@@ -31,8 +31,28 @@ def build_mlp(num_features: int, hidden_sizes: list[int], dropout: float):  # ->
     return torch.nn.Sequential(*layers)
 
 
+def _autocast(device: Any, precision: str):  # -> a context manager
+    """Mixed precision from config: bf16 on CPU or GPU, fp16 on GPU (with a gradient scaler)."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: DDP over the train shard, a checkpoint from rank 0 each epoch."""
+    import time
+
     import ray.train
     import ray.train.torch
     import torch
@@ -41,8 +61,10 @@ def _train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"])
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device()
+    precision = config["precision"]
     module = build_mlp(config["num_features"], config["hidden_sizes"], config["dropout"])
     optimizer = torch.optim.AdamW(module.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # resume after a worker failure
@@ -51,42 +73,58 @@ def _train_loop(config: dict[str, Any]) -> None:
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
+        logging.getLogger("raymlops.train").info("rank=%d resumed from epoch %d", rank, start_epoch)
     model = ray.train.torch.prepare_model(module)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     train_shard = ray.train.get_dataset_shard("train")
     valid_shard = ray.train.get_dataset_shard("valid")
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
-        total, rows = 0.0, 0
+        total, rows, started = 0.0, 0, time.perf_counter()
         for batch in train_shard.iter_torch_batches(
-            batch_size=config["batch_size"], device=device, local_shuffle_buffer_size=4 * config["batch_size"]
+            batch_size=config["batch_size"],
+            device=device,
+            local_shuffle_buffer_size=4 * config["batch_size"],
+            local_shuffle_seed=config["seed"] + 1000 * epoch + rank,
         ):
             optimizer.zero_grad()
-            loss = loss_fn(model(batch["x"]).squeeze(1), batch["y"])
-            loss.backward()
-            optimizer.step()
+            with _autocast(device, precision):
+                loss = loss_fn(model(batch["x"]).squeeze(1).float(), batch["y"])
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += float(loss.detach()) * len(batch["y"])
             rows += len(batch["y"])
+        epoch_seconds = time.perf_counter() - started
         model.eval()
-        valid_total, valid_rows = 0.0, 0
-        with torch.no_grad():
+        valid_total, scores, labels = 0.0, [], []
+        with torch.no_grad(), _autocast(device, precision):
             for batch in valid_shard.iter_torch_batches(batch_size=8192, device=device):
-                valid_total += float(loss_fn(model(batch["x"]).squeeze(1), batch["y"])) * len(batch["y"])
-                valid_rows += len(batch["y"])
+                logits = model(batch["x"]).squeeze(1).float()
+                valid_total += float(loss_fn(logits, batch["y"])) * len(batch["y"])
+                scores.append(logits.cpu().numpy())
+                labels.append(batch["y"].cpu().numpy())
+        valid_rows = sum(len(y) for y in labels)
         metrics = {
             "epoch": epoch + 1,
             "train/loss": total / max(rows, 1),
             "valid/loss": valid_total / max(valid_rows, 1),
+            "valid/auc": _auc(np.concatenate(scores), np.concatenate(labels)) if labels else float("nan"),
             "train/rows_per_worker": rows,
+            "train/epoch_seconds": epoch_seconds,
+            "train/samples_per_second_per_worker": rows / max(epoch_seconds, 1e-9),
+            "resumed_from_epoch": start_epoch,
         }
         history.append(metrics)
         logging.getLogger("raymlops.train").info(
-            "epoch %d/%d rank=%d train/loss=%.4f valid/loss=%.4f",
+            "epoch %d/%d rank=%d train/loss=%.4f valid/loss=%.4f valid/auc=%.4f (%.1f s)",
             epoch + 1,
             config["epochs"],
             rank,
             metrics["train/loss"],
             metrics["valid/loss"],
+            metrics["valid/auc"],
+            epoch_seconds,
         )
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0:
@@ -96,6 +134,7 @@ def _train_loop(config: dict[str, Any]) -> None:
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch + 1,
                         "history": history,
+                        "preprocessor": config["preprocessor"],  # what turns raw columns into these inputs
                     },
                     Path(folder) / _CHECKPOINT_FILE,
                 )
@@ -127,7 +166,9 @@ class TorchMLP:
         storage_path: str,
         seed: int,
         callbacks: list[Any] | None = None,
+        preprocessor: Any = None,
     ) -> TorchMLP:
+        import dataclasses
         import os
 
         from ray.train.torch import TorchTrainer
@@ -143,6 +184,8 @@ class TorchMLP:
             "epochs": self.epochs,
             "seed": seed,
             "threads": max(1, (os.cpu_count() or 1) // workers),
+            "precision": getattr(getattr(trainer_cfg, "precision", None), "value", "fp32"),
+            "preprocessor": dataclasses.asdict(preprocessor) if preprocessor is not None else None,
         }
         result = fit_with_ray_train(
             TorchTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "torch_mlp", callbacks

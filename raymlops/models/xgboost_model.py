@@ -14,6 +14,10 @@ __all__ = ["XGBoostModel"]
 
 logger = logging.getLogger(__name__)
 _MAX_CONVERTER_OPSET = 15
+# Our metric name -> XGBoost's eval name: the same names as the torch family's per-epoch metrics.
+METRIC_NAMES = {"train/loss": "train-logloss", "valid/loss": "valid-logloss", "valid/auc": "valid-auc"}
+_EVAL_KEYS = {ours: tuple(name.split("-", 1)) for ours, name in METRIC_NAMES.items()}
+_HISTORY_FILE = "history.json"
 
 
 def _to_numpy(shard) -> tuple[np.ndarray, np.ndarray]:  # shard: ray.data.DataIterator
@@ -24,26 +28,61 @@ def _to_numpy(shard) -> tuple[np.ndarray, np.ndarray]:  # shard: ray.data.DataIt
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
 
 
+def _history(evals_result: dict[str, dict[str, list[float]]]) -> list[dict[str, float]]:
+    """Per-round metrics under our names, from xgboost's ``evals_result``."""
+    columns = {ours: evals_result[split][metric] for ours, (split, metric) in _EVAL_KEYS.items()}
+    rounds = len(next(iter(columns.values()), []))
+    return [{"round": i + 1, **{name: float(v[i]) for name, v in columns.items()}} for i in range(rounds)]
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker; Ray Train sets up the rabit collective between them."""
+    import json
+    import tempfile
+    from pathlib import Path
+
     import ray.train
     import xgboost
     from ray.train.xgboost import RayTrainReportCallback
 
-    worker_setup(config["seed"])
+    rank = worker_setup(config["seed"])
     x_train, y_train = _to_numpy(ray.train.get_dataset_shard("train"))
     x_valid, y_valid = _to_numpy(ray.train.get_dataset_shard("valid"))
     dtrain = xgboost.DMatrix(x_train, label=y_train)
     dvalid = xgboost.DMatrix(x_valid, label=y_valid)
-    xgboost.train(
+    callbacks: list[Any] = []
+    if config["early_stopping_rounds"]:
+        # Stop when valid/loss (the last eval set) has not improved for N rounds; keep the best model.
+        callbacks.append(
+            xgboost.callback.EarlyStopping(rounds=config["early_stopping_rounds"], save_best=True)
+        )
+    # Every round reports its metrics; a checkpoint every `report_every` rounds (each is a file write). Metric
+    # names as the torch family reports them, so runs and Tune compare across families.
+    callbacks.append(
+        RayTrainReportCallback(
+            metrics=METRIC_NAMES, frequency=config["report_every"], checkpoint_at_end=False
+        )
+    )
+    evals_result: dict[str, dict[str, list[float]]] = {}
+    booster = xgboost.train(
         config["params"],
         dtrain,
         num_boost_round=config["num_boost_round"],
         evals=[(dtrain, "train"), (dvalid, "valid")],
+        evals_result=evals_result,
         verbose_eval=10,
-        # One report (and checkpoint) every 10 rounds: each report costs a Ray Train round-trip.
-        callbacks=[RayTrainReportCallback(frequency=10, checkpoint_at_end=True)],
+        callbacks=callbacks,
     )
+    # The final checkpoint: the (best) booster where RayTrainReportCallback.get_model looks, and every
+    # round's metrics (Ray Train keeps only the retained checkpoints' reports).
+    history = _history(evals_result)
+    with tempfile.TemporaryDirectory() as folder:
+        if rank == 0:
+            booster.save_model(Path(folder) / RayTrainReportCallback.CHECKPOINT_NAME)
+            (Path(folder) / _HISTORY_FILE).write_text(json.dumps(history))
+            ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(history[-1])
 
 
 class XGBoostModel:
@@ -57,6 +96,8 @@ class XGBoostModel:
         subsample: float = 0.9,
         colsample_bytree: float = 0.9,
         min_child_weight: float = 1.0,
+        early_stopping_rounds: int | None = 10,
+        report_every: int = 10,
     ) -> None:
         self.max_depth, self.eta, self.num_boost_round = max_depth, eta, num_boost_round
         self.subsample, self.colsample_bytree, self.min_child_weight = (
@@ -64,6 +105,7 @@ class XGBoostModel:
             colsample_bytree,
             min_child_weight,
         )
+        self.early_stopping_rounds, self.report_every = early_stopping_rounds, report_every
 
     def fit(
         self,
@@ -73,6 +115,7 @@ class XGBoostModel:
         storage_path: str,
         seed: int,
         callbacks: list[Any] | None = None,
+        preprocessor: Any = None,  # recorded by the torch family's checkpoints; the ONNX graph holds it here
     ) -> XGBoostModel:
         from ray.train.xgboost import XGBoostTrainer
 
@@ -88,27 +131,32 @@ class XGBoostModel:
             "seed": seed,
             "device": "cuda" if trainer_cfg.scaling.use_gpu else "cpu",
         }
-        config = {"params": params, "num_boost_round": self.num_boost_round, "seed": seed}
+        config = {
+            "params": params,
+            "num_boost_round": self.num_boost_round,
+            "early_stopping_rounds": self.early_stopping_rounds,
+            "report_every": self.report_every,
+            "seed": seed,
+        }
         result = fit_with_ray_train(
             XGBoostTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "xgboost", callbacks
         )
         if result.checkpoint is None:
             raise RayMLOpsError("XGBoost training finished without a checkpoint.")
-        frame = result.metrics_dataframe if hasattr(result, "metrics_dataframe") else None
-        history = [] if frame is None else frame.to_dict("records")
-        if not history and result.metrics:
-            history = [dict(result.metrics)]
-        return self.load_checkpoint(result.checkpoint, num_features, history)
+        return self.load_checkpoint(result.checkpoint, num_features)
 
-    def load_checkpoint(
-        self, checkpoint: Any, num_features: int, history: list[dict[str, Any]] | None = None
-    ) -> XGBoostModel:
+    def load_checkpoint(self, checkpoint: Any, num_features: int) -> XGBoostModel:
         """The fitted booster from a ``ray.train.Checkpoint`` of this family (a run, a Tune trial)."""
+        import json
+        from pathlib import Path
+
         from ray.train.xgboost import RayTrainReportCallback
 
         self.booster_ = RayTrainReportCallback.get_model(checkpoint)
         self.num_features_ = num_features
-        self.history_ = list(history or [])
+        with checkpoint.as_directory() as folder:
+            history_file = Path(folder) / _HISTORY_FILE
+            self.history_ = json.loads(history_file.read_text()) if history_file.exists() else []
         self.checkpoint_path_ = checkpoint.path
         return self
 

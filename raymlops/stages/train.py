@@ -26,6 +26,7 @@ class TrainStage(Stage):
             ctx.cfg.trainer,
             storage_path,
             ctx.cfg.seed,
+            preprocessor=features.preprocessor,
         )
         last = model.history_[-1] if model.history_ else {}
         ctx.record(

