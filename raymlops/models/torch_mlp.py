@@ -49,6 +49,26 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
 
+_CHUNK_BATCHES = 64  # minibatches per Ray Data batch
+
+
+def _minibatches(shard: Any, batch_size: int, device: Any, shuffle: Any):  # -> Iterator[dict[str, Tensor]]
+    """Minibatches of ``batch_size`` rows, shuffled within chunks of 64 minibatches each epoch.
+
+    Ray Data hands out chunks, torch slices them. Collating every 1,024-row batch through Ray Data's
+    local shuffle buffer ran at 108k samples/s where a plain torch loop ran 320k; chunks of 16 batches
+    gave 224k, of 64 batches 285k vs 301k (benchmarks/train.py, 1 worker, 2 cores). The features stage
+    shuffles the training rows globally once; this reshuffles within chunks every epoch.
+    """
+    import torch
+
+    for chunk in shard.iter_torch_batches(batch_size=batch_size * _CHUNK_BATCHES, device=device):
+        order = torch.randperm(len(chunk["y"]), generator=shuffle).to(chunk["y"].device)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield {"x": chunk["x"][index], "y": chunk["y"][index]}
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: DDP over the train shard, a checkpoint from rank 0 each epoch."""
     import time
@@ -81,12 +101,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
         total, rows, started = 0.0, 0, time.perf_counter()
-        for batch in train_shard.iter_torch_batches(
-            batch_size=config["batch_size"],
-            device=device,
-            local_shuffle_buffer_size=4 * config["batch_size"],
-            local_shuffle_seed=config["seed"] + 1000 * epoch + rank,
-        ):
+        shuffle = torch.Generator().manual_seed(config["seed"] + 1000 * epoch + rank)
+        for batch in _minibatches(train_shard, config["batch_size"], device, shuffle):
             optimizer.zero_grad()
             with _autocast(device, precision):
                 loss = loss_fn(model(batch["x"]).squeeze(1).float(), batch["y"])
