@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, diff_schemas
+from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, version_diff
 from raymlops.errors import ConfigError
 
 __all__ = ["DeltaBackend", "ensure_table"]
@@ -109,8 +109,7 @@ class DeltaBackend:
         return entries
 
     def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
-        added, removed, changed = diff_schemas(self.schema(old), self.schema(new))
-        return VersionDiff(old, new, self.num_rows(old), self.num_rows(new), added, removed, changed)
+        return version_diff(self, old, new)
 
     # write-audit-publish
 

@@ -14,7 +14,7 @@ from functools import cached_property
 
 import pyarrow as pa
 
-from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, diff_schemas
+from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, version_diff
 from raymlops.errors import ConfigError
 
 __all__ = ["LakeFSBackend"]
@@ -168,8 +168,7 @@ class LakeFSBackend:
         return entries[: max(limit, 0)]  # the SDK's paging yields one entry even for max_amount=0
 
     def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
-        added, removed, changed = diff_schemas(self.schema(old), self.schema(new))
-        return VersionDiff(old, new, self.num_rows(old), self.num_rows(new), added, removed, changed)
+        return version_diff(self, old, new)
 
     # write-audit-publish
 

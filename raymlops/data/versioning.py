@@ -15,7 +15,15 @@ import pyarrow as pa
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["Candidate", "CommitInfo", "DataBackend", "DataVersion", "VersionDiff", "diff_schemas"]
+__all__ = [
+    "Candidate",
+    "CommitInfo",
+    "DataBackend",
+    "DataVersion",
+    "VersionDiff",
+    "diff_schemas",
+    "version_diff",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,12 @@ def diff_schemas(old: pa.Schema, new: pa.Schema) -> tuple[dict[str, str], dict[s
     removed = {k: v for k, v in old_types.items() if k not in new_types}
     changed = {k: (old_types[k], v) for k, v in new_types.items() if k in old_types and old_types[k] != v}
     return added, removed, changed
+
+
+def version_diff(backend: DataBackend, old: DataVersion, new: DataVersion) -> VersionDiff:
+    """Row counts and schema changes between two versions, from any backend's schema and num_rows."""
+    added, removed, changed = diff_schemas(backend.schema(old), backend.schema(new))
+    return VersionDiff(old, new, backend.num_rows(old), backend.num_rows(new), added, removed, changed)
 
 
 @dataclass(frozen=True)
