@@ -277,7 +277,7 @@ class PeakTreeRSS:
         for tick in itertools.count():
             if self._stop:
                 return
-            if tick % 25 == 0:  # new workers appear; re-walk the tree every half second
+            if tick % 5 == 0:  # new workers appear; re-walk the tree every 0.1 s
                 pids = self._pids()
             self.peak_bytes = max(self.peak_bytes, _rss_bytes(pids))
             time.sleep(self.interval_s)

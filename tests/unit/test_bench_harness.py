@@ -163,7 +163,7 @@ def test_peak_tree_rss_sees_memory_of_a_child_process() -> None:
         time.sleep(0.1)
     del block
     assert alone.added_bytes > 100 * 1024**2
-    child = "b = bytearray(150 * 1024**2); import time; time.sleep(0.6)"
+    child = "b = bytearray(150 * 1024**2); import time; time.sleep(1.5)"
     with h.PeakTreeRSS() as tree, h.PeakTreeRSS(children=False) as driver_only:
         subprocess.run([sys.executable, "-c", child], check=True)
     assert tree.added_bytes > 130 * 1024**2 > driver_only.added_bytes
