@@ -11,12 +11,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "AliasConflictError",
     "ConfigError",
     "DataValidationError",
     "DataVersionError",
     "DeploymentError",
     "ExportParityError",
     "GateFailedError",
+    "GovernanceError",
     "MissingDependencyError",
     "ModelNotFoundError",
     "RayMLOpsError",
@@ -151,3 +153,22 @@ class MissingDependencyError(RayMLOpsError, ImportError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.package, self.feature))
+
+
+class GovernanceError(RayMLOpsError):
+    """A registry action is not allowed in the version's current state; the message says why."""
+
+
+class AliasConflictError(GovernanceError):
+    """An alias moved between reading it and changing it: another operator or job won the race."""
+
+    def __init__(self, model: str, alias: str, expected: str | None, found: str | None) -> None:
+        self.model, self.alias, self.expected, self.found = model, alias, expected, found
+        super().__init__(
+            f"Alias {alias!r} of model {model!r} is at version {found or 'none'}, not {expected or 'none'} "
+            f"as this change expected: someone else changed it meanwhile. Nothing was changed; "
+            f"check `python -m raymlops models history {model}` and retry."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model, self.alias, self.expected, self.found))

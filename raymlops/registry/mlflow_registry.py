@@ -3,12 +3,16 @@ model versions. Embedded default: a SQLite file and a local artifact folder; a t
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from raymlops.errors import ModelNotFoundError
+from raymlops.errors import GovernanceError, ModelNotFoundError
 
 __all__ = ["ModelRegistry", "RegisteredVersion"]
 
@@ -22,13 +26,70 @@ class RegisteredVersion:
     run_id: str
     source: str  # artifact URI of the model folder
     tags: dict[str, str]
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def lifecycle(self) -> str:
+        return self.tags.get("raymlops.lifecycle", "candidate")
+
+
+def _version(v: Any) -> RegisteredVersion:  # v: mlflow ModelVersion
+    aliases = tuple(sorted(getattr(v, "aliases", ()) or ()))
+    return RegisteredVersion(v.name, str(v.version), v.run_id, v.source, dict(v.tags), aliases)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout_s: float = 60.0) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``: registry writes from concurrent jobs take turns.
+
+    MLflow has no compare-and-set for aliases and SQLite refuses concurrent writers ("database is
+    locked"); every raymlops registry write goes through this lock, held for milliseconds.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise GovernanceError(
+                        f"The registry lock {path} was held for more than {timeout_s:.0f} s; "
+                        "another raymlops process is stuck holding it."
+                    ) from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ModelRegistry:
     """A thin, typed layer over ``MlflowClient`` for what raymlops records."""
 
-    def __init__(self, tracking_uri: str, artifact_root: str, experiment: str) -> None:
+    def __init__(
+        self, tracking_uri: str, artifact_root: str, experiment: str, lock_path: str | None = None
+    ) -> None:
         self.tracking_uri, self.artifact_root, self.experiment = tracking_uri, artifact_root, experiment
+        if lock_path is None and tracking_uri.startswith("sqlite:///"):
+            lock_path = tracking_uri.removeprefix("sqlite:///") + ".lock"
+        self.lock_path = Path(lock_path).expanduser() if lock_path else None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ModelRegistry:  # cfg: the job's ``registry`` config group
+        return cls(cfg.tracking_uri, cfg.artifact_root, cfg.experiment, cfg.get("lock_path"))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise registry writes across processes (a no-op without a lock path)."""
+        if self.lock_path is None:
+            yield
+            return
+        with file_lock(self.lock_path):
+            yield
 
     @property
     def client(self):  # -> mlflow.MlflowClient
@@ -58,12 +119,13 @@ class ModelRegistry:
         client = self.client
         for path in model_files:
             client.log_artifact(run_id, str(path), artifact_path="model")
-        if not self._has_model(model_name):
-            client.create_registered_model(model_name, description="Registered by raymlops.")
         source = f"{client.get_run(run_id).info.artifact_uri}/model"
-        version = client.create_model_version(model_name, source=source, run_id=run_id, tags=dict(tags))
+        with self.locked():  # two jobs registering at once both succeed with distinct versions
+            if not self._has_model(model_name):
+                client.create_registered_model(model_name, description="Registered by raymlops.")
+            version = client.create_model_version(model_name, source=source, run_id=run_id, tags=dict(tags))
         logger.info("registered model=%s version=%s run_id=%s", model_name, version.version, run_id)
-        return RegisteredVersion(model_name, str(version.version), run_id, source, dict(tags))
+        return _version(version)
 
     def _has_model(self, name: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -75,15 +137,41 @@ class ModelRegistry:
         return True
 
     def versions(self, name: str) -> list[RegisteredVersion]:
-        """Every version of ``name``, oldest first."""
+        """Every version of ``name``, oldest first, with its aliases."""
         if not self._has_model(name):
             known = [m.name for m in self.client.search_registered_models()]
             raise ModelNotFoundError(name, known)
+        # search_model_versions leaves ``aliases`` empty: take them from the registered model.
+        held: dict[str, list[str]] = {}
+        for alias, version in (self.client.get_registered_model(name).aliases or {}).items():
+            held.setdefault(str(version), []).append(alias)
         found = self.client.search_model_versions(f"name='{name}'")
         return sorted(
-            (RegisteredVersion(v.name, str(v.version), v.run_id, v.source, dict(v.tags)) for v in found),
+            (
+                dataclasses.replace(_version(v), aliases=tuple(sorted(held.get(str(v.version), []))))
+                for v in found
+            ),
             key=lambda v: int(v.version),
         )
+
+    def version(self, name: str, version: str) -> RegisteredVersion:
+        """One version; an unknown name or version is a ModelNotFoundError listing what exists."""
+        known = self.versions(name)
+        for v in known:
+            if v.version == str(version):
+                return v
+        raise ModelNotFoundError(f"{name} v{version}", [f"{name} v{v.version}" for v in known])
+
+    def by_alias(self, name: str, alias: str) -> RegisteredVersion | None:
+        """The version holding ``alias``, or None when no version holds it."""
+        from mlflow.exceptions import MlflowException
+
+        if not self._has_model(name):
+            return None
+        try:
+            return _version(self.client.get_model_version_by_alias(name, alias))
+        except MlflowException:
+            return None
 
     def model_names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())

@@ -48,7 +48,7 @@ def run_runs_command(args: argparse.Namespace) -> int:
     refs = [r for r in getattr(args, "runs", []) if "=" not in r]
     overrides = [r for r in getattr(args, "runs", []) if "=" in r] + list(args.overrides)
     cfg = compose(overrides).registry
-    registry = ModelRegistry(cfg.tracking_uri, cfg.artifact_root, cfg.experiment)
+    registry = ModelRegistry.from_config(cfg)
     if args.command == "list":
         if args.limit < 1:
             raise ConfigError("--limit", f"must be at least 1, got {args.limit}.")

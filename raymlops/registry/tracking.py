@@ -16,7 +16,7 @@ from typing import Any
 
 from raymlops.registry.mlflow_registry import ModelRegistry
 
-__all__ = ["JobTracker", "flatten"]
+__all__ = ["JobTracker", "config_digest", "flatten"]
 
 logger = logging.getLogger(__name__)
 _MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
@@ -45,11 +45,19 @@ def _metrics(history: list[dict[str, Any]], final: Mapping[str, Any], now: int):
     return rows + [Metric(k, float(v), now, 0) for k, v in final.items() if isinstance(v, int | float)]
 
 
+def config_digest(text: str) -> str:
+    """``sha256:<hex>`` of a resolved config's YAML text."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 class JobTracker:
     """One MLflow run per job; ``run_id`` is what registered versions and child runs point at."""
 
     def __init__(self, registry: ModelRegistry, run_id: str) -> None:
         self.registry, self.run_id = registry, run_id
+        self.config_digest = ""
         self._started = time.monotonic()
 
     @classmethod
@@ -65,9 +73,14 @@ class JobTracker:
         params = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in flatten(config).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run.info.run_id, params=params[start : start + 100])
-        client.log_text(run.info.run_id, OmegaConf.to_yaml(OmegaConf.create(dict(config))), "config.yaml")
+        text = OmegaConf.to_yaml(OmegaConf.create(dict(config)))
+        client.log_text(run.info.run_id, text, "config.yaml")
+        # The digest of exactly the logged bytes: lineage checks a registered version's config by it.
+        client.set_tag(run.info.run_id, "raymlops.config_digest", config_digest(text))
         logger.info("mlflow run started run_id=%s experiment=%s", run.info.run_id, registry.experiment)
-        return cls(registry, run.info.run_id)
+        tracker = cls(registry, run.info.run_id)
+        tracker.config_digest = config_digest(text)
+        return tracker
 
     def log_metrics(self, final: Mapping[str, Any], history: list[dict[str, Any]] | None = None) -> None:
         metrics = _metrics(history or [], final, int(time.time() * 1000))
