@@ -198,11 +198,34 @@ class TuneConfig:
     space: dict[str, SearchDim] = field(default_factory=dict)  # model parameter -> its range
 
 
+class GateFailure(Enum):
+    reject = "reject"  # register the version with lifecycle "rejected" (no alias), then fail the run
+    skip = "skip"  # register nothing, fail the run
+
+
+@dataclass
+class ChampionGate:
+    alias: str = "champion"  # the version the candidate must not be worse than (re-scored on its test rows)
+    # metric -> the most the candidate may be worse by (auc/accuracy: lower; logloss/rmse/mae: higher).
+    max_regression: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class EvaluateConfig:
     split: str = "test"
     # "<split>/<metric> <op> <bound>", op one of >= <= > <; a list so that an override replaces it whole.
     gates: list[str] = field(default_factory=lambda: ["test/auc >= 0.6"])
+    champion: ChampionGate = field(default_factory=ChampionGate)
+    on_fail: GateFailure = GateFailure.reject
+    slices: list[str] = field(default_factory=list)  # raw columns: metrics per value, with counts
+    min_slice_rows: int = 30  # smaller slices are counted but get no metrics (too noisy)
+    max_slice_values: int = 20  # the most frequent values per slice column
+
+
+@dataclass
+class ExplainConfig:
+    background_rows: int = 100  # train rows the explainers integrate over (bounded: cost is linear in it)
+    rows: int = 200  # test rows explained for the global summary
 
 
 @dataclass
@@ -215,12 +238,26 @@ class ExportConfig:
 # ---------------------------------------------------------------- registry / serve / ray / env
 
 
+class PassAlias(Enum):
+    champion = "champion"
+    challenger = "challenger"
+    shadow = "shadow"
+    none = "none"  # registered as a candidate; an operator or rollout assigns aliases
+
+
 @dataclass
 class RegistryConfig:
     tracking_uri: str = "sqlite:///${state_dir}/mlflow.db"
     artifact_root: str = "${state_dir}/artifacts"
     experiment: str = "${env.name}-flights"
     model_name: str = "flights-delay"
+    # Alias a version gets when it passes every gate: champion | challenger | none (dev: the new model
+    # serves at once; prod: it waits as challenger for a rollout to promote it).
+    on_pass: PassAlias = PassAlias.champion
+    parent_version: str | None = None  # the version this one was retrained from (lineage)
+    lock_path: str | None = None  # None: next to a SQLite registry; set a shared path for a server
+    intended_use: str = ""  # model card
+    limitations: list[str] = field(default_factory=list)  # model card
 
 
 @dataclass
@@ -269,6 +306,7 @@ class JobConfig:
             "train",
             "evaluate",
             "export",
+            "explain",
             "register",
             "deploy",
         ]
@@ -280,6 +318,7 @@ class JobConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tune: TuneConfig | None = None  # set by +tune=<option>: the tune stage replaces train
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)

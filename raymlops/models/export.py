@@ -16,7 +16,15 @@ from raymlops.errors import ExportParityError
 from raymlops.features.onnx_graph import FEATURES_OUTPUT, preprocessing_graph
 from raymlops.features.preprocess import FittedPreprocessor, numeric_column
 
-__all__ = ["PROBABILITY_OUTPUT", "compose_pipeline", "export_pipeline", "onnx_feeds", "providers_for"]
+__all__ = [
+    "PROBABILITY_OUTPUT",
+    "compose_pipeline",
+    "export_pipeline",
+    "onnx_feeds",
+    "parse_input_columns",
+    "predict_onnx",
+    "providers_for",
+]
 
 logger = logging.getLogger(__name__)
 PROBABILITY_OUTPUT = "probability"
@@ -37,6 +45,26 @@ def onnx_feeds(table: pa.Table, input_columns: dict[str, str]) -> dict[str, np.n
             values = ["" if v is None else str(v) for v in table[name].to_pylist()]
             feeds[name] = np.asarray(values, dtype=object).reshape(-1, 1)
     return feeds
+
+
+def parse_input_columns(tag: str) -> dict[str, str]:
+    """The registry tag ``raymlops.input_columns`` (``"col:float,col2:string"``) as a dict."""
+    return dict(part.split(":", 1) for part in tag.split(",") if part)
+
+
+def predict_onnx(
+    model: str | Path | bytes, table: pa.Table, input_columns: dict[str, str], batch_rows: int = 65536
+) -> np.ndarray:
+    """Probabilities of a composed graph on raw rows (CPU), in batches so memory stays bounded."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, providers=providers_for(False))
+    parts = [
+        session.run([PROBABILITY_OUTPUT], onnx_feeds(table.slice(start, batch_rows), input_columns))[0]
+        for start in range(0, table.num_rows, batch_rows)
+    ]
+    return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype=np.float32)
 
 
 def compose_pipeline(pre: FittedPreprocessor, model_graph: Any) -> Any:

@@ -29,6 +29,7 @@ STAGES = {
     "tune": "raymlops.stages.tune:TuneStage",  # replaces train when the job has +tune=<option>
     "evaluate": "raymlops.stages.evaluate:EvaluateStage",
     "export": "raymlops.stages.export:ExportStage",
+    "explain": "raymlops.stages.explain:ExplainStage",
     "register": "raymlops.stages.register:RegisterStage",
     "deploy": "raymlops.stages.deploy:DeployStage",
 }
@@ -85,7 +86,7 @@ def _start_tracking(ctx: RunContext):  # -> JobTracker
     from raymlops.registry.tracking import JobTracker
 
     cfg = ctx.cfg
-    registry = ModelRegistry(cfg.registry.tracking_uri, cfg.registry.artifact_root, cfg.registry.experiment)
+    registry = ModelRegistry.from_config(cfg.registry)
     sha = git_sha()
     tags = {
         "raymlops.run_id": ctx.run_id,

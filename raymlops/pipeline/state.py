@@ -13,11 +13,13 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import ray.data
 
+    from raymlops.evaluation.metrics import GateResult
     from raymlops.features.preprocess import FittedPreprocessor
 
 __all__ = [
     "DeployOutput",
     "EvaluateOutput",
+    "ExplainOutput",
     "ExportOutput",
     "FeaturesOutput",
     "IngestOutput",
@@ -55,6 +57,10 @@ class FeaturesOutput:
     raw_sample: pa.Table  # raw rows of the test split: ONNX parity check and sample requests
     split_rows: dict[str, int]
     train_positive_rate: float
+    # Raw valid/test rows with ``label``: evaluation re-scores the champion on them and slices them.
+    heldout_raw: dict[str, ray.data.Dataset] = dataclasses.field(default_factory=dict)
+    background: pa.Table | None = None  # a random sample of raw train rows: the SHAP background
+    train_time_range: tuple[str, str] | None = None  # first and last instant of the train split
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,19 @@ class EvaluateOutput:
     metrics: dict[str, float]
     baseline: dict[str, float]  # the same metrics for a constant predictor of the train prevalence
     passed: bool
+    failures: tuple[str, ...] = ()
+    gates: tuple[GateResult, ...] = ()
+    slices: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    champion: dict[str, Any] | None = None  # {"version", "metrics"}: re-scored on the same test rows
+    report_path: Path | None = None  # evaluation.json
+
+
+@dataclass(frozen=True)
+class ExplainOutput:
+    summary: dict[str, Any]  # method, output_space, rows, base_value, mean_abs per raw column, seconds
+    summary_json: Path
+    plot_png: Path
+    explainer_dir: Path  # the per-request explainer, packaged with the model for /explain
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,9 @@ class RegisterOutput:
     run_id: str
     model_uri: str
     onnx_path: Path
+    lifecycle: str = "candidate"  # rejected when a gate failed (on_fail=reject)
+    aliases: tuple[str, ...] = ()
+    card_path: Path | None = None  # model_card.html
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,7 @@ class PipelineState:
     train: TrainOutput | None = None
     evaluate: EvaluateOutput | None = None
     export: ExportOutput | None = None
+    explain: ExplainOutput | None = None
     register: RegisterOutput | None = None
     deploy: DeployOutput | None = None
 

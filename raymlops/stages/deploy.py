@@ -43,6 +43,12 @@ class DeployStage(Stage):
             use_gpu=cfg.use_gpu,
             max_rows_per_request=cfg.max_rows_per_request,
         )
+        from raymlops.registry.governance import Governance
+        from raymlops.registry.mlflow_registry import ModelRegistry
+
+        Governance(ModelRegistry.from_config(ctx.cfg.registry)).record_deployment(
+            registered.model_name, cfg.app_name, {registered.version}, why=f"deploy stage of job {ctx.run_id}"
+        )
         sample = state.require("features").raw_sample
         rows = sample.slice(0, cfg.sample_requests).to_pylist()
         records = [{k: _json_safe(v) for k, v in row.items() if k in exported.input_columns} for row in rows]

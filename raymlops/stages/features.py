@@ -68,6 +68,14 @@ class FeaturesStage(Stage):
         train = train.random_shuffle(seed=ctx.cfg.seed).materialize()
         valid, test = valid.materialize(), test.materialize()
         raw_sample = test_raw.take_batch(ctx.cfg.export.parity_rows, batch_format="pyarrow")
+        time_column = cfg.split.time_column
+        first, last = train_raw.min(time_column), train_raw.max(time_column)
+        # A random, bounded sample of train rows: the background SHAP explainers integrate over.
+        wanted = ctx.cfg.explain.background_rows
+        fraction = min(1.0, 4.0 * wanted / max(split_rows["train"], 1))
+        background = train_raw.random_sample(fraction, seed=ctx.cfg.seed).take_batch(
+            wanted, batch_format="pyarrow"
+        )
         ctx.record(
             self.name,
             features=pre.num_features,
@@ -77,6 +85,15 @@ class FeaturesStage(Stage):
         logger.info("features splits=%s features=%d", split_rows, pre.num_features)
         return state.with_(
             features=FeaturesOutput(
-                train, valid, test, pre, raw_sample, split_rows, train_stats["label"].mean
+                train,
+                valid,
+                test,
+                pre,
+                raw_sample,
+                split_rows,
+                train_stats["label"].mean,
+                heldout_raw={"valid": valid_raw, "test": test_raw},
+                background=background,
+                train_time_range=(str(first), str(last)),
             )
         )

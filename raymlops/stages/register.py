@@ -1,12 +1,18 @@
-"""register: metrics, reports and the ONNX model into the job's MLflow run; a lineage-tagged model version."""
+"""register: metrics, reports, SHAP and the ONNX model into the job's MLflow run; a model version with
+lineage tags, its alias (when every gate passed) or the ``rejected`` lifecycle, an audit record, and a
+generated model card in the version's folder."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Any
 
+from raymlops.errors import GateFailedError
 from raymlops.pipeline.context import RunContext, git_sha
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState, RegisterOutput
+from raymlops.registry.governance import UNCHANGED, Governance
 from raymlops.registry.mlflow_registry import ModelRegistry
 
 
@@ -15,11 +21,32 @@ class RegisterStage(Stage):
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.registry
-        ingest, trained = state.require("ingest"), state.require("train")
-        evaluated, exported = state.require("evaluate"), state.require("export")
+        ingest, evaluated, exported = (
+            state.require("ingest"),
+            state.require("evaluate"),
+            state.require("export"),
+        )
         tracker = ctx.tracker
         if tracker is None:  # run_pipeline opens the job's run for any pipeline with this stage
             raise RuntimeError("register needs the job's MLflow run: run it through run_pipeline.")
+        tracker.log_metrics(
+            {**evaluated.metrics, **{f"baseline/{k}": v for k, v in evaluated.baseline.items()}},
+            state.require("train").history,
+        )
+        run_uri = tracker.registry.client.get_run(tracker.run_id).info.artifact_uri
+        reports: list[Path] = [p for p in [evaluated.report_path] if p is not None]
+        model_files: list[Path] = [exported.onnx_path]
+        validation = state.validate
+        if validation is not None:
+            # The training data's profile travels with the model: monitoring compares live traffic to it.
+            model_files.append(validation.profile_path)
+            reports += [validation.report_path, validation.html_path]
+        tracker.log_artifacts("reports", reports)
+        explained = state.explain
+        if explained is not None:
+            model_files += [explained.summary_json, explained.plot_png]
+            tracker.log_artifacts("model/explainer", sorted(explained.explainer_dir.iterdir()))
+        passed = evaluated.passed
         tags = {
             "raymlops.run_id": ctx.run_id,
             "raymlops.run_name": str(ctx.cfg.run_name),
@@ -28,25 +55,136 @@ class RegisterStage(Stage):
             "raymlops.data_version": ingest.data_version,
             "raymlops.seed": str(ctx.cfg.seed),
             "raymlops.input_columns": ",".join(f"{k}:{v}" for k, v in exported.input_columns.items()),
+            "raymlops.config_digest": tracker.config_digest,
+            "raymlops.parent": str(cfg.parent_version or ""),
+            "raymlops.evaluation_report": f"{run_uri}/reports/evaluation.json",
+            "raymlops.validation_report": f"{run_uri}/reports/{validation.report_path.name}"
+            if validation is not None
+            else "",
+            "raymlops.gates": "passed" if passed else "failed",
+            "raymlops.lifecycle": "candidate",
         }
-        tracker.log_metrics(
-            {**evaluated.metrics, **{f"baseline/{k}": v for k, v in evaluated.baseline.items()}},
-            trained.history,
-        )
-        model_files: list[Path] = [exported.onnx_path]
-        validation = state.validate
-        if validation is not None:
-            # The training data's profile travels with the model: monitoring compares live traffic to it.
-            model_files.append(validation.profile_path)
-            tracker.log_artifacts("reports", [validation.report_path, validation.html_path])
-        registry = ModelRegistry(cfg.tracking_uri, cfg.artifact_root, cfg.experiment)
+        registry = ModelRegistry.from_config(cfg)
+        governance = Governance(registry)
+        name = cfg.model_name
         version = registry.register_version(
-            model_name=cfg.model_name, run_id=tracker.run_id, model_files=model_files, tags=tags
+            model_name=name, run_id=tracker.run_id, model_files=model_files, tags=tags
         )
-        tracker.set_tags({"raymlops.model_name": cfg.model_name, "raymlops.model_version": version.version})
-        ctx.lineage.update(tags)
-        ctx.record(self.name, model=f"{version.name} v{version.version}", mlflow_run=version.run_id[:8])
+        governance.audit(
+            "register",
+            name,
+            f"job {ctx.run_id}",
+            to_version=version.version,
+            run_id=tracker.run_id,
+            details={"data_version": ingest.data_version, "gates": tags["raymlops.gates"]},
+        )
+        aliases: tuple[str, ...] = ()
+        if not passed:
+            governance.set_lifecycle(
+                name, version.version, "rejected", why="; ".join(evaluated.failures), run_id=tracker.run_id
+            )
+        elif cfg.on_pass.value != "none":
+            # Compare-and-set against the champion the gates compared with: if it moved meanwhile, this
+            # version stays a candidate and the run fails (AliasConflictError) instead of racing it.
+            gate = ctx.cfg.evaluate.champion
+            expected: Any = UNCHANGED
+            alias = str(cfg.on_pass.value)
+            if alias == gate.alias and gate.max_regression:
+                expected = evaluated.champion["version"] if evaluated.champion else None
+            governance.set_alias(
+                name,
+                alias,
+                version.version,
+                why=f"passed every gate in job {ctx.run_id}",
+                action="register",
+                expected=expected,
+                run_id=tracker.run_id,
+            )
+            aliases = (alias,)
+        lifecycle = registry.version(name, version.version).lifecycle
+        tracker.set_tags({"raymlops.model_name": name, "raymlops.model_version": version.version})
+        ctx.lineage.update(tags | {"raymlops.lifecycle": lifecycle})
+        card_dir = ctx.run_dir / "model_card"
+        _write_card(ctx, state, version.version, {**tags, "raymlops.lifecycle": lifecycle}, card_dir)
+        tracker.log_artifacts("model", sorted(card_dir.glob("model_card.*")))
+        ctx.record(
+            self.name,
+            model=f"{version.name} v{version.version}",
+            lifecycle=lifecycle,
+            aliases=",".join(aliases) or "-",
+            mlflow_run=version.run_id[:8],
+        )
+        if not passed:
+            raise GateFailedError(
+                [*evaluated.failures, f"registered as {name} v{version.version} (rejected; no alias moved)"],
+                evaluated.metrics,
+            )
         onnx_path = registry.local_artifact(version, exported.onnx_path.name)
         return state.with_(
-            register=RegisterOutput(version.name, version.version, version.run_id, version.source, onnx_path)
+            register=RegisterOutput(
+                version.name,
+                version.version,
+                version.run_id,
+                version.source,
+                onnx_path,
+                lifecycle,
+                aliases,
+                registry.local_artifact(version, "model_card.html"),
+            )
         )
+
+
+def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[str, str], out: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from raymlops.evaluation.model_card import ModelCard, write_model_card
+
+    features, evaluated = state.require("features"), state.require("evaluate")
+    pre = features.preprocessor
+    validation, explained = state.validate, state.explain
+    first, last = features.train_time_range or ("", "")
+    model_cfg: Any = OmegaConf.to_container(ctx.cfg.model, resolve=True)
+    card = ModelCard(
+        model_name=ctx.cfg.registry.model_name,
+        version=version,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        intended_use=str(ctx.cfg.registry.intended_use),
+        limitations=list(ctx.cfg.registry.limitations),
+        training_data={
+            "data_version": state.require("ingest").data_version,
+            "rows": dict(features.split_rows),
+            "time_range": {"start": first, "end": last} if first else None,
+            "schema": {f.name: str(f.type) for f in state.require("ingest").schema},
+        },
+        preprocessing={
+            **{
+                f"{c} (numeric)": f"mean {m:.4g}, std {s:.4g}"
+                for c, m, s in zip(pre.numeric, pre.means, pre.stds, strict=True)
+            },
+            **{
+                f"{c} (one-hot)": f"{len(v)} categories"
+                for c, v in zip(pre.categorical, pre.categories, strict=True)
+            },
+            "label": f"{ctx.cfg.features.label.column} > {ctx.cfg.features.label.threshold}",
+        },
+        model={
+            "family": type(state.require("train").model).__name__,
+            "hyperparameters": {k: v for k, v in model_cfg.items() if k != "_target_"},
+        },
+        metrics=dict(evaluated.metrics),
+        baseline=dict(evaluated.baseline),
+        slices=dict(evaluated.slices),
+        gates=[g.to_dict() for g in evaluated.gates],
+        champion=evaluated.champion,
+        shap=explained.summary if explained else None,
+        shap_png=explained.plot_png.read_bytes() if explained else None,
+        validation={
+            "passed": validation.passed,
+            "failures": list(validation.failures),
+            "warnings": list(validation.warnings),
+        }
+        if validation
+        else None,
+        lineage={k.removeprefix("raymlops."): v for k, v in tags.items() if k != "raymlops.input_columns"},
+    )
+    write_model_card(card, out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import httpx
@@ -39,7 +41,7 @@ def test_model_beats_constant_baseline_and_is_registered_with_lineage(served) ->
     cfg, ctx, state = served
     metrics, baseline = state.evaluate.metrics, state.evaluate.baseline
     assert metrics["test/auc"] >= 0.55 > baseline["test/auc"]
-    registry = ModelRegistry(cfg.registry.tracking_uri, cfg.registry.artifact_root, cfg.registry.experiment)
+    registry = ModelRegistry.from_config(cfg.registry)
     [version] = registry.versions(cfg.registry.model_name)
     assert version.version == state.register.version == "1"
     assert version.tags["raymlops.data_version"] == state.ingest.data_version == ctx.lineage["data_version"]
@@ -60,6 +62,48 @@ def test_model_beats_constant_baseline_and_is_registered_with_lineage(served) ->
     assert {"config.yaml", "packages.txt", "model", "reports"} <= artifacts
     assert registry.local_artifact(version, "profile.json").exists()  # monitoring compares traffic to it
     assert (ctx.run_dir / "summary.json").exists()
+
+
+def test_first_passing_version_is_champion_with_card_shap_and_checked_lineage(served) -> None:
+    import json
+
+    from raymlops.data.refs import open_backend
+    from raymlops.registry.governance import Governance
+    from raymlops.registry.lineage import lineage_of, training_config
+
+    cfg, _, state = served
+    registry = ModelRegistry.from_config(cfg.registry)
+    version = registry.version(cfg.registry.model_name, "1")
+    assert version.aliases == ("champion",) and version.lifecycle == "production"
+    assert (
+        version.tags["raymlops.gates"] == "passed"
+        and version.tags["raymlops.deployed_apps"] == cfg.serve.app_name
+    )
+    [registered] = [r for r in Governance(registry).history(cfg.registry.model_name) if r.alias == "champion"]
+    assert (registered.action, registered.to_version, registered.run_id) == ("register", "1", version.run_id)
+    # Evaluation: overall, per slice with counts, no champion to compare with yet.
+    report = json.loads(state.evaluate.report_path.read_text())
+    carriers = {row["value"]: row for row in report["slices"]["carrier"]}
+    assert sum(r["rows"] for r in report["slices"]["origin"]) == report["metrics"]["test/rows"]
+    assert carriers["UA"]["rows"] >= 30 and 0 < carriers["UA"]["auc"] < 1 and report["champion"] is None
+    # SHAP over the raw input columns, stored with the version, plus the per-request explainer.
+    shap = json.loads(registry.local_artifact(version, "shap_summary.json").read_text())
+    assert set(shap["mean_abs"]) == set(state.export.input_columns) and shap["method"] == "permutation"
+    assert registry.local_artifact(version, "explainer/explainer.json").exists()
+    # The model card carries the real figures.
+    card = registry.local_artifact(version, "model_card.md").read_text()
+    assert f"{state.evaluate.metrics['test/auc']:.4f}" in card and state.ingest.data_version in card
+    assert "Intended use" in card and "New York" in card and "| UA |" in card.replace("`", "")
+    html = registry.local_artifact(version, "model_card.html").read_text()
+    assert "data:image/png;base64," in html and state.register.card_path is not None
+    # Lineage round trip: the exact data version and the exact config that made the model.
+    lineage = lineage_of(registry, cfg.registry.model_name, "1")
+    assert lineage.data_version == state.ingest.data_version and lineage.config_digest.startswith("sha256:")
+    backend = open_backend(lineage.data_version, cfg.data.lakefs)
+    assert str(backend.resolve()) == lineage.data_version
+    assert backend.num_rows(backend.resolve()) >= state.ingest.num_rows
+    config = training_config(registry, lineage)
+    assert config["data"]["ref"] == cfg.data.ref and config["model"]["epochs"] == 2
 
 
 def test_served_model_answers_real_http_with_the_registered_graph(served) -> None:
@@ -88,7 +132,7 @@ def test_malformed_request_is_a_4xx_with_a_message(served) -> None:
     assert "error" in response.json()
 
 
-def test_failed_gate_leaves_registry_and_deployment_as_they_were(served) -> None:
+def test_failed_gates_register_rejected_and_leave_aliases_and_deployment_alone(served) -> None:
     cfg, _, state = served
     failing = compose(
         [
@@ -98,12 +142,29 @@ def test_failed_gate_leaves_registry_and_deployment_as_they_were(served) -> None
             *MLP,
             "model.epochs=1",
             "evaluate.gates=['test/auc>=0.99']",
+            # Must beat the champion by 0.5 AUC: fails, after re-scoring v1 on this run's test rows.
+            "evaluate.champion.max_regression={test/auc: -0.5}",
         ]
     )
-    with pytest.raises(GateFailedError, match=r"test/auc = 0\.\d+, must be >= 0\.99"):
+    with pytest.raises(GateFailedError) as failed:
         run_pipeline(failing)
-    registry = ModelRegistry(cfg.registry.tracking_uri, cfg.registry.artifact_root, cfg.registry.experiment)
-    assert [v.version for v in registry.versions(cfg.registry.model_name)] == ["1"]
+    message = str(failed.value)
+    assert re.search(r"test/auc = 0\.\d+, must be >= 0\.99", message)
+    assert re.search(r"test/auc = 0\.\d+ vs champion v1 0\.\d+", message)
+    assert "registered as flights-delay v2 (rejected; no alias moved)" in message
+    registry = ModelRegistry.from_config(cfg.registry)
+    v1, v2 = registry.versions(cfg.registry.model_name)
+    assert v1.aliases == ("champion",) and v2.aliases == () and v2.lifecycle == "rejected"
+    # The champion's registered graph was re-scored on the candidate's rows: same row count, and on the
+    # same split its AUC reproduces what v1's own run measured.
+    path = registry.client.download_artifacts(v2.run_id, "reports/evaluation.json", str(cfg.state_dir))
+    report = json.loads(Path(path).read_text())
+    assert report["champion"]["version"] == "1"
+    assert report["champion"]["metrics"]["test/rows"] == report["metrics"]["test/rows"]
+    v1_auc = registry.client.get_run(v1.run_id).data.metrics["test/auc"]
+    assert report["champion"]["metrics"]["test/auc"] == pytest.approx(v1_auc, abs=1e-3)
+    card = registry.local_artifact(v2, "model_card.md").read_text()
+    assert "❌" in card and "rejected" in card
     response = httpx.post(
         f"{state.deploy.url}/v1/models/{cfg.registry.model_name}/predict",
         json={"records": [dict.fromkeys(state.export.input_columns)]},
