@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING, Any
 # Imported eagerly on purpose: the submodule ``deploy`` shares its name with the function, and a lazy
 # lookup would hand out the module once anything had imported ``raymlops.serving.deploy``.
 from raymlops.serving.deploy import deploy, sample_requests
+from raymlops.serving.policy import RoutePolicy, Shadow, Sticky
 from raymlops.serving.spec import ModelSpec, build_user_config, choose_version, parse_user_config
 
 __all__ = [
     "LoadedModel",
     "ModelSpec",
+    "RoutePolicy",
     "Router",
+    "Shadow",
+    "Sticky",
     "build_user_config",
     "choose_version",
     "deploy",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from raymlops.errors import DeploymentError
+from raymlops.serving.policy import RoutePolicy
 from raymlops.serving.spec import ModelSpec, build_user_config
 
 __all__ = ["deploy", "sample_requests"]
@@ -22,6 +23,9 @@ _REPLICA_CODE = (
     "serving/app.py",
     "serving/onnx_model.py",
     "serving/spec.py",
+    "serving/policy.py",
+    "serving/metrics.py",
+    "serving/oip.py",
     "models/export.py",
     "features/preprocess.py",
     "errors.py",
@@ -58,6 +62,10 @@ def deploy(
     timeout_s: float = 120,
     replica_gpus: float = 1.0,
     check_models: bool = True,
+    policies: Mapping[str, RoutePolicy] | None = None,
+    max_body_bytes: int | None = None,
+    shadow_max_in_flight: int | None = None,
+    stats_window: int | None = None,
 ) -> str:
     """Deploy (or update in place) the router serving ``models`` and wait until it is ready.
 
@@ -77,6 +85,9 @@ def deploy(
         max_rows_per_request: Larger requests are refused with 422.
         timeout_s: How long to wait for the application to answer ``/v2/health/ready``.
         replica_gpus: GPUs each replica reserves when ``use_gpu`` (fractions share a device).
+        policies: Per model name, sticky assignment and shadowing (``RoutePolicy``).
+        max_body_bytes, shadow_max_in_flight, stats_window: Router settings (``build_user_config``);
+            None keeps the router's default.
         check_models: Load every ONNX file here first (on CPU). A replica whose reconfigure fails is
             replaced, and in Ray 2.60 a failed in-place update leaves no replica serving; a broken
             model must not get that far. Turn off only where the driver cannot read the paths.
@@ -92,7 +103,18 @@ def deploy(
 
     from raymlops.serving.app import LOGGING_CONFIG, Router
 
-    user_config = build_user_config(models, use_gpu=use_gpu, max_rows_per_request=max_rows_per_request)
+    settings = {
+        "max_body_bytes": max_body_bytes,
+        "shadow_max_in_flight": shadow_max_in_flight,
+        "stats_window": stats_window,
+    }
+    user_config = build_user_config(
+        models,
+        policies=policies,
+        use_gpu=use_gpu,
+        max_rows_per_request=max_rows_per_request,
+        **{k: v for k, v in settings.items() if v is not None},
+    )
     if check_models:
         from raymlops.serving.onnx_model import LoadedModel
 

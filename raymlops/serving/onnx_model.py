@@ -95,7 +95,7 @@ def parse_records(body: bytes) -> Any:
     """
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RequestError(f"request body is not valid JSON: {exc}", status=400) from None
     if isinstance(payload, dict):
         if "records" not in payload:

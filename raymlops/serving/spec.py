@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from raymlops.errors import ConfigError
+from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 
 __all__ = [
     "INPUT_KINDS",
+    "PLACEMENTS",
     "ModelSpec",
+    "RoutePolicy",
     "RoutingConfig",
     "build_user_config",
     "choose_version",
@@ -26,6 +28,16 @@ __all__ = [
 ]
 
 INPUT_KINDS = ("float", "string")  # the wire types of a served graph's raw-column inputs
+# Where a version's session runs (see ModelSpec.placement); "deployment" is named but not built yet.
+PLACEMENTS = ("colocated", "deployment")
+_IMPLEMENTED_PLACEMENTS = ("colocated",)
+# Router settings besides the routing table, with their defaults.
+_SETTINGS: dict[str, int] = {
+    "max_rows_per_request": 10_000,
+    "max_body_bytes": 16 * 1024**2,
+    "shadow_max_in_flight": 4,
+    "stats_window": 1_000,
+}
 
 
 @dataclass(frozen=True)
@@ -38,8 +50,12 @@ class ModelSpec:
         onnx_path: Path of the composed ONNX graph (preprocessing + model), readable by every replica.
         data_version: Version of the data the model was trained on; returned in ``data-version``.
         input_columns: Raw column -> ``"float"`` or ``"string"``, as the graph's inputs expect.
-        weight: Relative share of the name's traffic (0 = loaded but not routed to).
+        weight: Relative share of the name's traffic (0 = loaded but not routed to, e.g. a shadow).
         threshold: ``label = probability >= threshold``.
+        placement: ``"colocated"`` (the default and, for now, the only one implemented): the
+            onnxruntime session lives inside every router replica, no extra hop. ``"deployment"``
+            (its own Serve deployment behind a ``DeploymentHandle``, for graphs too large to copy
+            into every router replica) is refused with a ``ConfigError`` until it is built.
     """
 
     name: str
@@ -49,13 +65,14 @@ class ModelSpec:
     input_columns: dict[str, str]
     weight: float = 1.0
     threshold: float = 0.5
+    placement: str = "colocated"
 
     def __post_init__(self) -> None:
         key = f"serving.models[{self.name!r}]"
-        for field in ("name", "version", "onnx_path"):
-            value = getattr(self, field)
+        for name in ("name", "version", "onnx_path"):
+            value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise ConfigError(f"{key}.{field}", f"must be a non-empty string, got {value!r}.")
+                raise ConfigError(f"{key}.{name}", f"must be a non-empty string, got {value!r}.")
         if not isinstance(self.data_version, str):
             raise ConfigError(f"{key}.data_version", f"must be a string, got {self.data_version!r}.")
         if not self.input_columns:
@@ -65,10 +82,23 @@ class ModelSpec:
                 raise ConfigError(
                     f"{key}.input_columns.{column}", f"kind {kind!r} is not one of {', '.join(INPUT_KINDS)}."
                 )
-        if not (isinstance(self.weight, int | float) and math.isfinite(self.weight) and self.weight >= 0):
-            raise ConfigError(f"{key}.weight", f"must be a finite number >= 0, got {self.weight!r}.")
+        weight = self.weight
+        if isinstance(weight, bool) or not (
+            isinstance(weight, int | float) and math.isfinite(weight) and weight >= 0
+        ):
+            raise ConfigError(f"{key}.weight", f"must be a finite number >= 0, got {weight!r}.")
         if not (isinstance(self.threshold, int | float) and 0.0 <= self.threshold <= 1.0):
             raise ConfigError(f"{key}.threshold", f"must be in [0, 1], got {self.threshold!r}.")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(
+                f"{key}.placement", f"{self.placement!r} is not one of {', '.join(PLACEMENTS)}.", PLACEMENTS
+            )
+        if self.placement not in _IMPLEMENTED_PLACEMENTS:
+            raise ConfigError(
+                f"{key}.placement",
+                f"{self.placement!r} (a separate Serve deployment per version) is not implemented yet; "
+                "use 'colocated' (the session inside the router replicas).",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (Serve's ``user_config`` must be JSON-serialisable)."""
@@ -77,6 +107,10 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Inverse of ``to_dict``; unknown keys are an error, so a typo does not pass silently."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                "serving.models", f"each version must be a mapping of ModelSpec fields, got {data!r}."
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
@@ -91,27 +125,37 @@ class ModelSpec:
                 f"serving.models[{data.get('name')!r}]", f"missing field(s): {', '.join(missing)}."
             )
         values = dict(data)
+        if not isinstance(values["input_columns"], Mapping):
+            raise ConfigError(
+                f"serving.models[{data.get('name')!r}].input_columns",
+                f"must map column -> kind, got {values['input_columns']!r}.",
+            )
         values["input_columns"] = dict(values["input_columns"])
         return cls(**values)
 
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    """The router's whole state from ``user_config``: specs per name plus request limits."""
+    """The router's whole state from ``user_config``: specs and policy per name plus request limits.
+
+    Attributes:
+        models: Name -> its versions, in config order (the order sticky keys are laid out in).
+        policies: Name -> sticky / shadow policy; names without one are plain weighted splits.
+        use_gpu: Run onnxruntime with the CUDA provider.
+        max_rows_per_request: Larger requests are refused with 422.
+        max_body_bytes: Larger request bodies are refused with 413 before they are parsed.
+        shadow_max_in_flight: Shadow calls running or queued at once per replica; beyond it a
+            sampled shadow call is dropped (and counted) rather than queued behind a slow model.
+        stats_window: Requests per (model, version, route) kept for ``/v1/models/{name}/stats``.
+    """
 
     models: dict[str, tuple[ModelSpec, ...]]
+    policies: dict[str, RoutePolicy] = field(default_factory=dict)
     use_gpu: bool = False
-    max_rows_per_request: int = 10_000
-
-
-def choose_version(specs: Sequence[ModelSpec], rng: random.Random) -> ModelSpec:
-    """Pick the version that answers one request: a weighted random choice on ``weight``.
-
-    This is the seam where canary, shadow and sticky routing plug in.
-    """
-    if len(specs) == 1:
-        return specs[0]
-    return rng.choices(specs, weights=[s.weight for s in specs])[0]
+    max_rows_per_request: int = _SETTINGS["max_rows_per_request"]
+    max_body_bytes: int = _SETTINGS["max_body_bytes"]
+    shadow_max_in_flight: int = _SETTINGS["shadow_max_in_flight"]
+    stats_window: int = _SETTINGS["stats_window"]
 
 
 def _check_routing(models: Mapping[str, tuple[ModelSpec, ...]]) -> None:
@@ -133,37 +177,82 @@ def _check_routing(models: Mapping[str, tuple[ModelSpec, ...]]) -> None:
             )
 
 
+def _check_setting(key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"serving.{key}", f"must be an integer >= 1, got {value!r}.")
+    return value
+
+
 def build_user_config(
-    models: Iterable[ModelSpec], *, use_gpu: bool = False, max_rows_per_request: int = 10_000
+    models: Iterable[ModelSpec],
+    *,
+    policies: Mapping[str, RoutePolicy] | None = None,
+    use_gpu: bool = False,
+    max_rows_per_request: int = _SETTINGS["max_rows_per_request"],
+    max_body_bytes: int = _SETTINGS["max_body_bytes"],
+    shadow_max_in_flight: int = _SETTINGS["shadow_max_in_flight"],
+    stats_window: int = _SETTINGS["stats_window"],
 ) -> dict[str, Any]:
-    """The ``user_config`` dict for the router: ``{"models": {name: [spec, ...]}, ...}``."""
+    """The router's ``user_config``; the same checks as ``parse_user_config``, on the driver side.
+
+    Its shape (JSON)::
+
+        {
+          "models": {"flights": [{"name": "flights", "version": "1", "onnx_path": "...",
+                                  "data_version": "...", "input_columns": {"distance": "float", ...},
+                                  "weight": 0.95, "threshold": 0.5, "placement": "colocated"},
+                                 {..., "version": "2", "weight": 0.05}, ...]},
+          "policies": {"flights": {"sticky": {"header": "x-user-id"},       # or {"field": "user_id"}
+                                   "shadow": {"version": "3", "fraction": 0.2}}},
+          "use_gpu": false, "max_rows_per_request": 10000, "max_body_bytes": 16777216,
+          "shadow_max_in_flight": 4, "stats_window": 1000
+        }
+    """
     grouped: dict[str, list[ModelSpec]] = {}
     for spec in models:
         grouped.setdefault(spec.name, []).append(spec)
-    if max_rows_per_request < 1:
-        raise ConfigError("serving.max_rows_per_request", f"must be >= 1, got {max_rows_per_request}.")
-    _check_routing({name: tuple(specs) for name, specs in grouped.items()})
+    settings = {
+        "max_rows_per_request": max_rows_per_request,
+        "max_body_bytes": max_body_bytes,
+        "shadow_max_in_flight": shadow_max_in_flight,
+        "stats_window": stats_window,
+    }
+    for key, value in settings.items():
+        _check_setting(key, value)
+    routing = {name: tuple(specs) for name, specs in grouped.items()}
+    _check_routing(routing)
+    policies = dict(policies or {})
+    for name, policy in policies.items():
+        if name not in routing:
+            raise ConfigError(f"serving.policies.{name}", "names no served model.", routing)
+        if not isinstance(policy, RoutePolicy):
+            raise ConfigError(f"serving.policies[{name!r}]", f"must be a RoutePolicy, got {policy!r}.")
+        check_policy(name, policy, routing[name])
     return {
         "models": {name: [s.to_dict() for s in specs] for name, specs in grouped.items()},
+        "policies": {name: p.to_dict() for name, p in policies.items() if p.to_dict()},
         "use_gpu": bool(use_gpu),
-        "max_rows_per_request": int(max_rows_per_request),
+        **settings,
     }
 
 
 def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     """Validate a ``user_config`` dict (as ``build_user_config`` makes) into a ``RoutingConfig``."""
-    known = {"models", "use_gpu", "max_rows_per_request"}
+    known = {"models", "policies", "use_gpu", *_SETTINGS}
     unknown = sorted(set(user_config) - known)
     if unknown:
         raise ConfigError(f"serving.user_config.{unknown[0]}", "is not a router setting.", known)
     raw_models = user_config.get("models", {})
     if not isinstance(raw_models, Mapping):
         raise ConfigError("serving.user_config.models", f"must map name -> [spec, ...], got {raw_models!r}.")
-    models = {name: tuple(ModelSpec.from_dict(s) for s in specs) for name, specs in raw_models.items()}
+    models = {}
+    for name, specs in raw_models.items():
+        if not isinstance(specs, list | tuple):
+            raise ConfigError(f"serving.models[{name!r}]", f"must be a list of specs, got {specs!r}.")
+        models[name] = tuple(ModelSpec.from_dict(s) for s in specs)
     _check_routing(models)
-    max_rows = user_config.get("max_rows_per_request", 10_000)
-    if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1:
-        raise ConfigError("serving.max_rows_per_request", f"must be an integer >= 1, got {max_rows!r}.")
+    policies = parse_policies(user_config.get("policies"), models)
+    settings = {key: _check_setting(key, user_config.get(key, default)) for key, default in _SETTINGS.items()}
     return RoutingConfig(
-        models=models, use_gpu=bool(user_config.get("use_gpu", False)), max_rows_per_request=max_rows
+        models=models, policies=policies, use_gpu=bool(user_config.get("use_gpu", False)), **settings
     )

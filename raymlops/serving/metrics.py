@@ -1,0 +1,288 @@
+"""Serving metrics: Prometheus series via ``ray.util.metrics``, and rolling stats per version.
+
+Two views of the same events:
+
+- ``ServingMetrics`` records Prometheus series (exported by Ray's metrics agent, aggregated over
+  replicas and nodes): the names, kinds and label sets are the ``METRICS`` table below.
+- ``StatsBook`` keeps this replica's last N requests per (model, version, route) in memory, for
+  ``GET /v1/models/{name}/stats`` (the rollout controller polls it; see ``StatsBook.snapshot``).
+
+Per request the router makes three to five metric calls (about 6 µs each) and one deque append, so
+the accounting stays far below the 1 ms budget for the router's added latency.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "ROUTES",
+    "MetricDef",
+    "RollingStats",
+    "ServingMetrics",
+    "StatsBook",
+]
+
+ROUTES = ("served", "shadow")
+# Seconds; the router's own work is sub-millisecond, a shadow or a large batch can take seconds.
+LATENCY_BOUNDARIES_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Upper bounds of probability buckets (Ray refuses a boundary of 0; [0, 0.05] is the first bucket).
+PROBABILITY_BOUNDARIES = tuple(round(0.05 * i, 2) for i in range(1, 21))
+AGREEMENT_BOUNDARIES = (0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
+# A request's probabilities enter the distribution histogram as at most this many evenly spaced rows:
+# a 10,000-row request must not cost 10,000 metric calls.
+MAX_OBSERVED_ROWS = 32
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One exported series: its Prometheus name, kind, help text, label set and histogram buckets."""
+
+    name: str
+    kind: str  # "counter" | "histogram" | "gauge"
+    description: str
+    tag_keys: tuple[str, ...]
+    boundaries: tuple[float, ...] = ()
+
+
+METRICS = (
+    MetricDef(
+        "raymlops_requests_total",
+        "counter",
+        "Requests scored, by model, version and route (served: answered; shadow: mirrored, discarded).",
+        ("model", "version", "route"),
+    ),
+    MetricDef(
+        "raymlops_request_errors_total",
+        "counter",
+        "Requests that failed after a version was chosen, by HTTP status code.",
+        ("model", "version", "route", "code"),
+    ),
+    MetricDef(
+        "raymlops_request_latency_seconds",
+        "histogram",
+        "Handler time per request, body read included (served), or the shadow model's time (shadow).",
+        ("model", "version", "route"),
+        LATENCY_BOUNDARIES_S,
+    ),
+    MetricDef(
+        "raymlops_prediction_probability",
+        "histogram",
+        f"Served probabilities (up to {MAX_OBSERVED_ROWS} evenly spaced rows per request).",
+        ("model", "version"),
+        PROBABILITY_BOUNDARIES,
+    ),
+    MetricDef(
+        "raymlops_routing_weight",
+        "gauge",
+        "Share of the model's traffic routed to the version (weights normalised to sum to 1).",
+        ("model", "version"),
+    ),
+    MetricDef(
+        "raymlops_shadow_agreement",
+        "histogram",
+        "Per shadowed request, the share of rows whose shadow label equals the served label.",
+        ("model", "version"),
+        AGREEMENT_BOUNDARIES,
+    ),
+    MetricDef(
+        "raymlops_shadow_dropped_total",
+        "counter",
+        "Sampled shadow calls dropped because shadow_max_in_flight calls were already running.",
+        ("model", "version"),
+    ),
+)
+
+
+def _ray_factory(definition: MetricDef) -> Any:
+    from ray.util import metrics
+
+    if definition.kind == "counter":
+        return metrics.Counter(definition.name, definition.description, definition.tag_keys)
+    if definition.kind == "gauge":
+        return metrics.Gauge(definition.name, definition.description, definition.tag_keys)
+    return metrics.Histogram(
+        definition.name, definition.description, list(definition.boundaries), definition.tag_keys
+    )
+
+
+class ServingMetrics:
+    """The ``METRICS`` series of one replica; create once per replica (Ray registers each on creation).
+
+    Args:
+        factory: Builds the metric object for a ``MetricDef``; ``ray.util.metrics`` by default.
+            Tests pass a recorder.
+    """
+
+    def __init__(self, factory: Callable[[MetricDef], Any] | None = None) -> None:
+        make = factory or _ray_factory
+        self._by_name = {d.name: make(d) for d in METRICS}
+        self._requests = self._by_name["raymlops_requests_total"]
+        self._errors = self._by_name["raymlops_request_errors_total"]
+        self._latency = self._by_name["raymlops_request_latency_seconds"]
+        self._probability = self._by_name["raymlops_prediction_probability"]
+        self._weight = self._by_name["raymlops_routing_weight"]
+        self._agreement = self._by_name["raymlops_shadow_agreement"]
+        self._dropped = self._by_name["raymlops_shadow_dropped_total"]
+        self._weighted: set[tuple[str, str]] = set()
+        # Tag dicts are built once per label combination, not per request.
+        self._tags: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def _tag(self, model: str, version: str, route: str | None = None) -> dict[str, str]:
+        key = (model, version) if route is None else (model, version, route)
+        tags = self._tags.get(key)
+        if tags is None:
+            tags = {"model": model, "version": version}
+            if route is not None:
+                tags["route"] = route
+            self._tags[key] = tags
+        return tags
+
+    def request(
+        self,
+        model: str,
+        version: str,
+        route: str,
+        latency_s: float,
+        *,
+        code: int = 200,
+        probabilities: np.ndarray | None = None,
+    ) -> None:
+        """One scored request: counted, timed, and on error counted by status code."""
+        tags = self._tag(model, version, route)
+        self._requests.inc(1, tags)
+        self._latency.observe(latency_s, tags)
+        if code >= 400:
+            self._errors.inc(1, {**tags, "code": str(code)})
+        elif probabilities is not None and route == "served" and probabilities.size:
+            step = max(1, math.ceil(probabilities.size / MAX_OBSERVED_ROWS))
+            version_tags = self._tag(model, version)
+            for value in probabilities[::step].tolist():
+                self._probability.observe(value, version_tags)
+
+    def shadow_agreement(self, model: str, version: str, label_agreement: float) -> None:
+        self._agreement.observe(label_agreement, self._tag(model, version))
+
+    def shadow_dropped(self, model: str, version: str) -> None:
+        self._dropped.inc(1, self._tag(model, version))
+
+    def routing_weights(self, weights: Mapping[tuple[str, str], float]) -> None:
+        """Set the weight gauge of every (model, version) served; versions gone from the table get 0."""
+        for model, version in self._weighted - set(weights):
+            self._weight.set(0.0, self._tag(model, version))
+        for (model, version), weight in weights.items():
+            self._weight.set(float(weight), self._tag(model, version))
+        self._weighted = set(weights)
+
+
+class RollingStats:
+    """The last ``window`` requests of one (model, version, route), plus totals since it was created.
+
+    ``record`` is called from the event loop (served) or a shadow worker thread; a lock keeps the
+    totals and the window consistent for ``snapshot``.
+    """
+
+    def __init__(self, window: int, *, shadow: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._events: deque[tuple[float, int, float]] = deque(maxlen=window)  # latency_s, code, mean p
+        self._agreements: deque[tuple[float, float]] | None = deque(maxlen=window) if shadow else None
+        self.requests_total = 0
+        self.errors_total = 0
+        self.since = time.time()
+
+    def record(self, latency_s: float, code: int, mean_probability: float = math.nan) -> None:
+        with self._lock:
+            self._events.append((latency_s, code, mean_probability))
+            self.requests_total += 1
+            if code >= 400:
+                self.errors_total += 1
+
+    def record_agreement(self, label_agreement: float, mean_abs_diff: float) -> None:
+        if self._agreements is None:
+            raise ValueError("agreement is only recorded for the shadow route")
+        with self._lock:
+            self._agreements.append((label_agreement, mean_abs_diff))
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            events = list(self._events)
+            agreements = None if self._agreements is None else list(self._agreements)
+            totals = (self.requests_total, self.errors_total)
+        latency_ms = np.asarray([e[0] for e in events], dtype=np.float64) * 1000.0
+        codes = [e[1] for e in events]
+        probabilities = np.asarray([e[2] for e in events if e[1] < 400], dtype=np.float64)
+        errors_by_code: dict[str, int] = {}
+        for code in codes:
+            if code >= 400:
+                errors_by_code[str(code)] = errors_by_code.get(str(code), 0) + 1
+        errors = sum(errors_by_code.values())
+        out: dict[str, Any] = {
+            "requests_total": totals[0],
+            "errors_total": totals[1],
+            "since": self.since,
+            "window": {
+                "requests": len(events),
+                "errors": errors,
+                "error_rate": errors / len(events) if events else None,
+                "errors_by_code": errors_by_code,
+                "latency_ms": {
+                    "p50": _quantile(latency_ms, 50),
+                    "p99": _quantile(latency_ms, 99),
+                },
+                "mean_probability": _mean(probabilities[~np.isnan(probabilities)]),
+            },
+        }
+        if agreements is not None:
+            out["agreement"] = {
+                "compared": len(agreements),
+                "label_agreement": _mean(np.asarray([a[0] for a in agreements], dtype=np.float64)),
+                "mean_abs_diff": _mean(np.asarray([a[1] for a in agreements], dtype=np.float64)),
+            }
+        return out
+
+
+def _quantile(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
+class StatsBook:
+    """``RollingStats`` per (model, version, route) of one replica."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._stats: dict[tuple[str, str, str], RollingStats] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str, version: str, route: str) -> RollingStats:
+        key = (model, version, route)
+        stats = self._stats.get(key)
+        if stats is None:
+            with self._lock:
+                stats = self._stats.setdefault(key, RollingStats(self.window, shadow=route == "shadow"))
+        return stats
+
+    def retain(self, live: Iterable[tuple[str, str]], window: int) -> None:
+        """Forget versions no longer served; a new window size starts every window afresh."""
+        live = set(live)
+        with self._lock:
+            if window != self.window:
+                self._stats.clear()
+                self.window = window
+            for key in [k for k in self._stats if (k[0], k[1]) not in live]:
+                del self._stats[key]
+
+    def has(self, model: str, version: str, route: str) -> bool:
+        return (model, version, route) in self._stats

@@ -1,0 +1,389 @@
+"""Open Inference Protocol v2 (KServe / Triton HTTP/REST): request parsing and response shapes.
+
+Pure functions, no Ray: the router's ``/v2`` endpoints call them. What a served model looks like in
+the protocol: one input tensor per raw column, ``FP32`` (numeric columns) or ``BYTES`` (string
+columns), shape ``[-1, 1]``; one output ``probability``, ``FP32``, shape ``[-1]``.
+
+Accepted on input:
+
+- JSON ``inputs`` with ``data`` flat or nested to the shape, shape ``[N]`` or ``[N, 1]``; numeric
+  datatypes ``FP16/FP32/FP64``, ``INT8..INT64``, ``UINT8..UINT64`` for numeric columns, ``BYTES``
+  (strings) for string columns. ``null`` (and, for numeric tensors, NaN) is a missing value, which the
+  graph imputes as in training. Inputs the model does not use are ignored.
+- The binary tensor extension that ``tritonclient`` uses by default: a JSON header of
+  ``Inference-Header-Content-Length`` bytes followed by the tensors' raw bytes (``binary_data_size``
+  per input; little-endian numbers, BYTES as 4-byte length + UTF-8).
+- No Content-Type header: callers hand over the raw body.
+
+Malformed framing or JSON answers 400, a well-formed request the model cannot take answers 422
+(``RequestError``), with a message naming the input, element and constraint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import numpy as np
+import pyarrow as pa
+
+from raymlops.errors import RequestError
+from raymlops.serving.policy import sticky_key_from_fields
+from raymlops.serving.spec import ModelSpec
+
+__all__ = [
+    "HEADER_LENGTH",
+    "InferRequest",
+    "Tensor",
+    "infer_response",
+    "infer_table",
+    "model_metadata",
+    "parse_infer_request",
+    "server_metadata",
+    "sticky_key",
+]
+
+HEADER_LENGTH = "inference-header-content-length"
+OUTPUT_NAME = "probability"
+KIND_DATATYPE = {"float": "FP32", "string": "BYTES"}
+# Wire datatype -> little-endian numpy dtype of its binary form.
+NUMERIC_DATATYPES = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
+DATATYPES = (*NUMERIC_DATATYPES, "BYTES")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input tensor, flattened: ``values`` has one element per row (a list, or an array if binary)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    values: list[Any] | np.ndarray
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed inference request: the tensors by name, all with the same number of rows."""
+
+    id: str | None
+    inputs: dict[str, Tensor]
+    rows: int
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    """``GET /v2``."""
+    return {"name": "raymlops", "version": version, "extensions": ["binary_tensor_data"]}
+
+
+def model_metadata(name: str, specs: Sequence[ModelSpec], version: ModelSpec | None = None) -> dict[str, Any]:
+    """``GET /v2/models/{name}[/versions/{version}]``.
+
+    The tensors shown for a name are those of the version taking the largest weight (the champion):
+    versions of one name may differ in their inputs.
+    """
+    spec = version or max(specs, key=lambda s: s.weight)
+    return {
+        "name": name,
+        "versions": [spec.version] if version is not None else [s.version for s in specs],
+        "platform": "onnx",
+        "inputs": [
+            {"name": column, "datatype": KIND_DATATYPE[kind], "shape": [-1, 1]}
+            for column, kind in spec.input_columns.items()
+        ],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
+    }
+
+
+def infer_response(
+    name: str, version: str, request_id: str | None, prediction_id: str, probabilities: np.ndarray
+) -> dict[str, Any]:
+    """The JSON answer of ``POST /v2/models/{name}/infer``; ``id`` echoes the request's, else the
+    prediction id."""
+    return {
+        "id": request_id if request_id is not None else prediction_id,
+        "model_name": name,
+        "model_version": version,
+        "parameters": {"prediction_id": prediction_id},
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "datatype": "FP32",
+                "shape": [int(probabilities.size)],
+                "data": probabilities.tolist(),
+            }
+        ],
+    }
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
+    """Parse an inference request body (JSON, or JSON header + binary tensors).
+
+    Args:
+        body: The raw request body.
+        header_length: The ``Inference-Header-Content-Length`` header, when the client sent binary
+            tensor data after the JSON.
+
+    Raises:
+        RequestError: 400 for unreadable JSON or binary framing, 422 for a request that breaks the
+            protocol (no inputs, a shape that does not match the data, rows that differ, ...).
+    """
+    binary = b""
+    if header_length is not None:
+        try:
+            length = int(header_length)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= len(body):
+            raise RequestError(
+                f"Inference-Header-Content-Length {header_length!r} must be an integer between 0 and "
+                f"the body size {len(body)}.",
+                status=400,
+            )
+        body, binary = body[:length], body[length:]
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError(f"inference request is not valid JSON: {exc}", status=400) from None
+    if not isinstance(payload, dict):
+        raise RequestError(f"inference request must be a JSON object, got a JSON {type(payload).__name__}.")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError(f"'id' must be a string, got {_describe(request_id)}.")
+    parameters = payload.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise RequestError(f"'parameters' must be a JSON object, got {_describe(parameters)}.")
+    _check_outputs(payload.get("outputs"))
+    raw_inputs = payload.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise RequestError(
+            f"'inputs' must be a non-empty list of tensors, got {_describe(raw_inputs)}; "
+            'each tensor is {"name", "datatype", "shape", "data"}.'
+        )
+    inputs: dict[str, Tensor] = {}
+    offset = 0
+    for index, raw in enumerate(raw_inputs):
+        tensor, offset = _parse_tensor(index, raw, binary, offset)
+        if tensor.name in inputs:
+            raise RequestError(f"input {tensor.name!r} is given twice.")
+        inputs[tensor.name] = tensor
+    if offset != len(binary):
+        raise RequestError(
+            f"the body carries {len(binary)} bytes of binary tensor data but the inputs' "
+            f"binary_data_size add up to {offset}.",
+            status=400,
+        )
+    rows = {t.shape[0] for t in inputs.values()}
+    if len(rows) > 1:
+        sizes = ", ".join(f"{t.name!r}: {t.shape[0]}" for t in inputs.values())
+        raise RequestError(f"inputs must all have the same number of rows; got {sizes}.")
+    return InferRequest(request_id, inputs, rows.pop(), parameters)
+
+
+def _check_outputs(outputs: Any) -> None:
+    if outputs is None:
+        return
+    if not isinstance(outputs, list):
+        raise RequestError(f"'outputs' must be a list, got {_describe(outputs)}.")
+    for output in outputs:
+        name = output.get("name") if isinstance(output, dict) else None
+        if name != OUTPUT_NAME:
+            raise RequestError(f"unknown output {name!r}; this model has one output, {OUTPUT_NAME!r}.")
+
+
+def _parse_tensor(index: int, raw: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:
+    if not isinstance(raw, dict):
+        raise RequestError(f"inputs[{index}] must be a JSON object, got {_describe(raw)}.")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise RequestError(f"inputs[{index}].name must be a non-empty string, got {_describe(name)}.")
+    datatype = raw.get("datatype")
+    if datatype not in DATATYPES:
+        raise RequestError(
+            f"input {name!r}: datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}."
+        )
+    shape = raw.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or (len(shape) == 2 and shape[1] != 1)
+    ):
+        raise RequestError(f"input {name!r}: shape must be [N] or [N, 1] with N >= 1, got {shape!r}.")
+    rows = shape[0]
+    if rows < 1:
+        raise RequestError(f"input {name!r} has no rows (shape {shape!r}); send at least one.")
+    parameters = raw.get("parameters") or {}
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is not None:
+        if "data" in raw:
+            raise RequestError(f"input {name!r} has both 'data' and binary_data_size; send one.")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+            raise RequestError(
+                f"input {name!r}: binary_data_size {size!r} runs past the {len(binary)} bytes of "
+                "binary data in the body.",
+                status=400,
+            )
+        values = _decode_binary(name, datatype, binary[offset : offset + size], rows)
+        return Tensor(name, datatype, tuple(shape), values), offset + size
+    if "data" not in raw:
+        raise RequestError(f"input {name!r} has no 'data'.")
+    flat = _flatten(name, raw["data"], len(shape))
+    if len(flat) != rows:
+        raise RequestError(
+            f"input {name!r}: shape {shape!r} needs {rows} element(s) but 'data' holds {len(flat)}."
+        )
+    return Tensor(name, datatype, tuple(shape), flat), offset
+
+
+def _flatten(name: str, data: Any, depth: int) -> list[Any]:
+    """``data`` flat, or nested at most ``depth`` lists deep, as one flat list."""
+    if not isinstance(data, list):
+        raise RequestError(f"input {name!r}: 'data' must be a list, got {_describe(data)}.")
+    flat: list[Any] = []
+    for item in data:
+        if isinstance(item, list):
+            if depth <= 1:
+                raise RequestError(f"input {name!r}: 'data' is nested deeper than its shape.")
+            flat.extend(_flatten(name, item, depth - 1))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _decode_binary(name: str, datatype: str, raw: bytes, rows: int) -> np.ndarray | list[Any]:
+    if datatype != "BYTES":
+        dtype = np.dtype(NUMERIC_DATATYPES[datatype])
+        if len(raw) != rows * dtype.itemsize:
+            raise RequestError(
+                f"input {name!r}: {len(raw)} bytes of {datatype} data do not make the {rows} element(s) "
+                f"of its shape ({dtype.itemsize} bytes each).",
+                status=400,
+            )
+        return np.frombuffer(raw, dtype=dtype)
+    values: list[Any] = []
+    position = 0
+    while position < len(raw):
+        if position + 4 > len(raw):
+            raise RequestError(f"input {name!r}: BYTES data ends inside a length prefix.", status=400)
+        (length,) = struct.unpack_from("<I", raw, position)
+        start, position = position + 4, position + 4 + length
+        if position > len(raw):
+            raise RequestError(f"input {name!r}: BYTES element {len(values)} runs past the data.", status=400)
+        try:
+            values.append(raw[start:position].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RequestError(f"input {name!r}: BYTES element {len(values)} is not UTF-8 text.") from None
+    if len(values) != rows:
+        raise RequestError(
+            f"input {name!r}: shape needs {rows} element(s) but the BYTES data holds {len(values)}."
+        )
+    return values
+
+
+def infer_table(request: InferRequest, input_columns: Mapping[str, str], max_rows: int) -> pa.Table:
+    """The model's input table from a parsed request: one column per raw input, in spec order.
+
+    Raises:
+        RequestError: (422) a column is missing, has the wrong datatype, or holds a bad element
+            (a non-number, an infinite or out-of-float32-range number, a non-string in BYTES).
+    """
+    missing = [c for c in input_columns if c not in request.inputs]
+    if missing:
+        raise RequestError(
+            f"missing input tensor(s) {', '.join(map(repr, missing))}; the model's inputs are "
+            + ", ".join(f"{c} ({KIND_DATATYPE[k]})" for c, k in input_columns.items())
+            + "."
+        )
+    if request.rows > max_rows:
+        raise RequestError(
+            f"too many rows: {request.rows} exceeds the limit of {max_rows} per request; split the request."
+        )
+    columns = {}
+    for column, kind in input_columns.items():
+        tensor = request.inputs[column]
+        if kind == "float":
+            columns[column] = pa.array(_numeric(tensor), type=pa.float64())
+        else:
+            columns[column] = pa.array(_strings(tensor), type=pa.string())
+    return pa.table(columns)
+
+
+def _numeric(tensor: Tensor) -> np.ndarray:
+    if tensor.datatype not in NUMERIC_DATATYPES:
+        raise RequestError(
+            f"input {tensor.name!r} must be numeric (FP32 or another FP/INT/UINT datatype), "
+            f"got {tensor.datatype}."
+        )
+    if isinstance(tensor.values, np.ndarray):
+        values = tensor.values.astype(np.float64)
+    else:
+        for index, value in enumerate(tensor.values):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise RequestError(
+                    f"input {tensor.name!r} element {index} must be a number or null, got {_describe(value)}."
+                )
+            if isinstance(value, int) and abs(value) > _FLOAT32_MAX:  # before float() can overflow
+                _too_large(tensor, index)
+        values = np.asarray([math.nan if v is None else v for v in tensor.values], dtype=np.float64)
+    # NaN (null) is a missing value and is imputed by the graph; beyond float32 would silently turn inf.
+    bad = np.flatnonzero(np.abs(values) > _FLOAT32_MAX)
+    if bad.size:
+        _too_large(tensor, int(bad[0]))
+    return values
+
+
+def _too_large(tensor: Tensor, index: int) -> NoReturn:
+    value = tensor.values[index]
+    raise RequestError(
+        f"input {tensor.name!r} element {index} must be a finite float32 number, got "
+        f"{_describe(value.item() if isinstance(value, np.generic) else value)}; "
+        "send null for a missing value."
+    )
+
+
+def _strings(tensor: Tensor) -> list[str | None]:
+    if tensor.datatype != "BYTES":
+        raise RequestError(f"input {tensor.name!r} must be BYTES (strings), got {tensor.datatype}.")
+    values = list(tensor.values)
+    for index, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise RequestError(
+                f"input {tensor.name!r} (BYTES) element {index} must be a string or null, "
+                f"got {_describe(value)}."
+            )
+    return values
+
+
+def sticky_key(request: InferRequest, field: str) -> str | None:
+    """A request's sticky key: ``parameters[field]``, else the first element of the input ``field``."""
+    key = sticky_key_from_fields(request.parameters, field)
+    if key is not None:
+        return key
+    tensor = request.inputs.get(field)
+    if tensor is None or len(tensor.values) == 0:
+        return None
+    first = tensor.values[0]
+    return sticky_key_from_fields({field: first.item() if isinstance(first, np.generic) else first}, field)
