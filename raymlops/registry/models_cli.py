@@ -149,7 +149,7 @@ def _undeployer(cfg: Any, name: str, version: str) -> Any:  # -> Callable[[str],
 
     def undeploy(app: str) -> None:
         from raymlops.pipeline.ray_session import connect_ray
-        from raymlops.serving.undeploy import undeploy_version
+        from raymlops.serving.operations import undeploy_version
 
         connect_ray(cfg.ray)
         undeploy_version(app, name, version, cfg.serve)

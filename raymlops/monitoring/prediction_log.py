@@ -1,0 +1,504 @@
+"""The prediction log and the feedback log: schemas, the router's writer, readers and the join.
+
+Both are :class:`~raymlops.monitoring.parquet_log.ParquetLog` s under one root (a directory or a
+filesystem URI; ``PredictionLogSettings.root`` in the router's ``user_config``)::
+
+    <root>/predictions/model=<name>/date=<YYYY-MM-DD, UTC>/part-<writer>-<version>-<n>-<seq>.parquet
+    <root>/feedback/model=<name or __HIVE_DEFAULT_PARTITION__>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet
+
+``<writer>`` is unique per router replica start (unix time, pid, random), ``<n>`` counts the logs
+the writer opened (a version's log reopened after a reconfigure never reuses a file name).
+
+Prediction rows (one per scored row; ``model`` lives in the directory name)::
+
+    prediction_id  string          the request's id (the ``prediction-id`` header)
+    row            int32           index of the row within the request
+    ts             timestamp[us, UTC]  when the answer was made
+    model          string
+    version        string
+    route          string          "served" (answered the client) | "shadow" (mirrored, discarded)
+    probability    float64         exactly the value answered (float32 widened)
+    label          int8            probability >= the version's threshold
+    latency_ms     float64         the request's handler time (served) or the shadow model's time
+    f_<column>     float64 | string  each raw input column as sent (``f_distance``, ``f_origin``)
+
+Feedback rows (``POST /v1/feedback``): ``prediction_id`` string, ``row`` int32, ``outcome`` float64
+(the true label or value), ``ts`` timestamp[us, UTC] (when it arrived), ``model`` string (null when
+the client did not say). :func:`join_feedback` matches them to predictions by ``prediction_id`` and
+``row``; the latest feedback for a key wins.
+
+Versions with different input columns write files with different ``f_`` columns; the readers unify
+them (a column a version lacks reads as null).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from raymlops.errors import ConfigError, RequestError
+from raymlops.monitoring.parquet_log import ParquetLog, read_log
+
+if TYPE_CHECKING:
+    from raymlops.serving.spec import ModelSpec
+
+__all__ = [
+    "FEATURE_PREFIX",
+    "FEEDBACK_DIR",
+    "FEEDBACK_SCHEMA",
+    "PREDICTIONS_DIR",
+    "ROUTES",
+    "Feedback",
+    "PredictionLogger",
+    "ScoredRequest",
+    "feedback_table",
+    "join_feedback",
+    "parse_feedback",
+    "prediction_schema",
+    "read_feedback",
+    "read_predictions",
+]
+
+PREDICTIONS_DIR = "predictions"
+FEEDBACK_DIR = "feedback"
+ROUTES = ("served", "shadow")
+FEATURE_PREFIX = "f_"
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+_WIRE_TYPES = {"float": pa.float64(), "string": pa.string()}
+_PARTITIONS = ("model", "date")
+BASE_SCHEMA = pa.schema(
+    [
+        ("prediction_id", pa.string()),
+        ("row", pa.int32()),
+        ("ts", TIMESTAMP),
+        ("model", pa.string()),
+        ("version", pa.string()),
+        ("route", pa.string()),
+        ("probability", pa.float64()),
+        ("label", pa.int8()),
+        ("latency_ms", pa.float64()),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("prediction_id", pa.string()),
+        ("row", pa.int32()),
+        ("outcome", pa.float64()),
+        ("ts", TIMESTAMP),
+        ("model", pa.string()),
+    ]
+)
+_FEEDBACK_KEYS = ("prediction_id", "outcome", "row", "model")
+_MAX_ID_CHARS = 256
+_INT32_MAX = 2**31 - 1
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def prediction_schema(input_columns: Mapping[str, str]) -> pa.Schema:
+    """The prediction log's schema for a version with these raw input columns (``f_`` + column)."""
+    return pa.schema(
+        [*BASE_SCHEMA, *((FEATURE_PREFIX + c, _WIRE_TYPES[kind]) for c, kind in input_columns.items())]
+    )
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRequest:
+    """One scored request as the router hands it to the log: a ``Deferred`` for ``ParquetLog``.
+
+    The router only builds this (microseconds); the log's writer thread turns a run of them into
+    one table at once (:meth:`combine`).
+    """
+
+    spec: ModelSpec
+    route: str
+    prediction_id: str
+    features: pa.Table  # the request's raw input columns, as validated (float64 / string)
+    probabilities: np.ndarray
+    latency_ms: float
+    ts_us: int
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.probabilities)
+
+    def to_table(self) -> pa.Table:
+        return self.combine([self])
+
+    @staticmethod
+    def combine(requests: Sequence[ScoredRequest]) -> pa.Table:
+        """The log rows of requests to one (model, version, input columns), built vectorised."""
+        counts = np.fromiter((len(r.probabilities) for r in requests), dtype=np.int64, count=len(requests))
+        total = int(counts.sum())
+
+        def each(values: list[Any], dtype: Any = object) -> np.ndarray:
+            return np.repeat(np.asarray(values, dtype=dtype), counts)
+
+        probability = np.concatenate(
+            [np.asarray(r.probabilities, dtype=np.float64).reshape(-1) for r in requests]
+        )
+        threshold = each([r.spec.threshold for r in requests], np.float64)
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        columns = list(requests[0].spec.input_columns)
+        features = pa.concat_tables(
+            [r.features.select(columns) for r in requests], promote_options="permissive"
+        )
+        arrays = [
+            pa.array(each([r.prediction_id for r in requests]), pa.string()),
+            pa.array((np.arange(total) - starts).astype(np.int32)),
+            pa.array(each([r.ts_us for r in requests], np.int64).astype("datetime64[us]")).cast(TIMESTAMP),
+            pa.array(each([r.spec.name for r in requests]), pa.string()),
+            pa.array(each([r.spec.version for r in requests]), pa.string()),
+            pa.array(each([r.route for r in requests]), pa.string()),
+            pa.array(probability),
+            pa.array((probability >= threshold).astype(np.int8)),
+            pa.array(each([r.latency_ms for r in requests], np.float64)),
+            *(features.column(c) for c in columns),
+        ]
+        names = [*BASE_SCHEMA.names, *(FEATURE_PREFIX + c for c in columns)]
+        return pa.Table.from_arrays(arrays, names=names)
+
+
+# -- feedback ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The true outcome of one predicted row."""
+
+    prediction_id: str
+    outcome: float
+    row: int = 0
+    model: str | None = None
+
+
+def _feedback_item(index: int, item: Any) -> Feedback:
+    where = f"feedback[{index}]"
+    if not isinstance(item, Mapping):
+        raise RequestError(f'{where} must be an object like {{"prediction_id": ..., "outcome": ...}}.')
+    unknown = sorted(str(k) for k in item if k not in _FEEDBACK_KEYS)
+    if unknown:
+        raise RequestError(f"{where}: unknown field {unknown[0]!r}; fields: {', '.join(_FEEDBACK_KEYS)}.")
+    prediction_id = item.get("prediction_id")
+    if not isinstance(prediction_id, str) or not prediction_id or len(prediction_id) > _MAX_ID_CHARS:
+        raise RequestError(
+            f"{where}.prediction_id must be the non-empty string of a prediction-id header "
+            f"(at most {_MAX_ID_CHARS} characters), got {str(prediction_id)[:60]!r}."
+        )
+    if "outcome" not in item:
+        raise RequestError(f"{where}.outcome is missing: send the true label or value.")
+    outcome = item["outcome"]
+    if isinstance(outcome, bool) or not isinstance(outcome, int | float):
+        raise RequestError(f"{where}.outcome must be a number, got {type(outcome).__name__}.")
+    try:
+        value = float(outcome)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise RequestError(f"{where}.outcome must be a finite number, got {outcome!r}.")
+    row = item.get("row", 0)
+    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row <= _INT32_MAX:
+        raise RequestError(f"{where}.row must be a row index (an integer >= 0), got {row!r}.")
+    model = item.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise RequestError(f"{where}.model must be a non-empty string when given, got {model!r}.")
+    return Feedback(prediction_id, value, row, model)
+
+
+def parse_feedback(body: bytes, *, max_items: int) -> list[Feedback]:
+    """A ``/v1/feedback`` body: one object, ``{"feedback": [objects]}`` or a bare list of objects.
+
+    Raises:
+        RequestError: 400 for a body that is not JSON, 422 naming the first bad item otherwise.
+    """
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}", status=400) from None
+    if isinstance(payload, Mapping) and "feedback" in payload:
+        if len(payload) != 1:
+            raise RequestError('a {"feedback": [...]} body takes no other field.')
+        payload = payload["feedback"]
+    elif isinstance(payload, Mapping):
+        payload = [payload]
+    if not isinstance(payload, list):
+        raise RequestError(
+            'feedback must be {"prediction_id": ID, "outcome": NUMBER, "row": N, "model": NAME} '
+            f'or {{"feedback": [...]}} of those, got a JSON {type(payload).__name__}.'
+        )
+    if not payload:
+        raise RequestError("feedback is empty: send at least one item.")
+    if len(payload) > max_items:
+        raise RequestError(f"too many feedback items: {len(payload)} exceeds the limit of {max_items}.")
+    return [_feedback_item(i, item) for i, item in enumerate(payload)]
+
+
+def feedback_table(items: Sequence[Feedback], *, ts_us: int | None = None) -> pa.Table:
+    """Feedback items as rows of ``FEEDBACK_SCHEMA``."""
+    ts = _now_us() if ts_us is None else ts_us
+    return pa.Table.from_arrays(
+        [
+            pa.array([f.prediction_id for f in items], pa.string()),
+            pa.array([f.row for f in items], pa.int32()),
+            pa.array([f.outcome for f in items], pa.float64()),
+            pa.array([ts] * len(items), TIMESTAMP),
+            pa.array([f.model for f in items], pa.string()),
+        ],
+        schema=FEEDBACK_SCHEMA,
+    )
+
+
+# -- the router's writer ---------------------------------------------------------------------------
+
+
+class PredictionLogger:
+    """The prediction and feedback logs of one router replica.
+
+    One :class:`ParquetLog` per (model, version, input columns), so every file has one schema;
+    opened on first use, closed (written out) when :meth:`retain` no longer lists the version.
+    A row logged for a version already closed (a request that raced a reconfigure) opens its log
+    again, so nothing is dropped. Every method is thread-safe; :meth:`log` and :meth:`log_feedback`
+    only buffer.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        flush_rows: int = 1000,
+        flush_interval_s: float = 2.0,
+        writer_id: str | None = None,
+    ) -> None:
+        self.root = root.rstrip("/") if "://" in root else os.fspath(root)
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        self.writer_id = writer_id or f"{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._logs: dict[tuple[str, str, tuple[tuple[str, str], ...]], ParquetLog] = {}
+        self._feedback: ParquetLog | None = None
+        self._closed = False
+        self._opened = 0  # logs opened so far: a reopened version must not reuse a file name
+
+    def settings(self) -> tuple[str, int, float]:
+        return self.root, self.flush_rows, self.flush_interval_s
+
+    def _open(self, key: tuple[str, str, tuple[tuple[str, str], ...]]) -> ParquetLog:
+        _, version, columns = key
+        self._opened += 1
+        return ParquetLog(
+            f"{self.root}/{PREDICTIONS_DIR}",
+            schema=prediction_schema(dict(columns)),
+            partition_cols=_PARTITIONS,
+            flush_rows=self.flush_rows,
+            flush_interval_s=self.flush_interval_s,
+            name_prefix=f"{self.writer_id}-{_UNSAFE.sub('_', version)}-{self._opened}",
+        )
+
+    def log(
+        self,
+        spec: ModelSpec,
+        route: str,
+        prediction_id: str,
+        features: pa.Table,
+        probabilities: np.ndarray,
+        latency_ms: float,
+    ) -> None:
+        """Buffer one scored request's rows (a few microseconds: the table is built when written)."""
+        rows = ScoredRequest(spec, route, prediction_id, features, probabilities, latency_ms, _now_us())
+        key = (spec.name, spec.version, tuple(spec.input_columns.items()))
+        with self._lock:
+            log = self._logs.get(key)
+            if log is None:
+                log = self._logs[key] = self._open(key)
+            log.append(rows)  # a buffer push under the log's own lock: microseconds
+            straggler = self._closed
+        if straggler:  # logged after close(): write it out now
+            self.close()
+
+    def log_feedback(self, items: Sequence[Feedback]) -> int:
+        """Buffer feedback items; returns how many."""
+        rows = feedback_table(items)
+        with self._lock:
+            if self._feedback is None:
+                self._feedback = ParquetLog(
+                    f"{self.root}/{FEEDBACK_DIR}",
+                    schema=FEEDBACK_SCHEMA,
+                    partition_cols=_PARTITIONS,
+                    flush_rows=self.flush_rows,
+                    flush_interval_s=self.flush_interval_s,
+                    name_prefix=self.writer_id,
+                )
+            self._feedback.append(rows)
+            straggler = self._closed
+        if straggler:
+            self.close()
+        return len(items)
+
+    def retain(self, specs: Iterable[ModelSpec]) -> None:
+        """Close (write out) the logs of versions not in ``specs``."""
+        keep = {(s.name, s.version, tuple(s.input_columns.items())) for s in specs}
+        with self._lock:
+            gone = [self._logs.pop(k) for k in list(self._logs) if k not in keep]
+        for log in gone:
+            log.close()
+
+    def flush(self) -> int:
+        """Write everything buffered now; returns the rows written."""
+        with self._lock:
+            logs = [*self._logs.values(), *([self._feedback] if self._feedback is not None else [])]
+        return sum(log.flush() for log in logs)
+
+    def close(self) -> None:
+        """Write everything buffered and stop the writer threads (idempotent)."""
+        with self._lock:
+            self._closed = True
+            logs = [*self._logs.values(), *([self._feedback] if self._feedback is not None else [])]
+            self._logs, self._feedback = {}, None
+        for log in logs:
+            log.close()
+
+    def stats(self) -> dict[str, int]:
+        """Rows pending, written, dropped and rejected, summed over this writer's open logs."""
+        with self._lock:
+            logs = [*self._logs.values(), *([self._feedback] if self._feedback is not None else [])]
+        total = {"pending_rows": 0, "written_rows": 0, "dropped_rows": 0, "rejected_rows": 0}
+        for log in logs:
+            stats = log.stats()
+            for key in total:
+                total[key] += stats[key]
+        return total
+
+
+# -- readers ---------------------------------------------------------------------------------------
+
+
+def _timestamp(value: dt.datetime | str, what: str) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ConfigError(what, f"is not an ISO date-time: {value!r}.") from exc
+    if not isinstance(value, dt.datetime):
+        raise ConfigError(what, f"must be a datetime or an ISO string, got {value!r}.")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _window(since: dt.datetime | str | None, until: dt.datetime | str | None) -> tuple[Any, Any]:
+    """(partition filter on ``date``, row filter on ``ts``) for ``since <= ts < until``."""
+    import pyarrow.dataset as ds
+
+    partition = row = None
+    if since is not None:
+        start = _timestamp(since, "since")
+        partition = ds.field("date") >= start.date().isoformat()
+        row = ds.field("ts") >= pa.scalar(start, TIMESTAMP)
+    if until is not None:
+        end = _timestamp(until, "until")
+        upper = ds.field("date") <= end.date().isoformat()
+        before = ds.field("ts") < pa.scalar(end, TIMESTAMP)
+        partition = upper if partition is None else partition & upper
+        row = before if row is None else row & before
+    return partition, row
+
+
+def _and(left: Any, right: Any) -> Any:
+    return right if left is None else left if right is None else left & right
+
+
+def read_predictions(
+    root: str | os.PathLike[str],
+    model: str,
+    since: dt.datetime | str | None = None,
+    until: dt.datetime | str | None = None,
+) -> pa.Table:
+    """The logged rows of ``model`` with ``since <= ts < until`` (naive datetimes are UTC).
+
+    Columns: the base schema (see the module docstring), then every ``f_`` column any version
+    wrote; sorted by ``ts``, ``prediction_id``, ``route``, ``row``. Empty (base schema) when nothing
+    was logged.
+    """
+    import pyarrow.dataset as ds
+
+    partition, row = _window(since, until)
+    table = read_log(
+        f"{os.fspath(root).rstrip('/')}/{PREDICTIONS_DIR}",
+        _PARTITIONS,
+        partition_filter=_and(ds.field("model") == model, partition),
+        row_filter=row,
+    )
+    if table is None or table.num_rows == 0:
+        return BASE_SCHEMA.empty_table()
+    features = [n for n in table.column_names if n.startswith(FEATURE_PREFIX)]
+    table = table.select([*BASE_SCHEMA.names, *features]).cast(
+        pa.schema([*BASE_SCHEMA, *(table.schema.field(n) for n in features)])
+    )
+    return table.sort_by(
+        [("ts", "ascending"), ("prediction_id", "ascending"), ("route", "ascending"), ("row", "ascending")]
+    )
+
+
+def read_feedback(
+    root: str | os.PathLike[str],
+    model: str | None = None,
+    since: dt.datetime | str | None = None,
+    until: dt.datetime | str | None = None,
+) -> pa.Table:
+    """Feedback received with ``since <= ts < until``; for ``model``, its own plus feedback that
+    named no model (the prediction id still matches it in :func:`join_feedback`)."""
+    import pyarrow.dataset as ds
+
+    partition, row = _window(since, until)
+    if model is not None:
+        partition = _and((ds.field("model") == model) | ds.field("model").is_null(), partition)
+    table = read_log(
+        f"{os.fspath(root).rstrip('/')}/{FEEDBACK_DIR}",
+        _PARTITIONS,
+        partition_filter=partition,
+        row_filter=row,
+    )
+    if table is None or table.num_rows == 0:
+        return FEEDBACK_SCHEMA.empty_table()
+    table = table.select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA)
+    return table.sort_by([("ts", "ascending"), ("prediction_id", "ascending"), ("row", "ascending")])
+
+
+def join_feedback(predictions: pa.Table, feedback: pa.Table, *, join_type: str = "inner") -> pa.Table:
+    """Predictions with their outcome: ``outcome`` and ``feedback_ts`` added, matched on
+    ``prediction_id`` + ``row``; of several feedbacks for one key the latest (by ``ts``) wins.
+
+    ``join_type="inner"`` keeps the predictions that got feedback; ``"left outer"`` keeps all
+    (``outcome`` null where none came). Shadow rows share their request's id and get the outcome too.
+    """
+    import pyarrow.compute as pc
+
+    if join_type not in ("inner", "left outer"):
+        raise ConfigError("join_type", f"must be 'inner' or 'left outer', got {join_type!r}.")
+    keys = ["prediction_id", "row"]
+    ordered = feedback.select([*keys, "outcome", "ts"])
+    # A stable sort by arrival, then the last of each key in that order.
+    ordered = ordered.take(pc.sort_indices(ordered, sort_keys=[("ts", "ascending")]))
+    latest = ordered.group_by(keys, use_threads=False).aggregate([("outcome", "last"), ("ts", "last")])
+    latest = latest.rename_columns({"outcome_last": "outcome", "ts_last": "feedback_ts"})
+    joined = predictions.join(latest, keys=keys, join_type=join_type, use_threads=False)
+    order = [
+        ("ts", "ascending"),
+        ("prediction_id", "ascending"),
+        ("route", "ascending"),
+        ("row", "ascending"),
+    ]
+    return joined.sort_by([o for o in order if o[0] in joined.column_names])

@@ -1,0 +1,279 @@
+"""Operator actions on a running router: read what it serves, change traffic, take a version out,
+roll a candidate out progressively. Each reads the live application's ``user_config`` from Serve (the
+single source of truth for what is served), changes it, and redeploys in place with the app's own
+replica settings, so nothing else about the application changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from raymlops.errors import ConfigError, DeploymentError, ModelNotFoundError
+
+__all__ = [
+    "LiveApp",
+    "add_version",
+    "live_app",
+    "progressive_rollout",
+    "set_traffic",
+    "spec_from_registry",
+    "undeploy_version",
+    "update_live_app",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveApp:
+    """A running router application as Serve reports it."""
+
+    name: str
+    url: str
+    route_prefix: str
+    status: str
+    user_config: dict[str, Any]
+    num_replicas: int
+    replica_cpus: float
+    replica_gpus: float
+    host: str
+    port: int
+
+    def versions(self, model: str) -> dict[str, float]:
+        """version -> weight of ``model``."""
+        specs = self.user_config.get("models", {}).get(model)
+        if specs is None:
+            raise ModelNotFoundError(model, self.user_config.get("models", {}))
+        return {s["version"]: float(s["weight"]) for s in specs}
+
+
+def live_app(app_name: str) -> LiveApp:
+    """The router application ``app_name`` on the connected Ray cluster."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    if client is None:  # nothing started Serve in this cluster
+        raise DeploymentError(f"Serve is not running, so application {app_name!r} is not either.")
+    details = client.get_serve_details()
+    apps = details.get("applications", {})
+    if app_name not in apps:
+        raise DeploymentError(
+            f"No Serve application {app_name!r} is running; running: {', '.join(sorted(apps)) or 'none'}."
+        )
+    app = apps[app_name]
+    router = app["deployments"].get(f"router-{app_name}")
+    if router is None:
+        raise DeploymentError(f"Application {app_name!r} is not a raymlops router.")
+    config = router["deployment_config"]
+    options = config.get("ray_actor_options") or {}
+    http = details.get("http_options") or {}
+    host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
+    prefix = app.get("route_prefix") or "/"
+    del serve
+    return LiveApp(
+        name=app_name,
+        url=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}{prefix.rstrip('/')}",
+        route_prefix=prefix,
+        status=str(app.get("status")),
+        user_config=copy.deepcopy(dict(config.get("user_config") or {})),
+        num_replicas=int(config.get("num_replicas") or 1),
+        replica_cpus=float(options.get("num_cpus", 0.25)),
+        replica_gpus=float(options.get("num_gpus", 0.0) or 0.0),
+        host=host,
+        port=port,
+    )
+
+
+def update_live_app(app: LiveApp, change: Callable[[dict[str, Any]], None], timeout_s: float = 120) -> str:
+    """Apply ``change`` to a copy of the app's ``user_config``, validate it, redeploy in place."""
+    from raymlops.serving.deploy import deploy_user_config
+    from raymlops.serving.spec import parse_user_config
+
+    user_config = copy.deepcopy(app.user_config)
+    change(user_config)
+    parse_user_config(user_config)  # a bad table fails here, before anything reaches the replicas
+    return deploy_user_config(
+        user_config,
+        app_name=app.name,
+        host=app.host,
+        port=app.port,
+        route_prefix=app.route_prefix,
+        num_replicas=app.num_replicas,
+        replica_cpus=app.replica_cpus,
+        replica_gpus=app.replica_gpus,
+        timeout_s=timeout_s,
+    )
+
+
+def set_traffic(app_name: str, model: str, weights: Mapping[str, float]) -> LiveApp:
+    """Route ``model``'s traffic by ``{version: weight}``; versions not named keep their weight."""
+    app = live_app(app_name)
+    served = app.versions(model)
+    unknown = sorted(set(weights) - set(served))
+    if unknown:
+        raise ConfigError(f"traffic.{unknown[0]}", f"is not a version {app_name!r} serves.", served)
+
+    update_live_app(app, lambda config: _set_weights(config, model, weights))
+    return live_app(app_name)
+
+
+def undeploy_version(app_name: str, model: str, version: str, serve_cfg: Any = None) -> None:
+    """Take ``model`` v``version`` out of ``app_name``; refused while it takes all of the traffic.
+
+    ``serve_cfg`` is accepted for the CLI's signature; the app's own settings are reused.
+    """
+    from ray import serve
+
+    app = live_app(app_name)
+    served = app.versions(model)
+    if version not in served:
+        logger.info("%s v%s is not in %s: nothing to undeploy", model, version, app_name)
+        return
+    others = {v: w for v, w in served.items() if v != version}
+    if not others and len(app.user_config["models"]) == 1:
+        serve.delete(app_name)  # the app served only this version
+        return
+    if others and sum(others.values()) <= 0:
+        raise DeploymentError(
+            f"{model} v{version} takes all of {app_name}'s traffic: route it elsewhere first "
+            f"(`python -m raymlops serve traffic {model} VERSION=100`)."
+        )
+
+    def change(config: dict[str, Any]) -> None:
+        kept = [s for s in config["models"][model] if s["version"] != version]
+        if kept:
+            config["models"][model] = kept
+        else:
+            del config["models"][model]
+        policy = config.get("policies", {}).get(model)
+        if policy and (policy.get("shadow") or {}).get("version") == version:
+            del policy["shadow"]
+
+    update_live_app(app, change)
+
+
+def spec_from_registry(registry: Any, name: str, ref: str, weight: float = 0.0) -> Any:  # -> ModelSpec
+    """The ModelSpec of a registered version: ``ref`` is a version number or ``@alias``."""
+    from raymlops.models.export import parse_input_columns
+    from raymlops.serving.spec import ModelSpec
+
+    if ref.startswith("@"):
+        version = registry.by_alias(name, ref[1:])
+        if version is None:
+            raise ModelNotFoundError(
+                f"{name}{ref}", [f"{name} v{v.version}" for v in registry.versions(name)]
+            )
+    else:
+        version = registry.version(name, ref)
+    if version.lifecycle in ("rejected", "archived"):
+        raise DeploymentError(f"{name} v{version.version} is {version.lifecycle}: it may not be served.")
+    return ModelSpec(
+        name=name,
+        version=version.version,
+        onnx_path=str(registry.local_artifact(version, "model.onnx")),
+        data_version=version.tags.get("raymlops.data_version", ""),
+        input_columns=parse_input_columns(version.tags.get("raymlops.input_columns", "")),
+        weight=weight,
+    )
+
+
+def add_version(app_name: str, spec: Any) -> LiveApp:  # spec: ModelSpec
+    """Load ``spec`` into the running app (at its weight, often 0) without touching other versions."""
+    from raymlops.serving.onnx_model import LoadedModel
+
+    LoadedModel(spec, use_gpu=False)  # a broken graph fails here, not in the replicas
+    app = live_app(app_name)
+
+    def change(config: dict[str, Any]) -> None:
+        versions = config.setdefault("models", {}).setdefault(spec.name, [])
+        versions[:] = [s for s in versions if s["version"] != spec.version] + [spec.to_dict()]
+
+    update_live_app(app, change)
+    return live_app(app_name)
+
+
+def progressive_rollout(
+    app_name: str,
+    model: str,
+    candidate: Any,  # ModelSpec of the candidate version
+    policy: Any,  # RolloutPolicy
+    governance: Any,  # Governance of the model's registry
+    *,
+    api_key: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Any:  # -> RolloutResult
+    """Roll ``candidate`` out against the version serving most of ``model``'s traffic.
+
+    The candidate becomes ``challenger`` and joins the app at 0%; ``run_rollout`` steps it up. Promoted:
+    the ``champion`` alias moves to it (compare-and-set) and the old champion leaves the app. Rolled
+    back: it leaves the app, loses ``challenger``, and the champion serves alone as before.
+    """
+    import httpx
+
+    from raymlops.registry.governance import UNCHANGED
+    from raymlops.serving.rollout import run_rollout
+
+    served = live_app(app_name).versions(model)
+    champion = max(served, key=lambda v: served[v])
+    if candidate.version == champion:
+        raise DeploymentError(f"{model} v{champion} already takes most of the traffic: nothing to roll out.")
+    aliases = governance.aliases(model)
+    if aliases.get("challenger") != candidate.version:
+        governance.set_alias(
+            model, "challenger", candidate.version, why="progressive rollout", action="rollout"
+        )
+    add_version(app_name, candidate)
+    headers = {"x-api-key": api_key} if api_key else {}
+    client = httpx.Client(timeout=10.0, headers=headers)
+
+    def apply(weights: Mapping[str, float]) -> None:
+        update_live_app(live_app(app_name), lambda c: _set_weights(c, model, weights))
+
+    def stats() -> Mapping[str, Any]:
+        response = client.get(f"{live_app(app_name).url}/v1/models/{model}/stats")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def audit(action: str, why: str, details: dict[str, Any]) -> None:
+        governance.audit(
+            action, model, why, from_version=champion, to_version=candidate.version, details=details
+        )
+
+    try:
+        result = run_rollout(
+            model=model,
+            champion=champion,
+            candidate=candidate.version,
+            policy=policy,
+            apply=apply,
+            stats=stats,
+            audit=audit,
+            progress=progress,
+        )
+    finally:
+        client.close()
+    app_label = f"rollout in {app_name}"
+    if result.outcome == "promoted":
+        expected = aliases.get("champion", UNCHANGED)
+        governance.set_alias(model, "champion", candidate.version, why=app_label, expected=expected)
+        if governance.aliases(model).get("challenger") == candidate.version:
+            governance.clear_alias(model, "challenger", why="promoted to champion")
+        undeploy_version(app_name, model, champion)
+        governance.record_deployment(model, app_name, {candidate.version}, why=app_label)
+    else:
+        undeploy_version(app_name, model, candidate.version)
+        if governance.aliases(model).get("challenger") == candidate.version:
+            governance.clear_alias(model, "challenger", why=f"rolled back: {'; '.join(result.reasons)}")
+        governance.record_deployment(model, app_name, {champion}, why=app_label)
+    return result
+
+
+def _set_weights(config: dict[str, Any], model: str, weights: Mapping[str, float]) -> None:
+    for spec in config["models"][model]:
+        if spec["version"] in weights:
+            spec["weight"] = float(weights[spec["version"]])

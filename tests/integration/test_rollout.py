@@ -1,0 +1,233 @@
+"""Progressive rollout on a real router with a real registry, under steady client traffic.
+
+A candidate that fails, one that is slow and one whose predictions are shifted are each rolled back
+automatically while the client sees no failed request; a healthy candidate is promoted and the
+``champion`` alias moves. The registry's audit log records each step and why it ended.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from raymlops.registry.governance import Governance
+from raymlops.registry.mlflow_registry import ModelRegistry
+from raymlops.serving import deploy
+from raymlops.serving.operations import live_app, progressive_rollout, spec_from_registry
+from raymlops.serving.rollout import RolloutPolicy, Verdict, judge
+from tests.integration.test_router_policy import broken_graph
+from tests.integration.test_serving import PRE, ROWS, free_port
+
+pytestmark = [pytest.mark.usefixtures("ray_local")]
+
+APP = "rollout-test"
+NAME = "flights"
+# Latency bounds loose enough for a loaded 2-core CI machine (p99 of 15 requests is their maximum),
+# tight enough for a candidate that adds a quarter of a second.
+POLICY = RolloutPolicy(
+    steps=(10.0, 50.0, 100.0),
+    min_requests=15,
+    min_step_s=0.5,
+    poll_s=0.25,
+    step_timeout_s=60.0,
+    max_p99_ratio=3.0,
+    p99_slack_ms=80.0,
+)
+
+
+def graph(weights: list[float], bias: float = 0.0, slow: bool = False) -> Any:
+    """features [N, 5] -> logistic regression. ``slow`` adds a 1400x1400 MatMul (~45 ms here) that
+    depends on the input, so onnxruntime cannot fold it away, and changes nothing in the answer."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("MatMul", ["features", "w"], ["score"]),
+        helper.make_node("Add", ["score", "bias"], ["logit0"]),
+    ]
+    init = [
+        numpy_helper.from_array(np.asarray(weights, dtype=np.float32), "w"),
+        numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "bias"),
+    ]
+    if slow:
+        nodes += [
+            helper.make_node("ReduceSum", ["features"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["big", "nothing"], ["big_live"]),
+            helper.make_node("MatMul", ["big_live", "big_live"], ["product"]),
+            helper.make_node("ReduceSum", ["product"], ["product_sum"], keepdims=0),
+            helper.make_node("Mul", ["product_sum", "zero"], ["still_nothing"]),
+            helper.make_node("Add", ["logit0", "still_nothing"], ["logit"]),
+        ]
+        init += [
+            numpy_helper.from_array(np.asarray(0.0, dtype=np.float32), "zero"),
+            numpy_helper.from_array(np.full((1400, 1400), 1e-3, dtype=np.float32), "big"),
+        ]
+    else:
+        nodes.append(helper.make_node("Identity", ["logit0"], ["logit"]))
+    nodes.append(helper.make_node("Sigmoid", ["logit"], ["probability"]))
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "rollout_candidate",
+            [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 5])],
+            [helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None])],
+            init,
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    return model
+
+
+CHAMPION = [0.8, -0.5, 0.3, -0.2, 0.1]
+VERSIONS = {  # registered in this order: versions 1..5
+    "champion": graph(CHAMPION),
+    "broken": broken_graph(),
+    "slow": graph(CHAMPION, slow=True),
+    "shifted": graph(CHAMPION, bias=3.0),
+    "healthy": graph([0.78, -0.48, 0.3, -0.2, 0.1]),
+}
+
+
+@dataclass
+class Traffic:
+    """A client sending single-row predictions back to back until stopped; every status kept."""
+
+    url: str
+    statuses: list[int] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            for row in itertools.cycle(ROWS):
+                if self.stop.is_set():
+                    return
+                response = client.post(f"{self.url}/v1/models/{NAME}/predict", json={"records": [row]})
+                self.statuses.append(response.status_code)
+                self.versions.append(response.headers.get("model-version", "?"))
+
+
+@dataclass(frozen=True)
+class Setup:
+    registry: ModelRegistry
+    governance: Governance
+    versions: dict[str, str]  # label -> registered version
+
+
+@pytest.fixture(scope="module")
+def setup(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    import onnx
+    from ray import serve
+
+    from raymlops.models.export import compose_pipeline
+
+    folder = tmp_path_factory.mktemp("rollout")
+    registry = ModelRegistry(f"sqlite:///{folder}/mlflow.db", str(folder / "artifacts"), "rollout")
+    tags = {"raymlops.input_columns": ",".join(f"{k}:{v}" for k, v in PRE.input_columns.items())}
+    numbers = {}
+    for label, model in VERSIONS.items():
+        run = registry.client.create_run(registry.experiment_id(), run_name=label)
+        path = folder / label / "model.onnx"
+        path.parent.mkdir()
+        onnx.save(compose_pipeline(PRE, model), str(path))
+        version = registry.register_version(
+            model_name=NAME,
+            run_id=run.info.run_id,
+            model_files=[path],
+            tags={**tags, "raymlops.data_version": f"delta:/t@{label}"},
+        )
+        numbers[label] = version.version
+    governance = Governance(registry)
+    governance.set_alias(NAME, "champion", numbers["champion"], why="first model")
+    champion = spec_from_registry(registry, NAME, "@champion", weight=1.0)
+    try:
+        deploy([champion], app_name=APP, host="127.0.0.1", port=free_port(), timeout_s=90)
+        governance.record_deployment(NAME, APP, {champion.version}, why="test setup")
+        yield Setup(registry, governance, numbers)
+    finally:
+        serve.shutdown()
+
+
+def _rollout_under_traffic(setup: Setup, label: str) -> tuple[Any, Traffic]:
+    traffic = Traffic(live_app(APP).url)
+    worker = threading.Thread(target=traffic.run, daemon=True)
+    worker.start()
+    try:
+        candidate = spec_from_registry(setup.registry, NAME, setup.versions[label])
+        result = progressive_rollout(APP, NAME, candidate, POLICY, setup.governance)
+    finally:
+        traffic.stop.set()
+        worker.join(30)
+    return result, traffic
+
+
+@pytest.mark.parametrize(
+    ("label", "reason"),
+    [("broken", "error rate"), ("slow", "latency p99"), ("shifted", "mean prediction")],
+)
+def test_bad_candidates_roll_back_and_clients_never_see_a_failure(
+    setup: Setup, label: str, reason: str
+) -> None:
+    champion = setup.versions["champion"]
+    result, traffic = _rollout_under_traffic(setup, label)
+    assert result.outcome == "rolled_back" and any(reason in r for r in result.reasons), result
+    assert set(traffic.statuses) == {200}, f"{len(traffic.statuses)} requests: {set(traffic.statuses)}"
+    assert live_app(APP).versions(NAME) == {champion: 100.0}
+    assert setup.governance.aliases(NAME) == {"champion": champion}  # challenger cleared, champion kept
+    [rollback] = [r for r in setup.governance.history(NAME) if r.action == "rollout-rollback"][-1:]
+    assert rollback.to_version == setup.versions[label] and reason in rollback.why
+    assert rollback.details["figures"]["candidate_requests"] >= 1
+
+
+def test_healthy_candidate_is_promoted_step_by_step(setup: Setup) -> None:
+    old, new = setup.versions["champion"], setup.versions["healthy"]
+    result, traffic = _rollout_under_traffic(setup, "healthy")
+    assert result.outcome == "promoted", result
+    assert set(traffic.statuses) == {200} and new in traffic.versions
+    assert [e["percent"] for e in result.timeline if e["action"] == "rollout-step"] == [10.0, 50.0, 100.0]
+    assert live_app(APP).versions(NAME) == {new: 100.0}
+    assert setup.governance.aliases(NAME) == {"champion": new}
+    assert setup.registry.version(NAME, new).lifecycle == "production"
+    assert setup.registry.version(NAME, old).lifecycle == "candidate"
+    assert setup.governance.deployed_apps(setup.registry.version(NAME, new)) == [APP]
+    steps = {"rollout-step", "rollout-promote", "promote", "clear"}
+    actions = [r.action for r in setup.governance.history(NAME) if r.action in steps][-6:]
+    assert actions == ["rollout-step", "rollout-step", "rollout-step", "rollout-promote", "promote", "clear"]
+
+
+def test_judge_waits_for_evidence_then_decides() -> None:
+    window = {"error_rate": 0.0, "latency_ms": {"p99": 2.0}, "mean_probability": 0.3, "requests": 50}
+    calm = judge({"window": window}, {"window": window}, POLICY, requests_at_step=5, seconds_at_step=1)
+    assert calm == Verdict("wait", (), calm.figures)
+    ready = judge({"window": window}, {"window": window}, POLICY, requests_at_step=20, seconds_at_step=1)
+    assert ready.action == "advance"
+    failing = {**window, "error_rate": 0.5}
+    assert judge(
+        {"window": failing}, {"window": window}, POLICY, requests_at_step=1, seconds_at_step=0
+    ).action == ("rollback")
+    starved = judge({"window": window}, {"window": window}, POLICY, requests_at_step=3, seconds_at_step=61)
+    assert starved.action == "rollback" and "only 3 requests" in starved.reasons[0]
+    with pytest.raises(Exception, match="end at 100"):
+        RolloutPolicy(steps=(10.0, 50.0))
+
+
+def test_archive_with_undeploy_takes_the_version_out_of_serving(setup: Setup) -> None:
+    # After the promotion above the old champion is out; serve it again at 0% and archive it with undeploy.
+    from raymlops.serving.operations import add_version, undeploy_version
+
+    old = setup.versions["champion"]
+    add_version(APP, spec_from_registry(setup.registry, NAME, old))
+    setup.governance.record_deployment(NAME, APP, {old, setup.versions["healthy"]}, why="test")
+    setup.governance.archive(
+        NAME, old, why="superseded", undeploy=lambda app: undeploy_version(app, NAME, old)
+    )
+    assert old not in live_app(APP).versions(NAME)
+    assert setup.registry.version(NAME, old).lifecycle == "archived"
