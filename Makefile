@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install system-deps demo test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy raymlops
 
-test: lint typecheck
+# Prometheus (Debian package): a serving test checks that a real server scrapes our metrics.
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: lint typecheck system-deps
 	$(BIN)/python -m pytest -q -ra
 
 bench: install

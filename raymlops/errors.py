@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "AliasConflictError",
+    "AuthError",
     "ConfigError",
     "DataValidationError",
     "DataVersionError",
@@ -131,6 +132,10 @@ class ModelNotFoundError(RayMLOpsError, LookupError):
 
 class DeploymentError(RayMLOpsError):
     """A Serve deployment could not be created or did not become ready."""
+
+
+class AuthError(RayMLOpsError):
+    """An API key operation failed (unknown key id, unreadable key file); the message says why."""
 
 
 class RequestError(RayMLOpsError, ValueError):

@@ -261,6 +261,30 @@ class RegistryConfig:
 
 
 @dataclass
+class RolloutConfig:  # raymlops.serving.rollout.RolloutPolicy
+    steps: list[float] = field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])  # candidate's % of traffic
+    min_requests: int = 100  # candidate requests at a step before it is judged
+    min_step_s: float = 30.0
+    max_error_rate_increase: float = 0.02  # candidate error rate minus the champion's
+    max_p99_ratio: float = 2.0  # candidate p99 <= champion p99 * ratio + slack
+    p99_slack_ms: float = 5.0
+    max_mean_shift: float = 0.1  # |mean predicted probability, candidate - champion|
+    step_timeout_s: float = 600.0  # no evidence in this time: roll back
+    poll_s: float = 2.0
+
+
+class DeployStrategy(Enum):
+    replace = "replace"  # the new version takes all traffic at once
+    rollout = "rollout"  # progressive rollout against the version the app serves (needs live traffic)
+
+
+@dataclass
+class AuthConfig:
+    enabled: bool = False  # true: every route but /v2/health/* needs an API key with a high enough role
+    keys_file: str = "${state_dir}/api_keys.json"  # hashed keys (mode 0600): `python -m raymlops serve keys`
+
+
+@dataclass
 class ServeConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -273,6 +297,9 @@ class ServeConfig:
     max_rows_per_request: int = 10000
     sample_requests: int = 3  # rows of the test split sent over HTTP after deploy, answers printed
     block: bool = False  # keep the job (and an embedded Ray) alive serving until Ctrl-C
+    auth: AuthConfig = field(default_factory=AuthConfig)  # API keys mapped to roles
+    strategy: DeployStrategy = DeployStrategy.replace  # how the deploy stage puts a new version live
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 @dataclass

@@ -12,6 +12,8 @@ one-thread pool (bounded: beyond ``shadow_max_in_flight`` calls a sampled shadow
 counted). Endpoints:
 
 - ``POST /v1/models/{name}/predict``; ``GET /v1/models``; ``GET /v1/models/{name}/stats``.
+- ``POST /v1/models/{name}/explain``: SHAP values per row from the version's packaged explainer.
+- ``POST /v1/feedback``: true outcomes for prediction ids, logged beside the prediction log.
 - Open Inference Protocol v2: ``GET /v2``, ``GET /v2/health/live|ready``, ``GET /v2/models/{name}``
   (and ``/ready``, ``/versions/{version}``, ``/versions/{version}/ready``),
   ``POST /v2/models/{name}/infer`` and ``POST /v2/models/{name}/versions/{version}/infer``.
@@ -24,13 +26,16 @@ headers; errors are ``{"error": "..."}`` with a 4xx status for anything the clie
 # and once ``serve.ingress`` has rewrapped the methods, string annotations no longer resolve
 # (``request: Request`` silently turns into a required query parameter).
 
+import asyncio
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +50,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import raymlops
 from raymlops.errors import ModelNotFoundError, RequestError, did_you_mean
+from raymlops.monitoring.prediction_log import PredictionLogger, parse_feedback
 from raymlops.serving import oip
+from raymlops.serving.auth import ApiKeyMiddleware, AuthTable
 from raymlops.serving.metrics import ServingMetrics, StatsBook
 from raymlops.serving.onnx_model import LoadedModel, parse_records, records_to_table
 from raymlops.serving.policy import (
@@ -55,7 +62,7 @@ from raymlops.serving.policy import (
     sample_shadow,
     sticky_key_from_fields,
 )
-from raymlops.serving.spec import ModelSpec, RoutingConfig, parse_user_config
+from raymlops.serving.spec import ModelSpec, PredictionLogSettings, RoutingConfig, parse_user_config
 
 __all__ = ["LOGGING_CONFIG", "Router", "app", "choose_version"]
 
@@ -67,6 +74,15 @@ LOGGING_CONFIG = LoggingConfig(enable_access_log=False, log_level="WARNING")
 # tritonclient posts its JSON (or JSON + binary tensors) with no Content-Type header: every scoring
 # endpoint reads the raw body itself instead of letting FastAPI parse it.
 app = FastAPI(title="raymlops serving", version="1")
+
+
+def _auth_table() -> AuthTable:
+    """The replica's key table, read on every request: a ``deploy()`` with new keys applies in place."""
+    router: Any = serve.get_replica_context().servable_object
+    return router._routes.config.auth
+
+
+app.add_middleware(ApiKeyMiddleware, table=_auth_table)  # API keys and roles (auth.ROUTE_ROLES)
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -211,6 +227,37 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def _start_gauge_refresh(metrics: ServingMetrics) -> None:
+    """A daemon thread re-setting the gauges every half report interval (see refresh_gauges)."""
+    import threading
+
+    try:
+        import ray
+
+        interval_s = max(0.5, ray._config.metrics_report_interval_ms() / 2000)
+    except Exception:  # a private API: fall back to Ray's default 10 s interval
+        interval_s = 5.0
+
+    def refresh() -> None:
+        while True:
+            time.sleep(interval_s)
+            metrics.refresh_gauges()
+
+    threading.Thread(target=refresh, name="raymlops-gauges", daemon=True).start()
+
+
+def _fallback(specs: tuple[ModelSpec, ...], failed: ModelSpec) -> ModelSpec | None:
+    """The version that answers when ``failed`` raised: the one with the most traffic, if not it."""
+    others = [s for s in specs if s.version != failed.version and s.weight > 0]
+    return max(others, key=lambda s: s.weight) if others else None
+
+
+def _explainer_dir(onnx_path: str) -> Path | None:
+    """The packaged explainer next to a version's ONNX file (``stages/register``), if there is one."""
+    folder = Path(onnx_path).parent / "explainer"
+    return folder if (folder / "explainer.json").is_file() else None
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, logging_config=LOGGING_CONFIG)
 @serve.ingress(app)
 class Router:
@@ -221,10 +268,17 @@ class Router:
         self._rng = random.Random()
         self._generation = 0  # counts reconfigures: proves a config change reached a live replica
         self._metrics = ServingMetrics()  # Ray registers each metric once per process
+        _start_gauge_refresh(self._metrics)
         self._stats = StatsBook(self._routes.config.stats_window)
         self._shadow = ShadowPool()
         self._shadow_dropped: dict[tuple[str, str], int] = {}
-        self._shadow_warned: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str, str]] = set()
+        # Prediction log (None: off) and the settings it was opened with; see _reconfigure_log.
+        self._predictions: PredictionLogger | None = None
+        self._log_settings: PredictionLogSettings | None = None
+        # Packaged SHAP explainers by ONNX path, loaded on first use or by the warm-up thread.
+        self._explainers: dict[str, Any] = {}
+        self._explainer_lock = threading.Lock()
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Load the versions of a new routing table, reusing sessions already loaded, then swap."""
@@ -246,6 +300,8 @@ class Router:
             total = sum(s.weight for s in specs)
             weights.update({(name, s.version): s.weight / total for s in specs})
         self._metrics.routing_weights(weights)
+        self._reconfigure_log(config)
+        self._prepare_explainers(config)
         logger.info(
             "router reconfigured generation=%d models=%s policies=%s",
             self._generation,
@@ -301,16 +357,51 @@ class Router:
             return _error(exc.status, exc.message, headers)
         except Exception as exc:
             self._record_served(name, spec.version, started, 500)
-            logger.exception("model failed name=%s version=%s", name, spec.version)
-            return _error(500, f"model {name!r} version {spec.version!r} failed: {exc}", headers)
+            fallback = _fallback(specs, spec) if fixed is None else None
+            if fallback is None:
+                logger.exception("model failed name=%s version=%s", name, spec.version)
+                return _error(500, f"model {name!r} version {spec.version!r} failed: {exc}", headers)
+            # A failing candidate costs its clients nothing: the version with the most traffic answers,
+            # and the failure still counts against the candidate (a rollout rolls it back on it).
+            self._warn_once(name, spec.version, exc)
+            failed, spec, model = spec.version, fallback, routes.models[(name, fallback.version)]
+            headers = {
+                "model-name": name,
+                "model-version": spec.version,
+                "data-version": spec.data_version,
+                "fallback-from": failed,
+            }
+            started = time.perf_counter()
+            try:
+                table = protocol.table(payload, spec, config.max_rows_per_request)
+                probabilities = model.predict_table(table)
+            except RequestError as second_request:
+                self._record_served(name, spec.version, started, second_request.status)
+                return _error(second_request.status, second_request.message, headers)
+            except Exception as second:
+                self._record_served(name, spec.version, started, 500)
+                logger.exception("fallback model failed name=%s version=%s", name, spec.version)
+                return _error(500, f"model {name!r} versions {failed!r}, {spec.version!r} failed: {second}")
         prediction_id = uuid.uuid4().hex
         body_out = protocol.answer(name, spec, prediction_id, probabilities, payload)
         self._record_served(name, spec.version, started, 200, probabilities)
+        predictions = self._predictions
+        if predictions is not None:  # a buffer push: the log's own thread writes the files
+            latency_ms = (time.perf_counter() - started) * 1e3
+            predictions.log(spec, "served", prediction_id, table, probabilities, latency_ms)
         shadow = policy.shadow if policy is not None and fixed is None else None
         if shadow is not None and sample_shadow(shadow, spec.version, self._rng):
-            self._start_shadow(routes, name, spec, shadow.version, protocol, payload, table, probabilities)
+            self._start_shadow(
+                routes, name, spec, shadow.version, protocol, payload, table, probabilities, prediction_id
+            )
         headers["prediction-id"] = prediction_id
         return JSONResponse(body_out, headers=headers)
+
+    def _warn_once(self, name: str, version: str, exc: Exception, route: str = "served") -> None:
+        """Log a model's run-time failure once per (version, route), not once per request."""
+        if (name, version, route) not in self._warned:
+            self._warned.add((name, version, route))
+            logger.warning("%s model failed name=%s version=%s error=%r", route, name, version, exc)
 
     def _record_served(
         self, name: str, version: str, started: float, code: int, probabilities: np.ndarray | None = None
@@ -330,6 +421,7 @@ class Router:
         payload: Any,
         served_table: pa.Table,
         served_probabilities: np.ndarray,
+        prediction_id: str,
     ) -> None:
         model = routes.models[(name, version)]
         max_rows = routes.config.max_rows_per_request
@@ -350,9 +442,7 @@ class Router:
                 code = exc.status
             except Exception as exc:
                 code = 500
-                if (name, version) not in self._shadow_warned:  # once per version, not per request
-                    self._shadow_warned.add((name, version))
-                    logger.warning("shadow model failed name=%s version=%s error=%r", name, version, exc)
+                self._warn_once(name, version, exc, "shadow")
             latency_s = time.perf_counter() - started
             self._metrics.request(name, version, "shadow", latency_s, code=code)
             stats = self._stats.get(name, version, "shadow")
@@ -362,6 +452,9 @@ class Router:
             stats.record(latency_s, code, float(probabilities.mean()))
             stats.record_agreement(label_agreement, mean_abs_diff)
             self._metrics.shadow_agreement(name, version, label_agreement)
+            predictions = self._predictions
+            if predictions is not None:
+                predictions.log(spec, "shadow", prediction_id, table, probabilities, latency_s * 1e3)
 
         if not self._shadow.submit(routes.config.shadow_max_in_flight, job):
             key = (name, version)
@@ -372,6 +465,160 @@ class Router:
     async def predict(self, name: str, request: Request) -> JSONResponse:
         """Predict for ``{"records": [{column: value, ...}, ...]}`` (or a bare list of records)."""
         return await self._score(name, request, _V1)
+
+    # -- prediction log, feedback, explanations ----------------------------------------------------
+
+    def _reconfigure_log(self, config: RoutingConfig) -> None:
+        """Open, keep, or write out and close the prediction log as ``config.prediction_log`` says.
+
+        A different root or flush setting closes the old writer (writing out what it holds) before
+        the new one takes over; requests that raced the swap still land in the old one's files.
+        """
+        settings, current = config.prediction_log, self._predictions
+        if settings == self._log_settings:
+            if current is not None:
+                current.retain(s for specs in config.models.values() for s in specs)
+            return
+        self._predictions = (
+            None
+            if settings is None
+            else PredictionLogger(
+                settings.root, flush_rows=settings.flush_rows, flush_interval_s=settings.flush_interval_s
+            )
+        )
+        self._log_settings = settings
+        if current is not None:
+            current.close()
+        logger.info("prediction log settings=%s", settings.to_dict() if settings is not None else None)
+
+    def __del__(self) -> None:
+        """Serve calls this on graceful shutdown: let running shadow calls log, then write the logs out."""
+        predictions = getattr(self, "_predictions", None)
+        if predictions is None:
+            return
+        deadline = time.monotonic() + 5.0
+        while self._shadow.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        predictions.close()
+
+    @app.post("/v1/feedback")
+    async def feedback(self, request: Request) -> JSONResponse:
+        """Record true outcomes: ``{"prediction_id": ID, "outcome": NUMBER, "row": 0, "model": NAME}``
+        or ``{"feedback": [...]}`` of those; answers ``{"accepted": n}``."""
+        config, predictions = self._routes.config, self._predictions
+        if predictions is None:
+            return _error(
+                409,
+                "feedback needs the prediction log, and this router has none: deploy with "
+                "prediction_log={'root': ...} so that outcomes can be joined to logged predictions.",
+            )
+        body = await _read_body(request, config.max_body_bytes)
+        items = parse_feedback(body, max_items=config.max_rows_per_request)
+        return JSONResponse({"accepted": predictions.log_feedback(items)})
+
+    def _prepare_explainers(self, config: RoutingConfig) -> None:
+        """Forget explainers of versions no longer served; load and warm the new ones in the background.
+
+        shap compiles its kernels on the first explanation in a process (~10 s on 2 cores): doing it
+        here, off the request path, keeps the first ``/explain`` fast. A request that comes first
+        still gets its answer, later.
+        """
+        paths = {s.onnx_path for specs in config.models.values() for s in specs}
+        with self._explainer_lock:
+            for path in set(self._explainers) - paths:
+                del self._explainers[path]
+        packaged = [
+            s for specs in config.models.values() for s in specs if _explainer_dir(s.onnx_path) is not None
+        ]
+        if not packaged:
+            return  # no shap import in replicas that will never explain
+
+        def warm() -> None:
+            from raymlops.evaluation.explain import warm_up
+
+            for spec in packaged:
+                try:
+                    self._explainer(spec)
+                except Exception as exc:  # answered per request (404/500) when asked for
+                    logger.warning(
+                        "explainer not loaded name=%s version=%s error=%s", spec.name, spec.version, exc
+                    )
+            seconds = warm_up()
+            logger.info("explainers ready versions=%d shap_compile_s=%.1f", len(packaged), seconds)
+
+        threading.Thread(target=warm, name="raymlops-explainer-warmup", daemon=True).start()
+
+    def _explainer(self, spec: ModelSpec) -> Any:
+        """The version's packaged explainer (``<dir of onnx_path>/explainer/``), loaded once."""
+        folder = _explainer_dir(spec.onnx_path)
+        if folder is None:
+            raise RequestError(
+                f"model {spec.name!r} version {spec.version!r} has no explainer: none is packaged next to "
+                f"its ONNX file ({Path(spec.onnx_path).parent / 'explainer'}/explainer.json); register "
+                "the version from a pipeline with the explain stage, or explain another version (?version=).",
+                status=404,
+            )
+        with self._explainer_lock:
+            explainer = self._explainers.get(spec.onnx_path)
+            if explainer is None:
+                from raymlops.evaluation.explain import load_explainer
+
+                explainer = self._explainers[spec.onnx_path] = load_explainer(folder, spec.onnx_path)
+        return explainer
+
+    @app.post("/v1/models/{name}/explain")
+    async def explain(self, name: str, request: Request, version: str | None = None) -> JSONResponse:
+        """SHAP values of each row, per raw input column: ``{"explanations": [{"prediction",
+        "base_value", "shap": {column: value}}, ...]}``, in probability space, with
+        ``sum(shap) + base_value == prediction``. Same body as predict; the version is chosen as for
+        predict (weights, sticky key) unless ``?version=`` names one."""
+        routes = self._routes
+        config = routes.config
+        specs = routes.specs(name)
+        body = await _read_body(request, config.max_body_bytes)
+        payload = _V1.parse(body, request.headers)
+        if version is not None:
+            spec = routes.spec(name, version)
+        else:
+            policy = config.policies.get(name)
+            sticky = policy.sticky if policy is not None else None
+            key = None
+            if sticky is not None:
+                key = (
+                    request.headers.get(sticky.key)
+                    if sticky.source == "header"
+                    else _V1.sticky_key(payload, sticky.key)
+                )
+            spec = choose_version(specs, self._rng, key=key, name=name)
+        headers = {"model-name": name, "model-version": spec.version, "data-version": spec.data_version}
+        if isinstance(payload, list) and len(payload) > config.max_explain_rows:
+            return _error(
+                422,
+                f"too many records to explain: {len(payload)} exceeds max_explain_rows="
+                f"{config.max_explain_rows} (explaining costs about 0.2 s per 100 rows); split the request.",
+                headers,
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            table = _V1.table(payload, spec, config.max_explain_rows)
+            explainer = await loop.run_in_executor(None, self._explainer, spec)
+            explanation = await loop.run_in_executor(None, explainer.explain, table)
+        except RequestError as exc:
+            return _error(exc.status, exc.message, headers)
+        except Exception as exc:
+            logger.exception("explain failed name=%s version=%s", name, spec.version)
+            return _error(500, f"explaining model {name!r} version {spec.version!r} failed: {exc}", headers)
+        prediction_id = uuid.uuid4().hex
+        headers["prediction-id"] = prediction_id
+        answer = {
+            "model_name": name,
+            "model_version": spec.version,
+            "prediction_id": prediction_id,
+            "method": explanation.method,
+            "output_space": explanation.output_space,
+            "explanations": explanation.records(),
+        }
+        return JSONResponse(answer, headers=headers)
 
     @app.get("/v1/models")
     async def list_models(self) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from raymlops.errors import DeploymentError
 from raymlops.serving.policy import RoutePolicy
-from raymlops.serving.spec import ModelSpec, build_user_config
+from raymlops.serving.spec import ModelSpec, PredictionLogSettings, build_user_config
 
-__all__ = ["deploy", "sample_requests"]
+__all__ = ["deploy", "deploy_user_config", "sample_requests"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ _POLL_S = 0.25
 # The files whose code runs inside a router replica; their hash is the deployment's code version.
 _REPLICA_CODE = (
     "serving/app.py",
+    "serving/auth.py",
     "serving/onnx_model.py",
     "serving/spec.py",
     "serving/policy.py",
@@ -29,6 +30,10 @@ _REPLICA_CODE = (
     "models/export.py",
     "features/preprocess.py",
     "errors.py",
+    "monitoring/__init__.py",
+    "monitoring/parquet_log.py",
+    "monitoring/prediction_log.py",
+    "evaluation/explain.py",
 )
 
 
@@ -66,6 +71,9 @@ def deploy(
     max_body_bytes: int | None = None,
     shadow_max_in_flight: int | None = None,
     stats_window: int | None = None,
+    auth: Mapping[str, Any] | None = None,
+    max_explain_rows: int | None = None,
+    prediction_log: PredictionLogSettings | Mapping[str, Any] | None = None,
 ) -> str:
     """Deploy (or update in place) the router serving ``models`` and wait until it is ready.
 
@@ -86,8 +94,14 @@ def deploy(
         timeout_s: How long to wait for the application to answer ``/v2/health/ready``.
         replica_gpus: GPUs each replica reserves when ``use_gpu`` (fractions share a device).
         policies: Per model name, sticky assignment and shadowing (``RoutePolicy``).
-        max_body_bytes, shadow_max_in_flight, stats_window: Router settings (``build_user_config``);
-            None keeps the router's default.
+        max_body_bytes, shadow_max_in_flight, stats_window, max_explain_rows: Router settings
+            (``build_user_config``); None keeps the router's default.
+        prediction_log: ``{"root": PATH_OR_URI, "flush_rows": 1000, "flush_interval_s": 2.0}``
+            (``PredictionLogSettings``): log every scored row under ``root`` and accept
+            ``/v1/feedback``; None: no log (a live log is written out and closed).
+        auth: ``{"enabled": bool, "keys": KeyStore.public_table()}`` (``auth.router_auth`` builds it
+            from the ``serve.auth`` config); None: no API keys needed. A new table (a revoked key)
+            applies in place, like a routing change.
         check_models: Load every ONNX file here first (on CPU). A replica whose reconfigure fails is
             replaced, and in Ray 2.60 a failed in-place update leaves no replica serving; a broken
             model must not get that far. Turn off only where the driver cannot read the paths.
@@ -99,20 +113,19 @@ def deploy(
         ConfigError: The specs do not form a valid routing table.
         DeploymentError: Serve refused the application, it failed, or it was not ready in time.
     """
-    from ray import serve
-
-    from raymlops.serving.app import LOGGING_CONFIG, Router
-
     settings = {
         "max_body_bytes": max_body_bytes,
         "shadow_max_in_flight": shadow_max_in_flight,
         "stats_window": stats_window,
+        "max_explain_rows": max_explain_rows,
     }
     user_config = build_user_config(
         models,
         policies=policies,
         use_gpu=use_gpu,
         max_rows_per_request=max_rows_per_request,
+        auth=auth,
+        prediction_log=prediction_log,
         **{k: v for k, v in settings.items() if v is not None},
     )
     if check_models:
@@ -120,10 +133,41 @@ def deploy(
 
         for spec in models:
             LoadedModel(spec, use_gpu=False)  # raises DeploymentError naming the model and the problem
+    return deploy_user_config(
+        user_config,
+        app_name=app_name,
+        host=host,
+        port=port,
+        route_prefix=route_prefix,
+        num_replicas=num_replicas,
+        replica_cpus=replica_cpus,
+        replica_gpus=replica_gpus if use_gpu else 0.0,
+        timeout_s=timeout_s,
+    )
+
+
+def deploy_user_config(
+    user_config: Mapping[str, Any],
+    *,
+    app_name: str,
+    host: str,
+    port: int,
+    route_prefix: str = "/",
+    num_replicas: int = 1,
+    replica_cpus: float = 0.25,
+    replica_gpus: float = 0.0,
+    timeout_s: float = 120,
+) -> str:
+    """Deploy the router with a ready ``user_config`` (``build_user_config``'s output, or a live app's
+    config changed by ``raymlops.serving.operations``) and wait until it answers; returns the URL."""
+    from ray import serve
+
+    from raymlops.serving.app import LOGGING_CONFIG, Router
+
     if not route_prefix.startswith("/"):
         raise DeploymentError(f"route_prefix must start with '/', got {route_prefix!r}.")
     actor_options: dict[str, Any] = {"num_cpus": replica_cpus}
-    if use_gpu:
+    if replica_gpus > 0:
         # Without a GPU reservation Ray hides every device from the actor and CUDA silently falls back.
         actor_options["num_gpus"] = replica_gpus
     try:
@@ -235,7 +279,12 @@ def _wait_ready(app_name: str, url: str, timeout_s: float) -> None:
 
 
 def sample_requests(
-    url: str, name: str, records: Sequence[dict[str, Any]], *, timeout_s: float = 10.0
+    url: str,
+    name: str,
+    records: Sequence[dict[str, Any]],
+    *,
+    timeout_s: float = 10.0,
+    headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """POST each record to ``{url}/v1/models/{name}/predict`` over real HTTP.
 
@@ -249,7 +298,7 @@ def sample_requests(
     import httpx
 
     answers = []
-    with httpx.Client(timeout=timeout_s) as client:
+    with httpx.Client(timeout=timeout_s, headers=dict(headers or {})) as client:
         for record in records:
             response = client.post(f"{url}/v1/models/{name}/predict", json={"records": [record]})
             if response.status_code != 200:
@@ -259,7 +308,7 @@ def sample_requests(
                     f"{response.status_code}: {response.text[:500]}"
                 )
             body = response.json()
-            headers = {
+            answered = {
                 key: response.headers.get(key)
                 for key in ("model-name", "model-version", "data-version", "prediction-id")
             }
@@ -268,7 +317,7 @@ def sample_requests(
                     "record": dict(record),
                     "status_code": response.status_code,
                     "body": body,
-                    "headers": headers,
+                    "headers": answered,
                 }
             )
     return answers

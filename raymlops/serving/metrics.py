@@ -134,6 +134,7 @@ class ServingMetrics:
         self._agreement = self._by_name["raymlops_shadow_agreement"]
         self._dropped = self._by_name["raymlops_shadow_dropped_total"]
         self._weighted: set[tuple[str, str]] = set()
+        self._weights: dict[tuple[str, str], float] = {}
         # Tag dicts are built once per label combination, not per request.
         self._tags: dict[tuple[str, ...], dict[str, str]] = {}
 
@@ -179,9 +180,16 @@ class ServingMetrics:
         """Set the weight gauge of every (model, version) served; versions gone from the table get 0."""
         for model, version in self._weighted - set(weights):
             self._weight.set(0.0, self._tag(model, version))
-        for (model, version), weight in weights.items():
-            self._weight.set(float(weight), self._tag(model, version))
+        self._weights = {key: float(weight) for key, weight in weights.items()}
+        self.refresh_gauges()
         self._weighted = set(weights)
+
+    def refresh_gauges(self) -> None:
+        """Set the gauges again. Ray 2.60's metrics agent drops a gauge not set within two report
+        intervals, so the weights vanished from Prometheus ~20 s after a deploy; the router calls this
+        from a timer thread."""
+        for (model, version), weight in dict(self._weights).items():
+            self._weight.set(weight, self._tag(model, version))
 
 
 class RollingStats:

@@ -17,6 +17,8 @@ from raymlops.errors import ConfigError, DeploymentError, ModelNotFoundError
 __all__ = [
     "LiveApp",
     "add_version",
+    "api_key_headers",
+    "deploy_from_config",
     "live_app",
     "progressive_rollout",
     "set_traffic",
@@ -228,7 +230,7 @@ def progressive_rollout(
             model, "challenger", candidate.version, why="progressive rollout", action="rollout"
         )
     add_version(app_name, candidate)
-    headers = {"x-api-key": api_key} if api_key else {}
+    headers = {"x-api-key": api_key} if api_key else api_key_headers()
     client = httpx.Client(timeout=10.0, headers=headers)
 
     def apply(weights: Mapping[str, float]) -> None:
@@ -277,3 +279,30 @@ def _set_weights(config: dict[str, Any], model: str, weights: Mapping[str, float
     for spec in config["models"][model]:
         if spec["version"] in weights:
             spec["weight"] = float(weights[spec["version"]])
+
+
+def deploy_from_config(serve_cfg: Any, specs: list[Any]) -> str:
+    """``deploy()`` with every setting of the job's ``serve`` config group (auth included)."""
+    from raymlops.serving.auth import router_auth
+    from raymlops.serving.deploy import deploy
+
+    return deploy(
+        specs,
+        app_name=serve_cfg.app_name,
+        host=serve_cfg.host,
+        port=serve_cfg.port,
+        route_prefix=serve_cfg.route_prefix,
+        num_replicas=serve_cfg.num_replicas,
+        replica_cpus=serve_cfg.replica_cpus,
+        use_gpu=serve_cfg.use_gpu,
+        max_rows_per_request=serve_cfg.max_rows_per_request,
+        auth=router_auth(serve_cfg.auth.enabled, serve_cfg.auth.keys_file),
+    )
+
+
+def api_key_headers() -> dict[str, str]:
+    """The operator's API key (``RAYMLOPS_API_KEY``) as a request header, when one is set."""
+    import os
+
+    key = os.environ.get("RAYMLOPS_API_KEY")
+    return {"x-api-key": key} if key else {}

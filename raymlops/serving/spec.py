@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raymlops.errors import ConfigError
+from raymlops.serving.auth import AuthTable
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 
 __all__ = [
     "INPUT_KINDS",
     "PLACEMENTS",
     "ModelSpec",
+    "PredictionLogSettings",
     "RoutePolicy",
     "RoutingConfig",
     "build_user_config",
@@ -37,7 +39,9 @@ _SETTINGS: dict[str, int] = {
     "max_body_bytes": 16 * 1024**2,
     "shadow_max_in_flight": 4,
     "stats_window": 1_000,
+    "max_explain_rows": 100,
 }
+_PREDICTION_LOG_KEYS = ("root", "flush_rows", "flush_interval_s")
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,63 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class PredictionLogSettings:
+    """Where and how often the router writes its prediction and feedback logs (``raymlops.monitoring``).
+
+    Attributes:
+        root: Directory or filesystem URI (``s3://bucket/prefix``) every replica can write; the
+            logs go to ``<root>/predictions/`` and ``<root>/feedback/``.
+        flush_rows: A replica writes a file once this many rows are buffered ...
+        flush_interval_s: ... or once this long has passed since its last write.
+    """
+
+    root: str
+    flush_rows: int = 1000
+    flush_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        key = "serving.prediction_log"
+        if not isinstance(self.root, str) or not self.root:
+            raise ConfigError(f"{key}.root", f"must be a non-empty path or URI, got {self.root!r}.")
+        rows = self.flush_rows
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ConfigError(f"{key}.flush_rows", f"must be an integer >= 1, got {rows!r}.")
+        interval = self.flush_interval_s
+        if isinstance(interval, bool) or not (
+            isinstance(interval, int | float) and math.isfinite(interval) and interval > 0
+        ):
+            raise ConfigError(f"{key}.flush_interval_s", f"must be a number > 0, got {interval!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "flush_rows": self.flush_rows,
+            "flush_interval_s": float(self.flush_interval_s),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PredictionLogSettings:
+        """From ``{"root": ..., "flush_rows": ..., "flush_interval_s": ...}``; unknown keys are errors."""
+        if isinstance(data, PredictionLogSettings):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                "serving.prediction_log",
+                f'must be {{"root": PATH, "flush_rows": N, "flush_interval_s": S}} or null, got {data!r}.',
+            )
+        unknown = sorted(str(k) for k in data if k not in _PREDICTION_LOG_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"serving.prediction_log.{unknown[0]}", "is not a setting here.", _PREDICTION_LOG_KEYS
+            )
+        if "root" not in data:
+            raise ConfigError(
+                "serving.prediction_log.root", "is missing: name the directory or URI to log to."
+            )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     """The router's whole state from ``user_config``: specs and policy per name plus request limits.
 
@@ -147,6 +208,10 @@ class RoutingConfig:
         shadow_max_in_flight: Shadow calls running or queued at once per replica; beyond it a
             sampled shadow call is dropped (and counted) rather than queued behind a slow model.
         stats_window: Requests per (model, version, route) kept for ``/v1/models/{name}/stats``.
+        max_explain_rows: Larger ``/v1/models/{name}/explain`` requests are refused with 422
+            (explaining costs about 0.2 s per 100 rows).
+        prediction_log: Log every scored row and accept ``/v1/feedback``; None: neither.
+        auth: API keys (hashed) and whether they are required (``auth.ApiKeyMiddleware``).
     """
 
     models: dict[str, tuple[ModelSpec, ...]]
@@ -156,6 +221,9 @@ class RoutingConfig:
     max_body_bytes: int = _SETTINGS["max_body_bytes"]
     shadow_max_in_flight: int = _SETTINGS["shadow_max_in_flight"]
     stats_window: int = _SETTINGS["stats_window"]
+    max_explain_rows: int = _SETTINGS["max_explain_rows"]
+    prediction_log: PredictionLogSettings | None = None
+    auth: AuthTable = field(default_factory=AuthTable)
 
 
 def _check_routing(models: Mapping[str, tuple[ModelSpec, ...]]) -> None:
@@ -192,6 +260,9 @@ def build_user_config(
     max_body_bytes: int = _SETTINGS["max_body_bytes"],
     shadow_max_in_flight: int = _SETTINGS["shadow_max_in_flight"],
     stats_window: int = _SETTINGS["stats_window"],
+    auth: Mapping[str, Any] | None = None,
+    max_explain_rows: int = _SETTINGS["max_explain_rows"],
+    prediction_log: PredictionLogSettings | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The router's ``user_config``; the same checks as ``parse_user_config``, on the driver side.
 
@@ -205,7 +276,11 @@ def build_user_config(
           "policies": {"flights": {"sticky": {"header": "x-user-id"},       # or {"field": "user_id"}
                                    "shadow": {"version": "3", "fraction": 0.2}}},
           "use_gpu": false, "max_rows_per_request": 10000, "max_body_bytes": 16777216,
-          "shadow_max_in_flight": 4, "stats_window": 1000
+          "shadow_max_in_flight": 4, "stats_window": 1000, "max_explain_rows": 100,
+          "prediction_log": {"root": "/data/predlog", "flush_rows": 1000,
+                             "flush_interval_s": 2.0},                       # optional
+          "auth": {"enabled": true, "keys": {"<key_id>": {"role": "predictor", "salt": "...",
+                                                          "hash": "...", "name": "..."}}}  # optional
         }
     """
     grouped: dict[str, list[ModelSpec]] = {}
@@ -216,6 +291,7 @@ def build_user_config(
         "max_body_bytes": max_body_bytes,
         "shadow_max_in_flight": shadow_max_in_flight,
         "stats_window": stats_window,
+        "max_explain_rows": max_explain_rows,
     }
     for key, value in settings.items():
         _check_setting(key, value)
@@ -233,12 +309,18 @@ def build_user_config(
         "policies": {name: p.to_dict() for name, p in policies.items() if p.to_dict()},
         "use_gpu": bool(use_gpu),
         **settings,
+        **({"auth": AuthTable.from_dict(auth).to_dict()} if auth is not None else {}),
+        **(
+            {"prediction_log": PredictionLogSettings.from_dict(prediction_log).to_dict()}
+            if prediction_log is not None
+            else {}
+        ),
     }
 
 
 def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     """Validate a ``user_config`` dict (as ``build_user_config`` makes) into a ``RoutingConfig``."""
-    known = {"models", "policies", "use_gpu", *_SETTINGS}
+    known = {"models", "policies", "use_gpu", "auth", "prediction_log", *_SETTINGS}
     unknown = sorted(set(user_config) - known)
     if unknown:
         raise ConfigError(f"serving.user_config.{unknown[0]}", "is not a router setting.", known)
@@ -254,5 +336,12 @@ def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     policies = parse_policies(user_config.get("policies"), models)
     settings = {key: _check_setting(key, user_config.get(key, default)) for key, default in _SETTINGS.items()}
     return RoutingConfig(
-        models=models, policies=policies, use_gpu=bool(user_config.get("use_gpu", False)), **settings
+        models=models,
+        policies=policies,
+        use_gpu=bool(user_config.get("use_gpu", False)),
+        auth=AuthTable.from_dict(user_config.get("auth")),
+        prediction_log=None
+        if user_config.get("prediction_log") is None
+        else PredictionLogSettings.from_dict(user_config["prediction_log"]),
+        **settings,
     )

@@ -21,7 +21,10 @@ class DeployStage(Stage):
     name = "deploy"
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
-        from raymlops.serving import ModelSpec, deploy, sample_requests
+        from raymlops.registry.governance import Governance
+        from raymlops.registry.mlflow_registry import ModelRegistry
+        from raymlops.serving import ModelSpec, sample_requests
+        from raymlops.serving.operations import api_key_headers, deploy_from_config
 
         cfg = ctx.cfg.serve
         registered, exported = state.require("register"), state.require("export")
@@ -32,31 +35,57 @@ class DeployStage(Stage):
             data_version=state.require("ingest").data_version,
             input_columns=exported.input_columns,
         )
-        url = deploy(
-            [spec],
-            app_name=cfg.app_name,
-            host=cfg.host,
-            port=cfg.port,
-            route_prefix=cfg.route_prefix,
-            num_replicas=cfg.num_replicas,
-            replica_cpus=cfg.replica_cpus,
-            use_gpu=cfg.use_gpu,
-            max_rows_per_request=cfg.max_rows_per_request,
-        )
-        from raymlops.registry.governance import Governance
-        from raymlops.registry.mlflow_registry import ModelRegistry
-
-        Governance(ModelRegistry.from_config(ctx.cfg.registry)).record_deployment(
-            registered.model_name, cfg.app_name, {registered.version}, why=f"deploy stage of job {ctx.run_id}"
-        )
+        governance = Governance(ModelRegistry.from_config(ctx.cfg.registry))
+        strategy = str(cfg.strategy.value)
+        live = _live_versions(cfg.app_name, spec.name) if strategy == "rollout" else {}
+        if live and spec.version not in live:
+            url, outcome = self._rollout(ctx, spec, governance)
+        else:
+            url = deploy_from_config(cfg, [spec])
+            governance.record_deployment(
+                spec.name, cfg.app_name, {spec.version}, why=f"deploy stage of job {ctx.run_id}"
+            )
+            outcome = "replaced"
         sample = state.require("features").raw_sample
         rows = sample.slice(0, cfg.sample_requests).to_pylist()
         records = [{k: _json_safe(v) for k, v in row.items() if k in exported.input_columns} for row in rows]
-        answers = sample_requests(url, registered.model_name, records) if records else []
+        if cfg.auth.enabled and not api_key_headers():
+            logger.info("sample requests skipped: serve.auth is on and RAYMLOPS_API_KEY is not set")
+            records = []
+        answers = sample_requests(url, spec.name, records, headers=api_key_headers()) if records else []
         label = ctx.cfg.features.label.column
         for answer, row in zip(answers, rows, strict=True):
             answer["actual"] = {label: row.get(label)}  # what really happened, for the reader
         ctx.record(
-            self.name, url=f"{url}/v1/models/{registered.model_name}/predict", replicas=cfg.num_replicas
+            self.name, url=f"{url}/v1/models/{spec.name}/predict", replicas=cfg.num_replicas, outcome=outcome
         )
         return state.with_(deploy=DeployOutput(url, cfg.app_name, answers))
+
+    @staticmethod
+    def _rollout(ctx: RunContext, spec: Any, governance: Any) -> tuple[str, str]:
+        """``serve.strategy=rollout``: step the new version up against what the app serves."""
+        from omegaconf import OmegaConf
+
+        from raymlops.errors import GateFailedError
+        from raymlops.serving.operations import live_app, progressive_rollout
+        from raymlops.serving.rollout import RolloutPolicy
+
+        cfg = ctx.cfg.serve
+        policy = RolloutPolicy.from_config(OmegaConf.to_container(cfg.rollout))  # type: ignore[arg-type]
+        result = progressive_rollout(cfg.app_name, spec.name, spec, policy, governance)
+        if result.outcome != "promoted":
+            # The champion kept serving; the run fails so that nobody mistakes it for a release.
+            raise GateFailedError([f"rollout rolled back: {'; '.join(result.reasons)}"])
+        return live_app(cfg.app_name).url, result.outcome
+
+
+def _live_versions(app_name: str, model: str) -> dict[str, float]:
+    """What ``app_name`` serves of ``model`` now; empty when the app (or Serve) is not running."""
+    from raymlops.errors import DeploymentError
+    from raymlops.serving.operations import live_app
+
+    try:
+        specs = live_app(app_name).user_config.get("models", {}).get(model, [])
+    except DeploymentError:
+        return {}
+    return {s["version"]: float(s["weight"]) for s in specs}

@@ -173,6 +173,28 @@ def test_failed_gates_register_rejected_and_leave_aliases_and_deployment_alone(s
     assert response.status_code == 200 and response.headers["model-version"] == "1"
 
 
+def test_failed_gate_with_on_fail_skip_registers_nothing(served) -> None:
+    cfg, _, _ = served
+    registry = ModelRegistry.from_config(cfg.registry)
+    before = registry.versions(cfg.registry.model_name)
+    skipping = compose(
+        [
+            "+experiment=quickstart",
+            f"state_dir={cfg.state_dir}",
+            "ray.progress_bars=false",
+            "data.sample_fraction=0.05",
+            "model.epochs=1",
+            "serve.enabled=false",
+            "evaluate.gates=['test/auc>=0.99']",
+            "evaluate.on_fail=skip",
+        ]
+    )
+    with pytest.raises(GateFailedError, match=r"must be >= 0\.99") as failed:
+        run_pipeline(skipping)
+    assert "registered as" not in str(failed.value)
+    assert registry.versions(cfg.registry.model_name) == before
+
+
 def test_xgboost_experiment_trains_exports_and_registers(tmp_path: Path) -> None:
     cfg = compose(
         [

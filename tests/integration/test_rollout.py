@@ -8,6 +8,7 @@ automatically while the client sees no failed request; a healthy candidate is pr
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from raymlops.errors import GovernanceError
 from raymlops.registry.governance import Governance
 from raymlops.registry.mlflow_registry import ModelRegistry
 from raymlops.serving import deploy
@@ -120,6 +122,7 @@ class Setup:
     registry: ModelRegistry
     governance: Governance
     versions: dict[str, str]  # label -> registered version
+    overrides: list[str]  # for the CLI: the same registry and app
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +151,17 @@ def setup(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     governance = Governance(registry)
     governance.set_alias(NAME, "champion", numbers["champion"], why="first model")
     champion = spec_from_registry(registry, NAME, "@champion", weight=1.0)
+    port = free_port()
+    overrides = [
+        f"state_dir={folder}",
+        f"registry.model_name={NAME}",
+        f"serve.app_name={APP}",
+        f"serve.port={port}",
+    ]
     try:
-        deploy([champion], app_name=APP, host="127.0.0.1", port=free_port(), timeout_s=90)
+        deploy([champion], app_name=APP, host="127.0.0.1", port=port, timeout_s=90)
         governance.record_deployment(NAME, APP, {champion.version}, why="test setup")
-        yield Setup(registry, governance, numbers)
+        yield Setup(registry, governance, numbers, overrides)
     finally:
         serve.shutdown()
 
@@ -219,15 +229,33 @@ def test_judge_waits_for_evidence_then_decides() -> None:
         RolloutPolicy(steps=(10.0, 50.0))
 
 
-def test_archive_with_undeploy_takes_the_version_out_of_serving(setup: Setup) -> None:
-    # After the promotion above the old champion is out; serve it again at 0% and archive it with undeploy.
-    from raymlops.serving.operations import add_version, undeploy_version
+def test_serve_cli_status_traffic_and_rollback(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    from raymlops.__main__ import main
 
-    old = setup.versions["champion"]
-    add_version(APP, spec_from_registry(setup.registry, NAME, old))
-    setup.governance.record_deployment(NAME, APP, {old, setup.versions["healthy"]}, why="test")
+    old, new = setup.versions["champion"], setup.versions["healthy"]  # new is champion after the rollout
+    assert main(["serve", "status", "--json", *setup.overrides]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["models"][NAME]["versions"][new]["weight"] == 100.0
+    assert status["models"][NAME]["versions"][new]["requests"] > 0
+    assert main(["serve", "deploy", f"{NAME}@{old}", *setup.overrides]) == 0  # back in, at weight 0
+    assert main(["serve", "traffic", NAME, f"{old}=30", f"{new}=70", *setup.overrides]) == 0
+    assert live_app(APP).versions(NAME) == {new: 70.0, old: 30.0}
+    assert main(["serve", "traffic", NAME, "9=1", *setup.overrides]) == 2
+    assert "'traffic.9': is not a version" in capsys.readouterr().err
+    assert main(["serve", "rollback", NAME, "--reason", "v5 complaints", *setup.overrides]) == 0
+    assert f"champion v{new} -> v{old}" in capsys.readouterr().out
+    assert live_app(APP).versions(NAME) == {new: 0.0, old: 100.0}
+    assert setup.governance.aliases(NAME) == {"champion": old}
+
+
+def test_archive_with_undeploy_takes_the_version_out_of_serving(setup: Setup) -> None:
+    from raymlops.serving.operations import undeploy_version
+
+    retired = setup.versions["healthy"]  # still loaded at 0% after the rollback above
+    with pytest.raises(GovernanceError, match="pass --undeploy"):
+        setup.governance.archive(NAME, retired, why="superseded")
     setup.governance.archive(
-        NAME, old, why="superseded", undeploy=lambda app: undeploy_version(app, NAME, old)
+        NAME, retired, why="superseded", undeploy=lambda app: undeploy_version(app, NAME, retired)
     )
-    assert old not in live_app(APP).versions(NAME)
-    assert setup.registry.version(NAME, old).lifecycle == "archived"
+    assert retired not in live_app(APP).versions(NAME)
+    assert setup.registry.version(NAME, retired).lifecycle == "archived"

@@ -1,0 +1,259 @@
+"""``python -m raymlops serve ...``: run, inspect and steer the serving router.
+
+    serve run [--model NAME[@ALIAS|@VERSION]]      serve a registered version in the foreground until Ctrl-C
+    serve status                                   what the app serves: versions, weights, policies, stats
+    serve deploy NAME[@ALIAS|@VERSION] [--weight W]   add a version (to a running app, at weight W, default 0)
+    serve traffic NAME VERSION=WEIGHT ...          change the split (e.g. 1=95 2=5), in place, no restart
+    serve rollout NAME VERSION                     progressive rollout with automatic rollback (serve.rollout)
+    serve rollback NAME --reason TEXT              the previous champion back: alias and 100% of traffic
+    serve keys add|list|revoke ...                 API keys with roles (serve.auth)
+
+The app is ``serve.app_name`` on the Ray cluster at ``ray.address`` (``ray.address=auto`` joins the Ray a
+``serve run`` on this machine started); every command takes the job's Hydra overrides (``env=prod``).
+Changes to versions and traffic are recorded in the registry's audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from raymlops.errors import ConfigError
+
+__all__ = ["add_serve_commands", "run_serve_command"]
+
+
+def add_serve_commands(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="the serving router: run, status, deploy, traffic, rollout, ...")
+    commands = serve.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve a registered version until Ctrl-C")
+    run.add_argument(
+        "--model", default=None, help="NAME[@ALIAS|@VERSION] (default: registry.model_name@champion)"
+    )
+    status = commands.add_parser("status", help="what the app serves, with live statistics")
+    status.add_argument("--json", action="store_true")
+    deploy = commands.add_parser("deploy", help="add a registered version to the app")
+    deploy.add_argument("model", help="NAME[@ALIAS|@VERSION]")
+    deploy.add_argument(
+        "--weight", type=float, default=None, help="its traffic weight (default 0; new app: 1)"
+    )
+    traffic = commands.add_parser("traffic", help="change the traffic split in place")
+    traffic.add_argument("name")
+    traffic.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT")
+    rollout = commands.add_parser("rollout", help="progressive rollout with automatic rollback")
+    rollout.add_argument("name")
+    rollout.add_argument("version")
+    rollback = commands.add_parser("rollback", help="the previous champion back, with all of the traffic")
+    rollback.add_argument("name")
+    rollback.add_argument("--reason", required=True)
+    parsers = [run, status, deploy, traffic, rollout, rollback]
+    try:
+        from raymlops.serving.keys_cli import add_keys_commands
+
+        add_keys_commands(commands)
+    except ImportError:  # pragma: no cover - the module ships with the package
+        pass
+    for parser in parsers:
+        parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job")
+
+
+def _split_ref(value: str, default_name: str) -> tuple[str, str]:
+    """``name@alias`` | ``name@3`` | ``name`` (the champion) -> (name, ref) with ref ``@alias`` or ``3``."""
+    name, _, ref = value.partition("@")
+    name = name or default_name
+    if not ref:
+        return name, "@champion"
+    return name, ref if ref.isdigit() else f"@{ref}"
+
+
+def _parse_weights(items: list[str]) -> dict[str, float]:
+    weights = {}
+    for item in items:
+        version, sep, weight = item.partition("=")
+        try:
+            weights[version] = float(weight)
+        except ValueError:
+            sep = ""
+        if not sep or not version:
+            raise ConfigError("serve traffic", f"{item!r} is not VERSION=WEIGHT (e.g. 1=95 2=5).")
+    return weights
+
+
+def run_serve_command(args: argparse.Namespace) -> int:
+    from raymlops.config import compose
+
+    if args.command == "keys":
+        from raymlops.serving.keys_cli import run_keys_command
+
+        return int(run_keys_command(args))
+    # ``traffic NAME 1=95 2=5 env=prod``: the greedy weights list also took the overrides.
+    overrides = list(args.overrides)
+    if args.command == "traffic":
+        known = {"env", "state_dir", "ray", "serve", "registry"}
+        moved = [w for w in args.weights if w.split("=", 1)[0].split(".", 1)[0] in known]
+        args.weights = [w for w in args.weights if w not in moved]
+        overrides = moved + overrides
+    cfg = compose(overrides)
+    from raymlops.pipeline.ray_session import connect_ray
+
+    connect_ray(cfg.ray)
+    handler = {
+        "run": _run,
+        "status": _status,
+        "deploy": _deploy,
+        "traffic": _traffic,
+        "rollout": _rollout,
+        "rollback": _rollback,
+    }[args.command]
+    return handler(args, cfg)
+
+
+def _governance(cfg: Any) -> Any:
+    from raymlops.registry.governance import Governance
+    from raymlops.registry.mlflow_registry import ModelRegistry
+
+    return Governance(ModelRegistry.from_config(cfg.registry))
+
+
+def _serve_new_app(cfg: Any, spec: Any) -> str:
+    from raymlops.serving.operations import deploy_from_config
+
+    return deploy_from_config(cfg.serve, [spec])
+
+
+def _run(args: argparse.Namespace, cfg: Any) -> int:
+    from ray import serve
+
+    from raymlops.serving.operations import spec_from_registry
+
+    governance = _governance(cfg)
+    name, ref = _split_ref(args.model or "", cfg.registry.model_name)
+    spec = spec_from_registry(governance.registry, name, ref, weight=1.0)
+    url = _serve_new_app(cfg, spec)
+    governance.record_deployment(name, cfg.serve.app_name, {spec.version}, why="serve run")
+    print(f"serving {name} v{spec.version} at {url}/v1/models/{name}/predict (Ctrl-C stops)")
+    print(f"  curl -s {url}/v1/models/{name}/predict -d '{{\"records\": [{{...}}]}}'")
+    print(f"  inputs: {', '.join(f'{c} ({k})' for c, k in spec.input_columns.items())}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping")
+    finally:
+        serve.delete(cfg.serve.app_name)
+        governance.record_deployment(name, cfg.serve.app_name, set(), why="serve run stopped")
+    return 0
+
+
+def _status(args: argparse.Namespace, cfg: Any) -> int:
+    import httpx
+
+    from raymlops.serving.operations import api_key_headers, live_app
+
+    app = live_app(cfg.serve.app_name)
+    report: dict[str, Any] = {"app": app.name, "url": app.url, "status": app.status, "models": {}}
+    for name in app.user_config.get("models", {}):
+        stats = httpx.get(f"{app.url}/v1/models/{name}/stats", timeout=10, headers=api_key_headers()).json()
+        report["models"][name] = {
+            "policy": app.user_config.get("policies", {}).get(name, {}),
+            "versions": {
+                version: {
+                    "weight": entry["weight"],
+                    "requests": entry["served"]["requests_total"],
+                    "errors": entry["served"]["errors_total"],
+                    "p99_ms": entry["served"]["window"]["latency_ms"]["p99"],
+                    "mean_probability": entry["served"]["window"]["mean_probability"],
+                }
+                for version, entry in stats.get("versions", {}).items()
+            },
+        }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{app.name}  {app.status}  {app.url}")
+    for name, model in report["models"].items():
+        print(f"  {name}  {json.dumps(model['policy']) if model['policy'] else ''}")
+        for version, v in model["versions"].items():
+            p99 = "-" if v["p99_ms"] is None else f"{v['p99_ms']:.1f} ms"
+            counts = f"requests={v['requests']}  errors={v['errors']}"
+            print(f"    v{version}  weight={v['weight']:g}  {counts}  p99={p99}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace, cfg: Any) -> int:
+    from raymlops.errors import DeploymentError
+    from raymlops.serving.operations import add_version, live_app, spec_from_registry
+
+    governance = _governance(cfg)
+    name, ref = _split_ref(args.model, cfg.registry.model_name)
+    try:
+        live = live_app(cfg.serve.app_name)
+        served: dict[str, float] | None = {
+            s["version"]: s["weight"] for s in live.user_config.get("models", {}).get(name, [])
+        }
+    except DeploymentError:  # no such app (or no Serve) yet
+        served = None
+    if served is None:  # no app yet: this version serves everything
+        spec = spec_from_registry(governance.registry, name, ref, weight=args.weight or 1.0)
+        url = _serve_new_app(cfg, spec)
+        versions = {spec.version}
+    else:
+        spec = spec_from_registry(governance.registry, name, ref, weight=args.weight or 0.0)
+        url = add_version(cfg.serve.app_name, spec).url
+        versions = {*served, spec.version}
+    governance.record_deployment(name, cfg.serve.app_name, versions, why="serve deploy")
+    print(f"{name} v{spec.version} deployed to {cfg.serve.app_name} at weight {spec.weight:g} ({url})")
+    return 0
+
+
+def _traffic(args: argparse.Namespace, cfg: Any) -> int:
+    from raymlops.serving.operations import set_traffic
+
+    app = set_traffic(cfg.serve.app_name, args.name, _parse_weights(args.weights))
+    _governance(cfg).audit(
+        "traffic", args.name, "serve traffic", details={"app": app.name, "weights": app.versions(args.name)}
+    )
+    print(" ".join(f"v{v}={w:g}" for v, w in app.versions(args.name).items()))
+    return 0
+
+
+def _rollout(args: argparse.Namespace, cfg: Any) -> int:
+    import os
+
+    from omegaconf import OmegaConf
+
+    from raymlops.serving.operations import progressive_rollout, spec_from_registry
+    from raymlops.serving.rollout import RolloutPolicy
+
+    governance = _governance(cfg)
+    policy = RolloutPolicy.from_config(OmegaConf.to_container(cfg.serve.rollout))  # type: ignore[arg-type]
+    candidate = spec_from_registry(governance.registry, args.name, args.version)
+    result = progressive_rollout(
+        cfg.serve.app_name,
+        args.name,
+        candidate,
+        policy,
+        governance,
+        api_key=os.environ.get("RAYMLOPS_API_KEY"),
+        progress=print,
+    )
+    print(f"{args.name} v{args.version}: {result.outcome} {'; '.join(result.reasons)}".rstrip())
+    return 0 if result.outcome == "promoted" else 1
+
+
+def _rollback(args: argparse.Namespace, cfg: Any) -> int:
+    from raymlops.serving.operations import add_version, live_app, set_traffic, spec_from_registry
+
+    governance = _governance(cfg)
+    record = governance.rollback(args.name, why=args.reason)
+    restored = str(record.to_version)
+    served = live_app(cfg.serve.app_name).versions(args.name)
+    if restored not in served:
+        add_version(cfg.serve.app_name, spec_from_registry(governance.registry, args.name, restored))
+    weights = {v: 0.0 for v in served} | {restored: 100.0}
+    set_traffic(cfg.serve.app_name, args.name, weights)
+    governance.record_deployment(args.name, cfg.serve.app_name, set(weights), why=f"rollback: {args.reason}")
+    print(f"{args.name}: champion v{record.from_version} -> v{restored}, which now takes all traffic")
+    return 0
