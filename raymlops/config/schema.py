@@ -298,6 +298,7 @@ class ServeConfig:
     sample_requests: int = 3  # rows of the test split sent over HTTP after deploy, answers printed
     block: bool = False  # keep the job (and an embedded Ray) alive serving until Ctrl-C
     auth: AuthConfig = field(default_factory=AuthConfig)  # API keys mapped to roles
+    prediction_log: bool = True  # log every served row to monitor.log_root (feedback and monitoring need it)
     strategy: DeployStrategy = DeployStrategy.replace  # how the deploy stage puts a new version live
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
@@ -315,6 +316,34 @@ class RayConfig:
 @dataclass
 class EnvConfig:
     name: str = "dev"  # dev | staging | prod
+
+
+@dataclass
+class MonitorSLOConfig:
+    latency_p50_ms: float = 50.0  # served requests' handler time, from the prediction log
+    latency_p99_ms: float = 250.0
+    min_requests: int = 1  # fewer requests of a version in the window (any route): an SLO warning
+
+
+@dataclass
+class MonitorConfig:  # jobs/monitor.py, raymlops.monitoring.monitor.run_monitor
+    log_root: str = "${state_dir}/prediction_log"  # the router's prediction_log.root (dir or URI)
+    out_dir: str = "${state_dir}/monitor"  # reports, .prom textfiles, first-window references
+    model: str = "${registry.model_name}"  # <name>[@<alias>|@<version>]; no @: every version logged
+    window: str = "1d"  # no --since: the window is [until - window, until)
+    psi_threshold: float = 0.2  # feature drift: psi >= this (or, numeric, ks >= ks_threshold)
+    ks_threshold: float = 0.1
+    chi2_pvalue: float = 0.01  # reported only
+    prediction_psi_threshold: float = 0.2  # served probabilities vs the reference distribution
+    min_rows: int = 200  # fewer rows of a version in the window: drift reported, not judged
+    max_accuracy_drop: float = 0.05  # test/accuracy - live accuracy above this is an alert
+    max_auc_drop: float = 0.05
+    min_feedback_rows: int = 100  # fewer labelled rows: live accuracy reported, not judged
+    slo: MonitorSLOConfig = field(default_factory=MonitorSLOConfig)
+    ray_data_min_bytes: int = 268435456  # a window whose files exceed this is read with Ray Data
+    serve_port: int | None = None  # serve the gauges for Prometheus and re-run every interval_s
+    serve_host: str = "127.0.0.1"
+    interval_s: float = 300.0
 
 
 # ---------------------------------------------------------------- the job
@@ -351,3 +380,4 @@ class JobConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)

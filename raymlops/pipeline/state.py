@@ -80,6 +80,7 @@ class EvaluateOutput:
     slices: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     champion: dict[str, Any] | None = None  # {"version", "metrics"}: re-scored on the same test rows
     report_path: Path | None = None  # evaluation.json
+    prediction_profile_path: Path | None = None  # test predictions' distribution (drift reference)
 
 
 @dataclass(frozen=True)

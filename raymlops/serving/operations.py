@@ -281,11 +281,13 @@ def _set_weights(config: dict[str, Any], model: str, weights: Mapping[str, float
             spec["weight"] = float(weights[spec["version"]])
 
 
-def deploy_from_config(serve_cfg: Any, specs: list[Any]) -> str:
-    """``deploy()`` with every setting of the job's ``serve`` config group (auth included)."""
+def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
+    """``deploy()`` with every setting of the job's ``serve`` group (auth, prediction log included)."""
     from raymlops.serving.auth import router_auth
     from raymlops.serving.deploy import deploy
 
+    serve_cfg = cfg.serve
+    log = {"root": str(cfg.monitor.log_root)} if serve_cfg.prediction_log else None
     return deploy(
         specs,
         app_name=serve_cfg.app_name,
@@ -297,6 +299,7 @@ def deploy_from_config(serve_cfg: Any, specs: list[Any]) -> str:
         use_gpu=serve_cfg.use_gpu,
         max_rows_per_request=serve_cfg.max_rows_per_request,
         auth=router_auth(serve_cfg.auth.enabled, serve_cfg.auth.keys_file),
+        prediction_log=log,
     )
 
 

@@ -120,7 +120,7 @@ def _governance(cfg: Any) -> Any:
 def _serve_new_app(cfg: Any, spec: Any) -> str:
     from raymlops.serving.operations import deploy_from_config
 
-    return deploy_from_config(cfg.serve, [spec])
+    return deploy_from_config(cfg, [spec])
 
 
 def _run(args: argparse.Namespace, cfg: Any) -> int:

@@ -41,7 +41,7 @@ class DeployStage(Stage):
         if live and spec.version not in live:
             url, outcome = self._rollout(ctx, spec, governance)
         else:
-            url = deploy_from_config(cfg, [spec])
+            url = deploy_from_config(ctx.cfg, [spec])
             governance.record_deployment(
                 spec.name, cfg.app_name, {spec.version}, why=f"deploy stage of job {ctx.run_id}"
             )

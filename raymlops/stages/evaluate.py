@@ -115,6 +115,11 @@ class EvaluateStage(Stage):
             "passed": not failures,
         }
         report_path.write_text(json.dumps(report, indent=2, default=str))
+        # The distribution of the candidate's test predictions: the monitor's prediction-drift reference.
+        from raymlops.monitoring.monitor import PREDICTION_PROFILE, prediction_profile
+
+        profile_path = ctx.run_dir / PREDICTION_PROFILE
+        prediction_profile(proba, state.require("ingest").data_version).save(profile_path)
         auc, logloss = f"{split}/auc", f"{split}/logloss"
         ctx.record(
             self.name,
@@ -132,6 +137,14 @@ class EvaluateStage(Stage):
         if failures and cfg.on_fail == GateFailure.skip:
             raise GateFailedError(list(failures), metrics)
         output = EvaluateOutput(
-            metrics, baseline, not failures, failures, tuple(gates), slices, champion, report_path
+            metrics,
+            baseline,
+            not failures,
+            failures,
+            tuple(gates),
+            slices,
+            champion,
+            report_path,
+            profile_path,
         )
         return state.with_(evaluate=output)

@@ -36,6 +36,8 @@ class RegisterStage(Stage):
         run_uri = tracker.registry.client.get_run(tracker.run_id).info.artifact_uri
         reports: list[Path] = [p for p in [evaluated.report_path] if p is not None]
         model_files: list[Path] = [exported.onnx_path]
+        if evaluated.prediction_profile_path is not None:
+            model_files.append(evaluated.prediction_profile_path)
         validation = state.validate
         if validation is not None:
             # The training data's profile travels with the model: monitoring compares live traffic to it.
