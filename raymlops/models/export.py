@@ -6,17 +6,20 @@ Export fails unless the ONNX graph reproduces the Python pipeline on a sample of
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from raymlops.errors import ExportParityError
+from raymlops.errors import ConfigError, ExportParityError
 from raymlops.features.onnx_graph import FEATURES_OUTPUT, preprocessing_graph
 from raymlops.features.preprocess import FittedPreprocessor, numeric_column
 
 __all__ = [
+    "INPUT_COLUMNS_TAG",
+    "INPUT_KINDS",
     "PROBABILITY_OUTPUT",
     "compose_pipeline",
     "export_pipeline",
@@ -28,6 +31,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 PROBABILITY_OUTPUT = "probability"
+INPUT_COLUMNS_TAG = "raymlops.input_columns"  # registry tag: "col:float,col2:string"
+INPUT_KINDS = ("float", "string")  # the wire types of a served graph's raw-column inputs
 
 
 def providers_for(use_gpu: bool) -> list[str]:
@@ -35,21 +40,53 @@ def providers_for(use_gpu: bool) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else ["CPUExecutionProvider"]
 
 
-def onnx_feeds(table: pa.Table, input_columns: dict[str, str]) -> dict[str, np.ndarray]:
-    """Raw columns -> the graph's inputs: float32 [N, 1] (null -> NaN) or string [N, 1] (null -> '')."""
+_STRING_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+
+
+def onnx_feeds(table: pa.Table, input_columns: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Raw columns -> the graph's inputs: float32 [N, 1] (null -> NaN) or string [N, 1] (null -> '').
+
+    Arrow string columns (plain, large, view, dictionary-encoded) convert without a per-row Python
+    loop; other types declared ``string`` (ints, say) become ``str(v)``.
+    """
+    import pyarrow.compute as pc
+
     feeds = {}
     for name, kind in input_columns.items():
+        column = table[name]
         if kind == "float":
-            feeds[name] = numeric_column(table[name]).reshape(-1, 1)
+            feeds[name] = numeric_column(column).reshape(-1, 1)
+            continue
+        if pa.types.is_dictionary(column.type) and any(t(column.type.value_type) for t in _STRING_TYPES):
+            column = pc.cast(column, column.type.value_type)
+        if any(t(column.type) for t in _STRING_TYPES):
+            values = pc.fill_null(column, "").to_numpy(zero_copy_only=False)
+            feeds[name] = values.astype(object, copy=False).reshape(-1, 1)
         else:
-            values = ["" if v is None else str(v) for v in table[name].to_pylist()]
-            feeds[name] = np.asarray(values, dtype=object).reshape(-1, 1)
+            strings = ["" if v is None else str(v) for v in column.to_pylist()]
+            feeds[name] = np.asarray(strings, dtype=object).reshape(-1, 1)
     return feeds
 
 
-def parse_input_columns(tag: str) -> dict[str, str]:
-    """The registry tag ``raymlops.input_columns`` (``"col:float,col2:string"``) as a dict."""
-    return dict(part.split(":", 1) for part in tag.split(",") if part)
+def parse_input_columns(tag: str | None, model: str = "the model") -> dict[str, str]:
+    """The ``raymlops.input_columns`` tag (``col:float,col2:string``) as {column: kind}."""
+    if not tag:
+        raise ConfigError(
+            "model",
+            f"{model} has no {INPUT_COLUMNS_TAG!r} tag, so its input columns are unknown; "
+            "register it with raymlops (the register stage writes the tag).",
+        )
+    columns: dict[str, str] = {}
+    for item in tag.split(","):
+        name, _, kind = item.strip().rpartition(":")
+        if not name or kind not in INPUT_KINDS:
+            raise ConfigError(
+                "model",
+                f"{model}: {INPUT_COLUMNS_TAG} entry {item!r} is not <column>:<kind> with kind one of "
+                f"{', '.join(INPUT_KINDS)}.",
+            )
+        columns[name] = kind
+    return columns
 
 
 def predict_onnx(

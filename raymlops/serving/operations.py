@@ -161,17 +161,11 @@ def undeploy_version(app_name: str, model: str, version: str, serve_cfg: Any = N
 
 def spec_from_registry(registry: Any, name: str, ref: str, weight: float = 0.0) -> Any:  # -> ModelSpec
     """The ModelSpec of a registered version: ``ref`` is a version number or ``@alias``."""
-    from raymlops.models.export import parse_input_columns
+    from raymlops.models.export import INPUT_COLUMNS_TAG, parse_input_columns
+    from raymlops.registry.model_ref import parse_model_ref, resolve_model
     from raymlops.serving.spec import ModelSpec
 
-    if ref.startswith("@"):
-        version = registry.by_alias(name, ref[1:])
-        if version is None:
-            raise ModelNotFoundError(
-                f"{name}{ref}", [f"{name} v{v.version}" for v in registry.versions(name)]
-            )
-    else:
-        version = registry.version(name, ref)
+    version = resolve_model(registry, parse_model_ref(f"{name}@{ref.removeprefix('@')}"))
     if version.lifecycle in ("rejected", "archived"):
         raise DeploymentError(f"{name} v{version.version} is {version.lifecycle}: it may not be served.")
     return ModelSpec(
@@ -179,7 +173,7 @@ def spec_from_registry(registry: Any, name: str, ref: str, weight: float = 0.0) 
         version=version.version,
         onnx_path=str(registry.local_artifact(version, "model.onnx")),
         data_version=version.tags.get("raymlops.data_version", ""),
-        input_columns=parse_input_columns(version.tags.get("raymlops.input_columns", "")),
+        input_columns=parse_input_columns(version.tags.get(INPUT_COLUMNS_TAG), f"{name} v{version.version}"),
         weight=weight,
     )
 

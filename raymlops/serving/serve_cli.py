@@ -61,11 +61,10 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
 
 def _split_ref(value: str, default_name: str) -> tuple[str, str]:
     """``name@alias`` | ``name@3`` | ``name`` (the champion) -> (name, ref) with ref ``@alias`` or ``3``."""
-    name, _, ref = value.partition("@")
-    name = name or default_name
-    if not ref:
-        return name, "@champion"
-    return name, ref if ref.isdigit() else f"@{ref}"
+    from raymlops.registry.model_ref import parse_model_ref
+
+    ref = parse_model_ref(value, default_name)
+    return ref.name, ref.version if ref.version is not None else f"@{ref.alias}"
 
 
 def _parse_weights(items: list[str]) -> dict[str, float]:
@@ -129,7 +128,7 @@ def _run(args: argparse.Namespace, cfg: Any) -> int:
     from raymlops.serving.operations import spec_from_registry
 
     governance = _governance(cfg)
-    name, ref = _split_ref(args.model or "", cfg.registry.model_name)
+    name, ref = _split_ref(args.model or "@champion", cfg.registry.model_name)
     spec = spec_from_registry(governance.registry, name, ref, weight=1.0)
     url = _serve_new_app(cfg, spec)
     governance.record_deployment(name, cfg.serve.app_name, {spec.version}, why="serve run")
