@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raymlops.errors import ConfigError
+from raymlops.models.export import INPUT_KINDS
 from raymlops.serving.auth import AuthTable
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 
@@ -29,7 +30,7 @@ __all__ = [
     "parse_user_config",
 ]
 
-INPUT_KINDS = ("float", "string")  # the wire types of a served graph's raw-column inputs
+
 # Where a version's session runs (see ModelSpec.placement); "deployment" is named but not built yet.
 PLACEMENTS = ("colocated", "deployment")
 _IMPLEMENTED_PLACEMENTS = ("colocated",)
