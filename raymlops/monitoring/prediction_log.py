@@ -187,6 +187,14 @@ class Feedback:
     model: str | None = None
 
 
+def _check_text(value: str, where: str) -> None:
+    """A 422 for strings Arrow cannot store: JSON ``\\ud800`` escapes decode to lone surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"{where} must be valid Unicode text (a lone surrogate escape).") from None
+
+
 def _feedback_item(index: int, item: Any) -> Feedback:
     where = f"feedback[{index}]"
     if not isinstance(item, Mapping):
@@ -200,6 +208,7 @@ def _feedback_item(index: int, item: Any) -> Feedback:
             f"{where}.prediction_id must be the non-empty string of a prediction-id header "
             f"(at most {_MAX_ID_CHARS} characters), got {str(prediction_id)[:60]!r}."
         )
+    _check_text(prediction_id, f"{where}.prediction_id")
     if "outcome" not in item:
         raise RequestError(f"{where}.outcome is missing: send the true label or value.")
     outcome = item["outcome"]
@@ -217,6 +226,8 @@ def _feedback_item(index: int, item: Any) -> Feedback:
     model = item.get("model")
     if model is not None and (not isinstance(model, str) or not model):
         raise RequestError(f"{where}.model must be a non-empty string when given, got {model!r}.")
+    if model is not None:
+        _check_text(model, f"{where}.model")
     return Feedback(prediction_id, value, row, model)
 
 
@@ -228,7 +239,7 @@ def parse_feedback(body: bytes, *, max_items: int) -> list[Feedback]:
     """
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, 4300+ digit ints
         raise RequestError(f"request body is not valid JSON: {exc}", status=400) from None
     if isinstance(payload, Mapping) and "feedback" in payload:
         if len(payload) != 1:

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -54,7 +53,14 @@ from raymlops.monitoring.prediction_log import PredictionLogger, parse_feedback
 from raymlops.serving import oip
 from raymlops.serving.auth import ApiKeyMiddleware, AuthTable
 from raymlops.serving.metrics import ServingMetrics, StatsBook
-from raymlops.serving.onnx_model import LoadedModel, parse_records, records_to_table
+from raymlops.serving.onnx_model import (
+    RECORDS_SCHEMA,
+    LoadedModel,
+    ModelInputs,
+    check_text,
+    parse_records,
+    records_to_inputs,
+)
 from raymlops.serving.policy import (
     ShadowPool,
     agreement,
@@ -74,6 +80,49 @@ LOGGING_CONFIG = LoggingConfig(enable_access_log=False, log_level="WARNING")
 # tritonclient posts its JSON (or JSON + binary tensors) with no Content-Type header: every scoring
 # endpoint reads the raw body itself instead of letting FastAPI parse it.
 app = FastAPI(title="raymlops serving", version="1")
+
+
+def _body_doc(schema: Mapping[str, Any], example: Any, description: str = "JSON") -> dict[str, Any]:
+    """``openapi_extra`` declaring the JSON body a raw-body endpoint reads, so that the OpenAPI
+    document (and the clients and fuzzers built from it) shows it; FastAPI neither parses nor checks it.
+    """
+    content = {"application/json": {"schema": dict(schema), "example": example}}
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
+_PREDICT_DOC = _body_doc(RECORDS_SCHEMA, {"records": [{"distance": 1400.0, "hour": 7, "origin": "JFK"}]})
+_INFER_DOC = _body_doc(
+    oip.INFER_REQUEST_SCHEMA,
+    {"inputs": [{"name": "distance", "datatype": "FP32", "shape": [1, 1], "data": [1400.0]}]},
+    description="JSON; or, with an Inference-Header-Content-Length header, that many bytes of JSON "
+    "followed by the tensors' raw bytes (the binary tensor extension, which tritonclient uses).",
+)
+_FEEDBACK_ITEM = {
+    "type": "object",
+    "required": ["prediction_id", "outcome"],
+    "additionalProperties": False,
+    "properties": {
+        "prediction_id": {"type": "string", "minLength": 1, "maxLength": 256},  # prediction_log's limits
+        "outcome": {"type": "number"},
+        "row": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "model": {"type": "string", "minLength": 1},
+    },
+}
+_FEEDBACK_DOC = _body_doc(
+    {
+        "anyOf": [
+            _FEEDBACK_ITEM,
+            {
+                "type": "object",
+                "required": ["feedback"],
+                "additionalProperties": False,
+                "properties": {"feedback": {"type": "array", "minItems": 1, "items": _FEEDBACK_ITEM}},
+            },
+            {"type": "array", "minItems": 1, "items": _FEEDBACK_ITEM},
+        ]
+    },
+    {"prediction_id": "0b7e6a1c9d2f4e3a8b5c6d7e8f901234", "outcome": 1, "row": 0},
+)
 
 
 def _auth_table() -> AuthTable:
@@ -148,7 +197,7 @@ class _Protocol:
         raise NotImplementedError
 
     @staticmethod
-    def table(payload: Any, spec: ModelSpec, max_rows: int) -> pa.Table:
+    def inputs(payload: Any, spec: ModelSpec, max_rows: int) -> ModelInputs:
         raise NotImplementedError
 
     @staticmethod
@@ -167,11 +216,12 @@ class _V1(_Protocol):
 
     @staticmethod
     def sticky_key(payload: Any, field: str) -> str | None:
-        return sticky_key_from_fields(payload[0], field) if isinstance(payload, list) and payload else None
+        key = sticky_key_from_fields(payload[0], field) if isinstance(payload, list) and payload else None
+        return None if key is None else check_text(key, f"the sticky key {field!r}")  # hashed as UTF-8
 
     @staticmethod
-    def table(payload: Any, spec: ModelSpec, max_rows: int) -> pa.Table:
-        return records_to_table(payload, spec.input_columns, max_rows)
+    def inputs(payload: Any, spec: ModelSpec, max_rows: int) -> ModelInputs:
+        return records_to_inputs(payload, spec.input_columns, max_rows)
 
     @staticmethod
     def answer(
@@ -198,8 +248,8 @@ class _V2(_Protocol):
         return oip.sticky_key(payload, field)
 
     @staticmethod
-    def table(payload: Any, spec: ModelSpec, max_rows: int) -> pa.Table:
-        return oip.infer_table(payload, spec.input_columns, max_rows)
+    def inputs(payload: Any, spec: ModelSpec, max_rows: int) -> ModelInputs:
+        return oip.infer_inputs(payload, spec.input_columns, max_rows)
 
     @staticmethod
     def answer(
@@ -348,10 +398,10 @@ class Router:
                 raise failure
             if not parsed:
                 payload = protocol.parse(body, request.headers)
-            table = protocol.table(payload, spec, config.max_rows_per_request)
+            inputs = protocol.inputs(payload, spec, config.max_rows_per_request)
             # onnxruntime runs inline on the event loop: for the small graphs co-located here a run
             # takes microseconds, less than a thread-pool hand-off would.
-            probabilities = model.predict_table(table)
+            probabilities = model.predict_inputs(inputs)
         except RequestError as exc:
             self._record_served(name, spec.version, started, exc.status)
             return _error(exc.status, exc.message, headers)
@@ -373,8 +423,8 @@ class Router:
             }
             started = time.perf_counter()
             try:
-                table = protocol.table(payload, spec, config.max_rows_per_request)
-                probabilities = model.predict_table(table)
+                inputs = protocol.inputs(payload, spec, config.max_rows_per_request)
+                probabilities = model.predict_inputs(inputs)
             except RequestError as second_request:
                 self._record_served(name, spec.version, started, second_request.status)
                 return _error(second_request.status, second_request.message, headers)
@@ -388,11 +438,11 @@ class Router:
         predictions = self._predictions
         if predictions is not None:  # a buffer push: the log's own thread writes the files
             latency_ms = (time.perf_counter() - started) * 1e3
-            predictions.log(spec, "served", prediction_id, table, probabilities, latency_ms)
+            predictions.log(spec, "served", prediction_id, inputs.table(), probabilities, latency_ms)
         shadow = policy.shadow if policy is not None and fixed is None else None
         if shadow is not None and sample_shadow(shadow, spec.version, self._rng):
             self._start_shadow(
-                routes, name, spec, shadow.version, protocol, payload, table, probabilities, prediction_id
+                routes, name, spec, shadow.version, protocol, payload, inputs, probabilities, prediction_id
             )
         headers["prediction-id"] = prediction_id
         return JSONResponse(body_out, headers=headers)
@@ -419,7 +469,7 @@ class Router:
         version: str,
         protocol: type[_Protocol],
         payload: Any,
-        served_table: pa.Table,
+        served_inputs: ModelInputs,
         served_probabilities: np.ndarray,
         prediction_id: str,
     ) -> None:
@@ -433,8 +483,8 @@ class Router:
             label_agreement = mean_abs_diff = 0.0
             try:
                 same_inputs = spec.input_columns == served.input_columns
-                table = served_table if same_inputs else protocol.table(payload, spec, max_rows)
-                probabilities = model.predict_table(table)
+                inputs = served_inputs if same_inputs else protocol.inputs(payload, spec, max_rows)
+                probabilities = model.predict_inputs(inputs)
                 label_agreement, mean_abs_diff = agreement(
                     served_probabilities, served.threshold, probabilities, spec.threshold
                 )
@@ -454,14 +504,14 @@ class Router:
             self._metrics.shadow_agreement(name, version, label_agreement)
             predictions = self._predictions
             if predictions is not None:
-                predictions.log(spec, "shadow", prediction_id, table, probabilities, latency_s * 1e3)
+                predictions.log(spec, "shadow", prediction_id, inputs.table(), probabilities, latency_s * 1e3)
 
         if not self._shadow.submit(routes.config.shadow_max_in_flight, job):
             key = (name, version)
             self._shadow_dropped[key] = self._shadow_dropped.get(key, 0) + 1
             self._metrics.shadow_dropped(name, version)
 
-    @app.post("/v1/models/{name}/predict")
+    @app.post("/v1/models/{name}/predict", openapi_extra=_PREDICT_DOC)
     async def predict(self, name: str, request: Request) -> JSONResponse:
         """Predict for ``{"records": [{column: value, ...}, ...]}`` (or a bare list of records)."""
         return await self._score(name, request, _V1)
@@ -501,7 +551,7 @@ class Router:
             time.sleep(0.01)
         predictions.close()
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", openapi_extra=_FEEDBACK_DOC)
     async def feedback(self, request: Request) -> JSONResponse:
         """Record true outcomes: ``{"prediction_id": ID, "outcome": NUMBER, "row": 0, "model": NAME}``
         or ``{"feedback": [...]}`` of those; answers ``{"accepted": n}``."""
@@ -566,7 +616,7 @@ class Router:
                 explainer = self._explainers[spec.onnx_path] = load_explainer(folder, spec.onnx_path)
         return explainer
 
-    @app.post("/v1/models/{name}/explain")
+    @app.post("/v1/models/{name}/explain", openapi_extra=_PREDICT_DOC)
     async def explain(self, name: str, request: Request, version: str | None = None) -> JSONResponse:
         """SHAP values of each row, per raw input column: ``{"explanations": [{"prediction",
         "base_value", "shap": {column: value}}, ...]}``, in probability space, with
@@ -600,7 +650,7 @@ class Router:
             )
         loop = asyncio.get_running_loop()
         try:
-            table = _V1.table(payload, spec, config.max_explain_rows)
+            table = _V1.inputs(payload, spec, config.max_explain_rows).table()
             explainer = await loop.run_in_executor(None, self._explainer, spec)
             explanation = await loop.run_in_executor(None, explainer.explain, table)
         except RequestError as exc:
@@ -679,9 +729,9 @@ class Router:
                                                           # shadow route only: vs the served answer
 
         Served latency is the handler's time from its start to the answer, reading the body from
-        Serve's proxy included (that read is most of it: scoring a row takes about 0.2 ms, the
-        accounting 0.05 ms); shadow latency is the shadow model's own time. Statistics with nothing
-        to summarise are ``null``.
+        Serve's proxy included (that read is most of it: validating and scoring a row take about
+        0.1 ms, the accounting 0.05 ms); shadow latency is the shadow model's own time. Statistics
+        with nothing to summarise are ``null``.
         """
         routes = self._routes
         specs = routes.specs(name)
@@ -751,12 +801,12 @@ class Router:
         self._routes.spec(name, version)
         return {"name": name, "version": version, "ready": True}
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/infer", openapi_extra=_INFER_DOC)
     async def infer(self, name: str, request: Request) -> JSONResponse:
         """Open Inference Protocol v2 inference, routed by the name's policy."""
         return await self._score(name, request, _V2)
 
-    @app.post("/v2/models/{name}/versions/{version}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=_INFER_DOC)
     async def infer_version(self, name: str, version: str, request: Request) -> JSONResponse:
         """Inference on one explicit version (weight 0 included), bypassing routing and shadowing."""
         return await self._score(name, request, _V2, version)

@@ -32,13 +32,16 @@ import numpy as np
 import pyarrow as pa
 
 from raymlops.errors import RequestError
+from raymlops.serving.onnx_model import FLOAT32_MAX, ModelInputs, check_text, describe
 from raymlops.serving.policy import sticky_key_from_fields
 from raymlops.serving.spec import ModelSpec
 
 __all__ = [
     "HEADER_LENGTH",
+    "INFER_REQUEST_SCHEMA",
     "InferRequest",
     "Tensor",
+    "infer_inputs",
     "infer_response",
     "infer_table",
     "model_metadata",
@@ -65,7 +68,52 @@ NUMERIC_DATATYPES = {
     "UINT64": "<u8",
 }
 DATATYPES = (*NUMERIC_DATATYPES, "BYTES")
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# JSON Schema of an inference request, for the OpenAPI document (the handler parses the raw body).
+INFER_REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "datatype", "shape"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "datatype": {"enum": list(DATATYPES)},
+                    "shape": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 2,
+                        "items": {"type": "integer", "minimum": 0},
+                    },
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    },
+                    "data": {
+                        "type": "array",
+                        "description": "Row-major elements, flat or nested to the shape; null is missing.",
+                        "items": {
+                            "anyOf": [
+                                {"type": ["number", "string", "null"]},
+                                {"type": "array", "items": {"type": ["number", "string", "null"]}},
+                            ]
+                        },
+                    },
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name"], "properties": {"name": {"const": OUTPUT_NAME}}},
+        },
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -133,11 +181,6 @@ def infer_response(
     }
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
-
-
 def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
     """Parse an inference request body (JSON, or JSON header + binary tensors).
 
@@ -165,21 +208,24 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
         body, binary = body[:length], body[length:]
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    # ValueError: also an integer of more than 4300 digits (Python's int-from-string limit).
+    except (ValueError, RecursionError) as exc:
         raise RequestError(f"inference request is not valid JSON: {exc}", status=400) from None
     if not isinstance(payload, dict):
         raise RequestError(f"inference request must be a JSON object, got a JSON {type(payload).__name__}.")
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise RequestError(f"'id' must be a string, got {_describe(request_id)}.")
+        raise RequestError(f"'id' must be a string, got {describe(request_id)}.")
+    if request_id is not None:
+        check_text(request_id, "'id'")  # echoed in the answer
     parameters = payload.get("parameters", {})
     if not isinstance(parameters, dict):
-        raise RequestError(f"'parameters' must be a JSON object, got {_describe(parameters)}.")
+        raise RequestError(f"'parameters' must be a JSON object, got {describe(parameters)}.")
     _check_outputs(payload.get("outputs"))
     raw_inputs = payload.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise RequestError(
-            f"'inputs' must be a non-empty list of tensors, got {_describe(raw_inputs)}; "
+            f"'inputs' must be a non-empty list of tensors, got {describe(raw_inputs)}; "
             'each tensor is {"name", "datatype", "shape", "data"}.'
         )
     inputs: dict[str, Tensor] = {}
@@ -206,7 +252,7 @@ def _check_outputs(outputs: Any) -> None:
     if outputs is None:
         return
     if not isinstance(outputs, list):
-        raise RequestError(f"'outputs' must be a list, got {_describe(outputs)}.")
+        raise RequestError(f"'outputs' must be a list, got {describe(outputs)}.")
     for output in outputs:
         name = output.get("name") if isinstance(output, dict) else None
         if name != OUTPUT_NAME:
@@ -215,10 +261,10 @@ def _check_outputs(outputs: Any) -> None:
 
 def _parse_tensor(index: int, raw: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:
     if not isinstance(raw, dict):
-        raise RequestError(f"inputs[{index}] must be a JSON object, got {_describe(raw)}.")
+        raise RequestError(f"inputs[{index}] must be a JSON object, got {describe(raw)}.")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise RequestError(f"inputs[{index}].name must be a non-empty string, got {_describe(name)}.")
+        raise RequestError(f"inputs[{index}].name must be a non-empty string, got {describe(name)}.")
     datatype = raw.get("datatype")
     if datatype not in DATATYPES:
         raise RequestError(
@@ -261,7 +307,7 @@ def _parse_tensor(index: int, raw: Any, binary: bytes, offset: int) -> tuple[Ten
 def _flatten(name: str, data: Any, depth: int) -> list[Any]:
     """``data`` flat, or nested at most ``depth`` lists deep, as one flat list."""
     if not isinstance(data, list):
-        raise RequestError(f"input {name!r}: 'data' must be a list, got {_describe(data)}.")
+        raise RequestError(f"input {name!r}: 'data' must be a list, got {describe(data)}.")
     flat: list[Any] = []
     for item in data:
         if isinstance(item, list):
@@ -303,8 +349,8 @@ def _decode_binary(name: str, datatype: str, raw: bytes, rows: int) -> np.ndarra
     return values
 
 
-def infer_table(request: InferRequest, input_columns: Mapping[str, str], max_rows: int) -> pa.Table:
-    """The model's input table from a parsed request: one column per raw input, in spec order.
+def infer_inputs(request: InferRequest, input_columns: Mapping[str, str], max_rows: int) -> ModelInputs:
+    """The model's inputs from a parsed request: one column per raw input, in spec order.
 
     Raises:
         RequestError: (422) a column is missing, has the wrong datatype, or holds a bad element
@@ -321,14 +367,16 @@ def infer_table(request: InferRequest, input_columns: Mapping[str, str], max_row
         raise RequestError(
             f"too many rows: {request.rows} exceeds the limit of {max_rows} per request; split the request."
         )
-    columns = {}
+    columns: dict[str, Any] = {}
     for column, kind in input_columns.items():
         tensor = request.inputs[column]
-        if kind == "float":
-            columns[column] = pa.array(_numeric(tensor), type=pa.float64())
-        else:
-            columns[column] = pa.array(_strings(tensor), type=pa.string())
-    return pa.table(columns)
+        columns[column] = _numeric(tensor) if kind == "float" else _strings(tensor)
+    return ModelInputs(input_columns, columns, request.rows, nan_is_null=False)
+
+
+def infer_table(request: InferRequest, input_columns: Mapping[str, str], max_rows: int) -> pa.Table:
+    """``infer_inputs`` as a table: float64 (a missing value is NaN) / string (null) columns."""
+    return infer_inputs(request, input_columns, max_rows).table()
 
 
 def _numeric(tensor: Tensor) -> np.ndarray:
@@ -343,13 +391,13 @@ def _numeric(tensor: Tensor) -> np.ndarray:
         for index, value in enumerate(tensor.values):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise RequestError(
-                    f"input {tensor.name!r} element {index} must be a number or null, got {_describe(value)}."
+                    f"input {tensor.name!r} element {index} must be a number or null, got {describe(value)}."
                 )
-            if isinstance(value, int) and abs(value) > _FLOAT32_MAX:  # before float() can overflow
+            if isinstance(value, int) and abs(value) > FLOAT32_MAX:  # before float() can overflow
                 _too_large(tensor, index)
         values = np.asarray([math.nan if v is None else v for v in tensor.values], dtype=np.float64)
     # NaN (null) is a missing value and is imputed by the graph; beyond float32 would silently turn inf.
-    bad = np.flatnonzero(np.abs(values) > _FLOAT32_MAX)
+    bad = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if bad.size:
         _too_large(tensor, int(bad[0]))
     return values
@@ -359,7 +407,7 @@ def _too_large(tensor: Tensor, index: int) -> NoReturn:
     value = tensor.values[index]
     raise RequestError(
         f"input {tensor.name!r} element {index} must be a finite float32 number, got "
-        f"{_describe(value.item() if isinstance(value, np.generic) else value)}; "
+        f"{describe(value.item() if isinstance(value, np.generic) else value)}; "
         "send null for a missing value."
     )
 
@@ -369,10 +417,12 @@ def _strings(tensor: Tensor) -> list[str | None]:
         raise RequestError(f"input {tensor.name!r} must be BYTES (strings), got {tensor.datatype}.")
     values = list(tensor.values)
     for index, value in enumerate(values):
-        if value is not None and not isinstance(value, str):
+        if isinstance(value, str):
+            check_text(value, f"input {tensor.name!r} (BYTES) element {index}")
+        elif value is not None:
             raise RequestError(
                 f"input {tensor.name!r} (BYTES) element {index} must be a string or null, "
-                f"got {_describe(value)}."
+                f"got {describe(value)}."
             )
     return values
 
@@ -380,10 +430,10 @@ def _strings(tensor: Tensor) -> list[str | None]:
 def sticky_key(request: InferRequest, field: str) -> str | None:
     """A request's sticky key: ``parameters[field]``, else the first element of the input ``field``."""
     key = sticky_key_from_fields(request.parameters, field)
-    if key is not None:
-        return key
-    tensor = request.inputs.get(field)
-    if tensor is None or len(tensor.values) == 0:
-        return None
-    first = tensor.values[0]
-    return sticky_key_from_fields({field: first.item() if isinstance(first, np.generic) else first}, field)
+    if key is None:
+        tensor = request.inputs.get(field)
+        if tensor is None or len(tensor.values) == 0:
+            return None
+        first = tensor.values[0]
+        key = sticky_key_from_fields({field: first.item() if isinstance(first, np.generic) else first}, field)
+    return None if key is None else check_text(key, f"the sticky key {field!r}")  # it is hashed as UTF-8

@@ -364,3 +364,18 @@ def test_feedback_log_round_trip_with_and_without_model(tmp_path: Path) -> None:
     assert sorted(read_feedback(tmp_path, "flights")["prediction_id"].to_pylist()) == ["a", "b"]
     assert sorted(read_feedback(tmp_path)["prediction_id"].to_pylist()) == ["a", "b", "c"]
     assert read_feedback(tmp_path / "nothing").num_rows == 0
+
+
+def test_feedback_with_a_lone_surrogate_or_a_huge_integer_is_a_4xx() -> None:
+    from raymlops.errors import RequestError
+    from raymlops.monitoring.prediction_log import parse_feedback
+
+    with pytest.raises(RequestError) as bad_id:
+        parse_feedback(b'{"prediction_id": "\\ud827", "outcome": 1}', max_items=10)
+    assert bad_id.value.status == 422 and "valid Unicode" in bad_id.value.message
+    with pytest.raises(RequestError) as bad_model:
+        parse_feedback(b'{"prediction_id": "a", "outcome": 1, "model": "\\udc00"}', max_items=10)
+    assert bad_model.value.status == 422
+    with pytest.raises(RequestError) as huge:
+        parse_feedback(b'{"prediction_id": "a", "outcome": ' + b"9" * 5000 + b"}", max_items=10)
+    assert huge.value.status == 400
