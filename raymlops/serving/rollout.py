@@ -40,7 +40,7 @@ class RolloutPolicy:
         min_requests: Candidate requests at a step (counted since the step began) before it is judged.
         min_step_s: Least time spent at a step, even when traffic is plentiful.
         max_error_rate_increase: Candidate error rate minus the champion's, over the recent window.
-        max_p99_ratio: Candidate p99 latency at most this times the champion's ...
+        max_p99_ratio: Candidate p50 and p99 latency at most this times the champion's ...
         p99_slack_ms: ... plus this (sub-millisecond p99s jitter by more than any sane ratio).
         max_mean_shift: Largest difference of the mean predicted probability, candidate vs champion.
         step_timeout_s: A step that does not see ``min_requests`` in this time rolls back (no evidence).
@@ -99,6 +99,8 @@ def judge(
         "candidate_requests": requests_at_step,
         "candidate_error_rate": cand.get("error_rate"),
         "champion_error_rate": champ.get("error_rate"),
+        "candidate_p50_ms": (cand.get("latency_ms") or {}).get("p50"),
+        "champion_p50_ms": (champ.get("latency_ms") or {}).get("p50"),
         "candidate_p99_ms": (cand.get("latency_ms") or {}).get("p99"),
         "champion_p99_ms": (champ.get("latency_ms") or {}).get("p99"),
         "candidate_mean_probability": cand.get("mean_probability"),
@@ -115,13 +117,16 @@ def judge(
             f"(at most +{policy.max_error_rate_increase:g})"
         )
     if requests_at_step >= policy.min_requests:
-        cand_p99, champ_p99 = figures["candidate_p99_ms"], figures["champion_p99_ms"]
-        if cand_p99 is not None and champ_p99 is not None:
-            bound = champ_p99 * policy.max_p99_ratio + policy.p99_slack_ms
-            if cand_p99 > bound:
-                reasons.append(
-                    f"latency p99 {cand_p99:.1f} ms vs champion {champ_p99:.1f} ms (at most {bound:.1f})"
-                )
+        # p50 as well as p99: a p99 of a few dozen requests is their slowest one, and on a busy host
+        # the champion's tail grows too; a candidate slow on every request shows in its median.
+        for q in ("p50", "p99"):
+            cand_q, champ_q = figures[f"candidate_{q}_ms"], figures[f"champion_{q}_ms"]
+            if cand_q is not None and champ_q is not None:
+                bound = champ_q * policy.max_p99_ratio + policy.p99_slack_ms
+                if cand_q > bound:
+                    reasons.append(
+                        f"latency {q} {cand_q:.1f} ms vs champion {champ_q:.1f} ms (at most {bound:.1f})"
+                    )
         cand_mean, champ_mean = figures["candidate_mean_probability"], figures["champion_mean_probability"]
         if (
             cand_mean is not None
