@@ -21,6 +21,7 @@ __all__ = [
     "deploy_from_config",
     "live_app",
     "progressive_rollout",
+    "served_versions",
     "set_traffic",
     "spec_from_registry",
     "undeploy_version",
@@ -51,6 +52,16 @@ class LiveApp:
         if specs is None:
             raise ModelNotFoundError(model, self.user_config.get("models", {}))
         return {s["version"]: float(s["weight"]) for s in specs}
+
+
+def served_versions(app_name: str, model: str) -> dict[str, float] | None:
+    """version -> weight of ``model`` in ``app_name``; ``{}`` when the app serves other models only,
+    None when the app (or Serve) is not running."""
+    try:
+        app = live_app(app_name)
+    except DeploymentError:
+        return None
+    return {s["version"]: float(s["weight"]) for s in app.user_config.get("models", {}).get(model, [])}
 
 
 def live_app(app_name: str) -> LiveApp:

@@ -182,18 +182,11 @@ def _status(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _deploy(args: argparse.Namespace, cfg: Any) -> int:
-    from raymlops.errors import DeploymentError
-    from raymlops.serving.operations import add_version, live_app, spec_from_registry
+    from raymlops.serving.operations import add_version, served_versions, spec_from_registry
 
     governance = _governance(cfg)
     name, ref = _split_ref(args.model, cfg.registry.model_name)
-    try:
-        live = live_app(cfg.serve.app_name)
-        served: dict[str, float] | None = {
-            s["version"]: s["weight"] for s in live.user_config.get("models", {}).get(name, [])
-        }
-    except DeploymentError:  # no such app (or no Serve) yet
-        served = None
+    served = served_versions(cfg.serve.app_name, name)
     if served is None:  # no app yet: this version serves everything
         spec = spec_from_registry(governance.registry, name, ref, weight=args.weight or 1.0)
         url = _serve_new_app(cfg, spec)

@@ -24,7 +24,7 @@ class DeployStage(Stage):
         from raymlops.registry.governance import Governance
         from raymlops.registry.mlflow_registry import ModelRegistry
         from raymlops.serving import ModelSpec, sample_requests
-        from raymlops.serving.operations import api_key_headers, deploy_from_config
+        from raymlops.serving.operations import api_key_headers, deploy_from_config, served_versions
 
         cfg = ctx.cfg.serve
         registered, exported = state.require("register"), state.require("export")
@@ -37,7 +37,7 @@ class DeployStage(Stage):
         )
         governance = Governance(ModelRegistry.from_config(ctx.cfg.registry))
         strategy = str(cfg.strategy.value)
-        live = _live_versions(cfg.app_name, spec.name) if strategy == "rollout" else {}
+        live = (served_versions(cfg.app_name, spec.name) or {}) if strategy == "rollout" else {}
         if live and spec.version not in live:
             url, outcome = self._rollout(ctx, spec, governance)
         else:
@@ -77,15 +77,3 @@ class DeployStage(Stage):
             # The champion kept serving; the run fails so that nobody mistakes it for a release.
             raise GateFailedError([f"rollout rolled back: {'; '.join(result.reasons)}"])
         return live_app(cfg.app_name).url, result.outcome
-
-
-def _live_versions(app_name: str, model: str) -> dict[str, float]:
-    """What ``app_name`` serves of ``model`` now; empty when the app (or Serve) is not running."""
-    from raymlops.errors import DeploymentError
-    from raymlops.serving.operations import live_app
-
-    try:
-        specs = live_app(app_name).user_config.get("models", {}).get(model, [])
-    except DeploymentError:
-        return {}
-    return {s["version"]: float(s["weight"]) for s in specs}
