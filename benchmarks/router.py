@@ -20,8 +20,10 @@ The model is real: the flights preprocessing (5 numeric, 3 categorical columns) 
 flights and an XGBoost model (the family's defaults: 60 rounds, depth 6) per version, exported with
 ``export_pipeline`` (parity-checked ONNX graph). Each request carries one flight record.
 
-A router whose versions live in separate deployments behind a ``DeploymentHandle``
-(``placement="deployment"``) is not implemented yet: its line says ``skipped``.
+The same router with both versions in their own ``ModelServer`` deployments behind a
+``DeploymentHandle`` (``placement="deployment"``, ``@serve.batch``; a third application on the same
+Serve, measured in the same alternation) gives the ``*_placement_deployment`` figures against the same
+baseline; target: throughput >= 0.70x.
 
 The client is in this process (threads, one keep-alive connection each) on the same cores as Ray.
 """
@@ -39,7 +41,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ NUMERIC = ["hour", "minute", "sched_dep_time", "sched_arr_time", "distance"]
 CATEGORICAL = ["carrier", "origin", "dest"]
 VERSION_WEIGHTS = {"1": 0.95, "2": 0.05}
 THROUGHPUT_TARGET = 0.90
+HANDLE_THROUGHPUT_TARGET = 0.70
 ADDED_P50_BUDGET_MS = 1.0
 PREDICT_PATH = f"/v1/models/{MODEL}/predict"
 _CACHE = Path(tempfile.gettempdir()) / "raymlops-bench-router"
@@ -268,8 +271,7 @@ class Side:
 
 
 def compare(
-    ours: Side,
-    baseline: Side,
+    sides: Sequence[Side],
     bodies: Sequence[bytes],
     *,
     rounds: int,
@@ -277,31 +279,31 @@ def compare(
     throughput_requests: int,
     concurrencies: Sequence[int],
 ) -> None:
-    """Alternate the two sides (ours, baseline, ours, ...) round by round; fills both ``Side``s."""
+    """Alternate the sides (ours, baseline, ours, ...) round by round; fills every ``Side``."""
     for round_index in range(rounds):
-        for side in (ours, baseline):
+        for side in sides:
             load = run_load(side.port, side.path, bodies, 1, latency_requests)
             side.latencies_c1_s += load.latencies_s
             side.versions.update(load.versions)
-        p50s = [percentile_ms(side.latencies_c1_s, 50) for side in (ours, baseline)]
-        log(f"round {round_index + 1}/{rounds} c=1 p50 so far: ours {p50s[0]:.2f}, baseline {p50s[1]:.2f} ms")
+        p50s = ", ".join(f"{side.name} {percentile_ms(side.latencies_c1_s, 50):.2f}" for side in sides)
+        log(f"round {round_index + 1}/{rounds} c=1 p50 so far (ms): {p50s}")
         for concurrency in concurrencies:
-            for side in (ours, baseline):
+            for side in sides:
                 load = run_load(side.port, side.path, bodies, concurrency, throughput_requests)
                 side.rps.setdefault(concurrency, []).append(load.rps)
                 side.versions.update(load.versions)
-            log(
-                f"round {round_index + 1}/{rounds} c={concurrency}: ours {ours.rps[concurrency][-1]:.0f} "
-                f"req/s, baseline {baseline.rps[concurrency][-1]:.0f} req/s"
-            )
+            rps = ", ".join(f"{side.name} {side.rps[concurrency][-1]:.0f}" for side in sides)
+            log(f"round {round_index + 1}/{rounds} c={concurrency} req/s: {rps}")
 
 
-def figures(benchmark: str, ours: Side, baseline: Side, throughput_target: float | None) -> list[Figure]:
+def figures(
+    benchmark: str, ours: Side, baseline: Side, throughput_target: float | None, suffix: str = ""
+) -> list[Figure]:
     """p50/p99 at concurrency 1 and the median requests/s at each concurrency, ours vs baseline."""
     out = [
         Figure(
             benchmark,
-            f"latency_p{q}_ms_c1",
+            f"latency_p{q}_ms_c1{suffix}",
             percentile_ms(ours.latencies_c1_s, q),
             percentile_ms(baseline.latencies_c1_s, q),
             "ms",
@@ -317,7 +319,7 @@ def figures(benchmark: str, ours: Side, baseline: Side, throughput_target: float
         out.append(
             Figure(
                 benchmark,
-                f"throughput_rps_c{concurrency}",
+                f"throughput_rps_c{concurrency}{suffix}",
                 statistics.median(ours.rps[concurrency]),
                 statistics.median(baseline.rps[concurrency]),
                 "req/s",
@@ -326,22 +328,6 @@ def figures(benchmark: str, ours: Side, baseline: Side, throughput_target: float
             )
         )
     return out
-
-
-def skipped(benchmark: str, metric: str, unit: str, reason: str) -> None:
-    """A figure of DESIGN §8 that is not measured (yet), with the reason instead of a number."""
-    line = {
-        "benchmark": benchmark,
-        "metric": metric,
-        "ours": None,
-        "baseline": None,
-        "unit": unit,
-        "ratio": None,
-        "target": None,
-        "meets": None,
-        "skipped": reason,
-    }
-    print(json.dumps(line), flush=True)
 
 
 def sizes(quick: bool, repeats: int | None) -> dict[str, int]:
@@ -401,6 +387,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         deploy(specs, app_name="bench-router", host="127.0.0.1", port=port, timeout_s=180)
+        deploy(
+            [replace(s, placement="deployment") for s in specs],
+            app_name="bench-router-handle",
+            host="127.0.0.1",
+            port=port,
+            route_prefix="/handle",
+            timeout_s=180,
+        )
         serve.run(
             bare_application(paths["1"], columns, "1"),
             name="bench-bare",
@@ -409,15 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(f"both applications ready at {time.monotonic() - started:.1f} s")
         ours = Side("router", port, PREDICT_PATH)
+        handle = Side("router-handle", port, "/handle" + PREDICT_PATH)
         baseline = Side("bare", port, "/bare" + PREDICT_PATH)
         sessions = {v: make_session(p) for v, p in paths.items()}
-        for side in (ours, baseline):  # warm-up, and the two must answer what onnxruntime answers
+        for side in (ours, handle, baseline):  # warm-up, and the two must answer what onnxruntime answers
             load = run_load(side.port, side.path, bodies, 4, size["warmup_requests"], keep_answers=True)
             check_answers(side.name, load, bodies, sessions, columns)
         log(f"warm-up done, answers agree; {size}")
         compare(
-            ours,
-            baseline,
+            (ours, handle, baseline),
             bodies,
             rounds=size["rounds"],
             latency_requests=size["latency_requests"],
@@ -435,9 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         Figure(NAME, "added_latency_p50_ms_c1", added, None, "ms", False),
         Figure(NAME, "latency_p50_ms_c1_budget", p50, base_p50 + ADDED_P50_BUDGET_MS, "ms", False, 1.0),
     ]
+    results += figures(NAME, handle, baseline, HANDLE_THROUGHPUT_TARGET, suffix="_placement_deployment")
     for figure in results:
         emit(figure)
-    skipped(NAME, "throughput_rps_c16_placement_deployment", "req/s", "placement=deployment not implemented")
     total = sum(ours.versions.values())
     share = ours.versions.get("2", 0) / total
     log(f"router answers by version: {dict(ours.versions)}")

@@ -1,7 +1,9 @@
 """The serving application: a FastAPI ingress inside one Ray Serve deployment, ``Router`` (DESIGN §4).
 
-Every live version's ONNX session lives inside each router replica: a ``DeploymentHandle`` hop to a
-separate model deployment costs about 3.8 ms p50 here, more than the model itself. The routing table
+A live version's ONNX session lives inside each router replica (``placement: colocated``, the
+default): a ``DeploymentHandle`` hop to a separate model deployment costs about 3.8 ms p50 here, more
+than a small model itself. A version too large to copy into every router replica runs in its own
+``ModelServer`` deployment behind a handle (``placement: deployment``, ``model_server``). The routing table
 and policy come from ``user_config`` (shape: ``spec.build_user_config``): ``deploy()`` with a new
 table calls ``reconfigure`` on the running replicas instead of restarting them (it pins the
 deployment's code version; see ``deploy._versioned``).
@@ -43,7 +45,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.serve.schema import LoggingConfig
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -51,8 +52,10 @@ import raymlops
 from raymlops.errors import ModelNotFoundError, RequestError, did_you_mean
 from raymlops.monitoring.prediction_log import PredictionLogger, parse_feedback
 from raymlops.serving import oip
+from raymlops.serving.app_logging import LOGGING_CONFIG
 from raymlops.serving.auth import ApiKeyMiddleware, AuthTable
 from raymlops.serving.metrics import ServingMetrics, StatsBook
+from raymlops.serving.model_server import RemoteModel, deployment_name
 from raymlops.serving.onnx_model import (
     RECORDS_SCHEMA,
     LoadedModel,
@@ -74,8 +77,6 @@ __all__ = ["LOGGING_CONFIG", "Router", "app", "choose_version"]
 
 logger = logging.getLogger(__name__)
 
-# Per-request INFO access logs cost about 10% of throughput and flood the job's logs.
-LOGGING_CONFIG = LoggingConfig(enable_access_log=False, log_level="WARNING")
 
 # tritonclient posts its JSON (or JSON + binary tensors) with no Content-Type header: every scoring
 # endpoint reads the raw body itself instead of letting FastAPI parse it.
@@ -160,12 +161,16 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
+# Where a version runs: in this replica, or in its own deployment behind a handle (``model_server``).
+ServedModel = LoadedModel | RemoteModel
+
+
 @dataclass(frozen=True)
 class _Routes:
     """What one reconfigure produced; swapped in whole so a request never sees half a table."""
 
     config: RoutingConfig = field(default_factory=lambda: RoutingConfig(models={}))
-    models: dict[tuple[str, str], LoadedModel] = field(default_factory=dict)
+    models: dict[tuple[str, str], "ServedModel"] = field(default_factory=dict)
 
     def specs(self, name: str) -> tuple[ModelSpec, ...]:
         specs = self.config.models.get(name)
@@ -313,7 +318,10 @@ def _explainer_dir(onnx_path: str) -> Path | None:
 class Router:
     """Serves every live version of every model name; routing policy from ``user_config``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *model_servers: Any) -> None:
+        # Handles of the app's ModelServer deployments (``placement: deployment``), bound by deploy();
+        # a version added later by a routing change alone is looked up by name (``_handle``).
+        self._handles = {h.deployment_name: h for h in model_servers}
         self._routes = _Routes()
         self._rng = random.Random()
         self._generation = 0  # counts reconfigures: proves a config change reached a live replica
@@ -334,12 +342,15 @@ class Router:
         """Load the versions of a new routing table, reusing sessions already loaded, then swap."""
         config = parse_user_config(user_config)
         old = self._routes
-        models: dict[tuple[str, str], LoadedModel] = {}
+        models: dict[tuple[str, str], ServedModel] = {}
         for name, specs in config.models.items():
             for spec in specs:
                 previous = old.models.get((name, spec.version))
                 if previous is not None and previous.can_reuse_for(spec, use_gpu=config.use_gpu):
                     models[(name, spec.version)] = previous.with_spec(spec)
+                elif spec.placement == "deployment":
+                    handle = self._handle(spec)
+                    models[(name, spec.version)] = RemoteModel(spec, handle, use_gpu=config.use_gpu)
                 else:
                     models[(name, spec.version)] = LoadedModel(spec, use_gpu=config.use_gpu)
         self._stats.retain(models, config.stats_window)
@@ -358,6 +369,14 @@ class Router:
             {name: [(s.version, s.weight) for s in specs] for name, specs in config.models.items()},
             {name: p.to_dict() for name, p in config.policies.items()},
         )
+
+    def _handle(self, spec: ModelSpec) -> Any:
+        name = deployment_name(spec)
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = serve.get_deployment_handle(name, serve.get_replica_context().app_name)
+            self._handles[name] = handle
+        return handle
 
     async def _score(
         self, name: str, request: Request, protocol: type[_Protocol], version: str | None = None
@@ -399,9 +418,7 @@ class Router:
             if not parsed:
                 payload = protocol.parse(body, request.headers)
             inputs = protocol.inputs(payload, spec, config.max_rows_per_request)
-            # onnxruntime runs inline on the event loop: for the small graphs co-located here a run
-            # takes microseconds, less than a thread-pool hand-off would.
-            probabilities = model.predict_inputs(inputs)
+            probabilities = await model.apredict(inputs)
         except RequestError as exc:
             self._record_served(name, spec.version, started, exc.status)
             return _error(exc.status, exc.message, headers)
@@ -424,7 +441,7 @@ class Router:
             started = time.perf_counter()
             try:
                 inputs = protocol.inputs(payload, spec, config.max_rows_per_request)
-                probabilities = model.predict_inputs(inputs)
+                probabilities = await model.apredict(inputs)
             except RequestError as second_request:
                 self._record_served(name, spec.version, started, second_request.status)
                 return _error(second_request.status, second_request.message, headers)

@@ -21,6 +21,8 @@ _POLL_S = 0.25
 # The files whose code runs inside a router replica; their hash is the deployment's code version.
 _REPLICA_CODE = (
     "serving/app.py",
+    "serving/app_logging.py",
+    "serving/model_server.py",
     "serving/auth.py",
     "serving/onnx_model.py",
     "serving/spec.py",
@@ -74,6 +76,9 @@ def deploy(
     auth: Mapping[str, Any] | None = None,
     max_explain_rows: int | None = None,
     prediction_log: PredictionLogSettings | Mapping[str, Any] | None = None,
+    model_batch_size: int | None = None,
+    model_batch_wait_us: int | None = None,
+    env: str | None = None,
 ) -> str:
     """Deploy (or update in place) the router serving ``models`` and wait until it is ready.
 
@@ -94,11 +99,13 @@ def deploy(
         timeout_s: How long to wait for the application to answer ``/v2/health/ready``.
         replica_gpus: GPUs each replica reserves when ``use_gpu`` (fractions share a device).
         policies: Per model name, sticky assignment and shadowing (``RoutePolicy``).
-        max_body_bytes, shadow_max_in_flight, stats_window, max_explain_rows: Router settings
-            (``build_user_config``); None keeps the router's default.
+        max_body_bytes, shadow_max_in_flight, stats_window, max_explain_rows, model_batch_size,
+            model_batch_wait_us: Router settings (``build_user_config``); None keeps the default.
         prediction_log: ``{"root": PATH_OR_URI, "flush_rows": 1000, "flush_interval_s": 2.0}``
             (``PredictionLogSettings``): log every scored row under ``root`` and accept
             ``/v1/feedback``; None: no log (a live log is written out and closed).
+        env: The env (dev/staging/prod) deploying; recorded in ``user_config`` so that another env
+            cannot change this app (``operations.check_app_env``).
         auth: ``{"enabled": bool, "keys": KeyStore.public_table()}`` (``auth.router_auth`` builds it
             from the ``serve.auth`` config); None: no API keys needed. A new table (a revoked key)
             applies in place, like a routing change.
@@ -118,6 +125,8 @@ def deploy(
         "shadow_max_in_flight": shadow_max_in_flight,
         "stats_window": stats_window,
         "max_explain_rows": max_explain_rows,
+        "model_batch_size": model_batch_size,
+        "model_batch_wait_us": model_batch_wait_us,
     }
     user_config = build_user_config(
         models,
@@ -126,6 +135,7 @@ def deploy(
         max_rows_per_request=max_rows_per_request,
         auth=auth,
         prediction_log=prediction_log,
+        env=env,
         **{k: v for k, v in settings.items() if v is not None},
     )
     if check_models:
@@ -159,10 +169,15 @@ def deploy_user_config(
     timeout_s: float = 120,
 ) -> str:
     """Deploy the router with a ready ``user_config`` (``build_user_config``'s output, or a live app's
-    config changed by ``raymlops.serving.operations``) and wait until it answers; returns the URL."""
+    config changed by ``raymlops.serving.operations``) and wait until it answers; returns the URL.
+
+    Versions with ``placement: deployment`` become ``ModelServer`` deployments of the same app, bound
+    into the router; a version dropped from ``user_config`` has its deployment removed with it.
+    """
     from ray import serve
 
     from raymlops.serving.app import LOGGING_CONFIG, Router
+    from raymlops.serving.model_server import ModelServer, deployment_name, remote_specs
 
     if not route_prefix.startswith("/"):
         raise DeploymentError(f"route_prefix must start with '/', got {route_prefix!r}.")
@@ -173,6 +188,21 @@ def deploy_user_config(
     try:
         serve.start(http_options={"host": host, "port": port}, logging_config=LOGGING_CONFIG)
         _check_http_port(port)
+        model_servers = [
+            _versioned(
+                cast(serve.Deployment, ModelServer),
+                name=deployment_name(spec),
+                num_replicas=num_replicas,
+                ray_actor_options=actor_options,
+                user_config={
+                    "spec": spec.to_dict(),
+                    "use_gpu": bool(user_config.get("use_gpu", False)),
+                    "max_batch_size": user_config.get("model_batch_size", 32),
+                    "batch_wait_us": user_config.get("model_batch_wait_us", 1000),
+                },
+            ).bind()
+            for spec in remote_specs(user_config)
+        ]
         application = _versioned(
             # The decorators turn the class into a Deployment; mypy only sees the class.
             cast(serve.Deployment, Router),
@@ -180,7 +210,7 @@ def deploy_user_config(
             num_replicas=num_replicas,
             ray_actor_options=actor_options,
             user_config=user_config,
-        ).bind()
+        ).bind(*model_servers)
         # serve.run waits for RUNNING without any timeout (a replica that cannot be scheduled waits
         # forever); run_many without that wait lets us bound it and report the app status instead.
         serve.run_many(
@@ -209,8 +239,8 @@ def deploy_user_config(
     return url
 
 
-def _versioned(router: Any, **options: Any) -> Any:
-    """``router.options(**options)`` pinned to ``_code_version()``.
+def _versioned(deployment: Any, **options: Any) -> Any:
+    """``deployment.options(**options)`` pinned to ``_code_version()``.
 
     Ray 2.60 refuses ``version=`` in the public ``Deployment.options`` ("Serve manages deployment
     versions internally") yet still versions ``serve.run`` deployments randomly, so the only way to a
@@ -218,10 +248,10 @@ def _versioned(router: Any, **options: Any) -> Any:
     deploying still works; routing changes then restart the replicas.
     """
     try:
-        return router.options(version=_code_version(), _internal=True, **options)
+        return deployment.options(version=_code_version(), _internal=True, **options)
     except (TypeError, ValueError) as exc:
         logger.warning("serve version pinning unavailable, config changes restart replicas: %s", exc)
-        return router.options(**options)
+        return deployment.options(**options)
 
 
 def _check_http_port(port: int) -> None:

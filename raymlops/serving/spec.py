@@ -31,9 +31,8 @@ __all__ = [
 ]
 
 
-# Where a version's session runs (see ModelSpec.placement); "deployment" is named but not built yet.
+# Where a version's session runs (see ModelSpec.placement).
 PLACEMENTS = ("colocated", "deployment")
-_IMPLEMENTED_PLACEMENTS = ("colocated",)
 # Router settings besides the routing table, with their defaults.
 _SETTINGS: dict[str, int] = {
     "max_rows_per_request": 10_000,
@@ -41,6 +40,10 @@ _SETTINGS: dict[str, int] = {
     "shadow_max_in_flight": 4,
     "stats_window": 1_000,
     "max_explain_rows": 100,
+    # placement "deployment": a ModelServer's @serve.batch folds up to this many requests into one run,
+    "model_batch_size": 32,
+    # waiting at most this long (microseconds) for a batch to fill.
+    "model_batch_wait_us": 1000,
 }
 _PREDICTION_LOG_KEYS = ("root", "flush_rows", "flush_interval_s")
 
@@ -57,10 +60,10 @@ class ModelSpec:
         input_columns: Raw column -> ``"float"`` or ``"string"``, as the graph's inputs expect.
         weight: Relative share of the name's traffic (0 = loaded but not routed to, e.g. a shadow).
         threshold: ``label = probability >= threshold``.
-        placement: ``"colocated"`` (the default and, for now, the only one implemented): the
-            onnxruntime session lives inside every router replica, no extra hop. ``"deployment"``
-            (its own Serve deployment behind a ``DeploymentHandle``, for graphs too large to copy
-            into every router replica) is refused with a ``ConfigError`` until it is built.
+        placement: ``"colocated"`` (the default): the onnxruntime session lives inside every
+            router replica, no extra hop. ``"deployment"``: its own Serve deployment
+            (``model_server.ModelServer``, ``@serve.batch``) behind a ``DeploymentHandle``, for graphs
+            too large to copy into every router replica.
     """
 
     name: str
@@ -97,12 +100,6 @@ class ModelSpec:
         if self.placement not in PLACEMENTS:
             raise ConfigError(
                 f"{key}.placement", f"{self.placement!r} is not one of {', '.join(PLACEMENTS)}.", PLACEMENTS
-            )
-        if self.placement not in _IMPLEMENTED_PLACEMENTS:
-            raise ConfigError(
-                f"{key}.placement",
-                f"{self.placement!r} (a separate Serve deployment per version) is not implemented yet; "
-                "use 'colocated' (the session inside the router replicas).",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +208,8 @@ class RoutingConfig:
         stats_window: Requests per (model, version, route) kept for ``/v1/models/{name}/stats``.
         max_explain_rows: Larger ``/v1/models/{name}/explain`` requests are refused with 422
             (explaining costs about 0.2 s per 100 rows).
+        model_batch_size, model_batch_wait_us: ``@serve.batch`` of versions placed in their own
+            deployment: most requests per onnxruntime run, longest wait for a batch to fill.
         prediction_log: Log every scored row and accept ``/v1/feedback``; None: neither.
         auth: API keys (hashed) and whether they are required (``auth.ApiKeyMiddleware``).
     """
@@ -223,6 +222,8 @@ class RoutingConfig:
     shadow_max_in_flight: int = _SETTINGS["shadow_max_in_flight"]
     stats_window: int = _SETTINGS["stats_window"]
     max_explain_rows: int = _SETTINGS["max_explain_rows"]
+    model_batch_size: int = _SETTINGS["model_batch_size"]
+    model_batch_wait_us: int = _SETTINGS["model_batch_wait_us"]
     prediction_log: PredictionLogSettings | None = None
     auth: AuthTable = field(default_factory=AuthTable)
 
@@ -264,6 +265,9 @@ def build_user_config(
     auth: Mapping[str, Any] | None = None,
     max_explain_rows: int = _SETTINGS["max_explain_rows"],
     prediction_log: PredictionLogSettings | Mapping[str, Any] | None = None,
+    model_batch_size: int = _SETTINGS["model_batch_size"],
+    model_batch_wait_us: int = _SETTINGS["model_batch_wait_us"],
+    env: str | None = None,
 ) -> dict[str, Any]:
     """The router's ``user_config``; the same checks as ``parse_user_config``, on the driver side.
 
@@ -278,6 +282,8 @@ def build_user_config(
                                    "shadow": {"version": "3", "fraction": 0.2}}},
           "use_gpu": false, "max_rows_per_request": 10000, "max_body_bytes": 16777216,
           "shadow_max_in_flight": 4, "stats_window": 1000, "max_explain_rows": 100,
+          "model_batch_size": 32, "model_batch_wait_us": 1000,
+          "env": "dev",                                                      # optional: who deployed
           "prediction_log": {"root": "/data/predlog", "flush_rows": 1000,
                              "flush_interval_s": 2.0},                       # optional
           "auth": {"enabled": true, "keys": {"<key_id>": {"role": "predictor", "salt": "...",
@@ -293,6 +299,8 @@ def build_user_config(
         "shadow_max_in_flight": shadow_max_in_flight,
         "stats_window": stats_window,
         "max_explain_rows": max_explain_rows,
+        "model_batch_size": model_batch_size,
+        "model_batch_wait_us": model_batch_wait_us,
     }
     for key, value in settings.items():
         _check_setting(key, value)
@@ -310,6 +318,7 @@ def build_user_config(
         "policies": {name: p.to_dict() for name, p in policies.items() if p.to_dict()},
         "use_gpu": bool(use_gpu),
         **settings,
+        **({"env": env} if env is not None else {}),
         **({"auth": AuthTable.from_dict(auth).to_dict()} if auth is not None else {}),
         **(
             {"prediction_log": PredictionLogSettings.from_dict(prediction_log).to_dict()}
@@ -321,7 +330,7 @@ def build_user_config(
 
 def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     """Validate a ``user_config`` dict (as ``build_user_config`` makes) into a ``RoutingConfig``."""
-    known = {"models", "policies", "use_gpu", "auth", "prediction_log", *_SETTINGS}
+    known = {"models", "policies", "use_gpu", "auth", "prediction_log", "env", *_SETTINGS}
     unknown = sorted(set(user_config) - known)
     if unknown:
         raise ConfigError(f"serving.user_config.{unknown[0]}", "is not a router setting.", known)

@@ -206,9 +206,10 @@ def test_driver_side_checks_match() -> None:
         build_user_config([spec()], policies={"flights": RoutePolicy(shadow=Shadow("2", 0.5))})
     with pytest.raises(ConfigError, match="shadow_max_in_flight"):
         build_user_config([spec()], shadow_max_in_flight=0)
-    with pytest.raises(ConfigError, match="not implemented yet; use 'colocated'"):
-        spec(placement="deployment")
     assert spec().placement == "colocated"
+    assert spec(placement="deployment").placement == "deployment"
+    with pytest.raises(ConfigError, match="model_batch_wait_us"):
+        build_user_config([spec()], model_batch_wait_us=0)
 
 
 # ---- metrics --------------------------------------------------------------------------------------
