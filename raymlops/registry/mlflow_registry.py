@@ -110,19 +110,35 @@ class ModelRegistry:
         return self.client.create_experiment(self.experiment, artifact_location=location.as_uri())
 
     def register_version(
-        self, *, model_name: str, run_id: str, model_files: Sequence[Path], tags: Mapping[str, str]
+        self,
+        *,
+        model_name: str,
+        run_id: str,
+        model_files: Sequence[Path],
+        tags: Mapping[str, str],
+        env: str | None = None,
     ) -> RegisteredVersion:
         """Log ``model_files`` into the run's ``model`` folder and register that folder as a new version.
 
+        A new registered model belongs to ``env`` (tag ``raymlops.env``); a model of another env is
+        refused before anything is logged (``Governance.check_env``).
         If anything fails no version is created (the caller's run is closed FAILED by its tracker).
         """
+        from raymlops.registry.governance import ENV_TAG, check_owner
+
+        if env is not None and self._has_model(model_name):
+            check_owner(model_name, self.client.get_registered_model(model_name).tags.get(ENV_TAG), env)
         client = self.client
         for path in model_files:
             client.log_artifact(run_id, str(path), artifact_path="model")
         source = f"{client.get_run(run_id).info.artifact_uri}/model"
         with self.locked():  # two jobs registering at once both succeed with distinct versions
             if not self._has_model(model_name):
-                client.create_registered_model(model_name, description="Registered by raymlops.")
+                client.create_registered_model(
+                    model_name,
+                    description="Registered by raymlops.",
+                    tags={ENV_TAG: env} if env is not None else None,
+                )
             version = client.create_model_version(model_name, source=source, run_id=run_id, tags=dict(tags))
         logger.info("registered model=%s version=%s run_id=%s", model_name, version.version, run_id)
         return _version(version)

@@ -73,7 +73,7 @@ def run_models_command(args: argparse.Namespace) -> int:
 
     cfg = compose(list(args.overrides))
     registry = ModelRegistry.from_config(cfg.registry)
-    governance = Governance(registry)
+    governance = Governance(registry, env=str(cfg.env.name))
     command = args.command
     if command == "list":
         for name in registry.model_names():

@@ -18,6 +18,7 @@ __all__ = [
     "LiveApp",
     "add_version",
     "api_key_headers",
+    "check_app_env",
     "deploy_from_config",
     "live_app",
     "progressive_rollout",
@@ -170,7 +171,9 @@ def undeploy_version(app_name: str, model: str, version: str, serve_cfg: Any = N
     update_live_app(app, change)
 
 
-def spec_from_registry(registry: Any, name: str, ref: str, weight: float = 0.0) -> Any:  # -> ModelSpec
+def spec_from_registry(
+    registry: Any, name: str, ref: str, weight: float = 0.0, placement: str = "colocated"
+) -> Any:  # -> ModelSpec
     """The ModelSpec of a registered version: ``ref`` is a version number or ``@alias``."""
     from raymlops.models.export import INPUT_COLUMNS_TAG, parse_input_columns
     from raymlops.registry.model_ref import parse_model_ref, resolve_model
@@ -186,6 +189,7 @@ def spec_from_registry(registry: Any, name: str, ref: str, weight: float = 0.0) 
         data_version=version.tags.get("raymlops.data_version", ""),
         input_columns=parse_input_columns(version.tags.get(INPUT_COLUMNS_TAG), f"{name} v{version.version}"),
         weight=weight,
+        placement=placement,
     )
 
 
@@ -286,12 +290,27 @@ def _set_weights(config: dict[str, Any], model: str, weights: Mapping[str, float
             spec["weight"] = float(weights[spec["version"]])
 
 
+def check_app_env(app_name: str, env: str) -> None:
+    """Refuse to change a live app that another env deployed (its ``user_config`` records the env):
+    an experiment (env=dev) pointed at the prod app by ``serve.app_name`` must not touch its traffic."""
+    try:
+        owner = live_app(app_name).user_config.get("env")
+    except DeploymentError:
+        return  # not running: deploying creates it for this env
+    if owner is not None and owner != env:
+        raise DeploymentError(
+            f"Serve application {app_name!r} belongs to env={owner}; this is env={env} and may not "
+            f"change it. Run with env={owner}, or deploy to this env's own app (serve.app_name)."
+        )
+
+
 def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
     """``deploy()`` with every setting of the job's ``serve`` group (auth, prediction log included)."""
     from raymlops.serving.auth import router_auth
     from raymlops.serving.deploy import deploy
 
     serve_cfg = cfg.serve
+    check_app_env(serve_cfg.app_name, str(cfg.env.name))
     log = {"root": str(cfg.monitor.log_root)} if serve_cfg.prediction_log else None
     return deploy(
         specs,
@@ -305,6 +324,9 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
         max_rows_per_request=serve_cfg.max_rows_per_request,
         auth=router_auth(serve_cfg.auth.enabled, serve_cfg.auth.keys_file),
         prediction_log=log,
+        model_batch_size=serve_cfg.model_batch_size,
+        model_batch_wait_us=serve_cfg.model_batch_wait_us,
+        env=str(cfg.env.name),
     )
 
 

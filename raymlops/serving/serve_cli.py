@@ -98,6 +98,10 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from raymlops.pipeline.ray_session import connect_ray
 
     connect_ray(cfg.ray)
+    if args.command in ("deploy", "traffic", "rollout", "rollback"):
+        from raymlops.serving.operations import check_app_env
+
+        check_app_env(cfg.serve.app_name, str(cfg.env.name))
     handler = {
         "run": _run,
         "status": _status,
@@ -111,9 +115,13 @@ def run_serve_command(args: argparse.Namespace) -> int:
 
 def _governance(cfg: Any) -> Any:
     from raymlops.registry.governance import Governance
-    from raymlops.registry.mlflow_registry import ModelRegistry
 
-    return Governance(ModelRegistry.from_config(cfg.registry))
+    return Governance.from_config(cfg)
+
+
+def _placement(cfg: Any) -> str:
+    """Where versions this command adds run (``serve.placement``)."""
+    return str(cfg.serve.placement.value)
 
 
 def _serve_new_app(cfg: Any, spec: Any) -> str:
@@ -129,7 +137,7 @@ def _run(args: argparse.Namespace, cfg: Any) -> int:
 
     governance = _governance(cfg)
     name, ref = _split_ref(args.model or "@champion", cfg.registry.model_name)
-    spec = spec_from_registry(governance.registry, name, ref, weight=1.0)
+    spec = spec_from_registry(governance.registry, name, ref, weight=1.0, placement=_placement(cfg))
     url = _serve_new_app(cfg, spec)
     governance.record_deployment(name, cfg.serve.app_name, {spec.version}, why="serve run")
     print(f"serving {name} v{spec.version} at {url}/v1/models/{name}/predict (Ctrl-C stops)")
@@ -188,11 +196,15 @@ def _deploy(args: argparse.Namespace, cfg: Any) -> int:
     name, ref = _split_ref(args.model, cfg.registry.model_name)
     served = served_versions(cfg.serve.app_name, name)
     if served is None:  # no app yet: this version serves everything
-        spec = spec_from_registry(governance.registry, name, ref, weight=args.weight or 1.0)
+        spec = spec_from_registry(
+            governance.registry, name, ref, weight=args.weight or 1.0, placement=_placement(cfg)
+        )
         url = _serve_new_app(cfg, spec)
         versions = {spec.version}
     else:
-        spec = spec_from_registry(governance.registry, name, ref, weight=args.weight or 0.0)
+        spec = spec_from_registry(
+            governance.registry, name, ref, weight=args.weight or 0.0, placement=_placement(cfg)
+        )
         url = add_version(cfg.serve.app_name, spec).url
         versions = {*served, spec.version}
     governance.record_deployment(name, cfg.serve.app_name, versions, why="serve deploy")
@@ -221,7 +233,7 @@ def _rollout(args: argparse.Namespace, cfg: Any) -> int:
 
     governance = _governance(cfg)
     policy = RolloutPolicy.from_config(OmegaConf.to_container(cfg.serve.rollout))  # type: ignore[arg-type]
-    candidate = spec_from_registry(governance.registry, args.name, args.version)
+    candidate = spec_from_registry(governance.registry, args.name, args.version, placement=_placement(cfg))
     result = progressive_rollout(
         cfg.serve.app_name,
         args.name,
@@ -243,7 +255,9 @@ def _rollback(args: argparse.Namespace, cfg: Any) -> int:
     restored = str(record.to_version)
     served = live_app(cfg.serve.app_name).versions(args.name)
     if restored not in served:
-        add_version(cfg.serve.app_name, spec_from_registry(governance.registry, args.name, restored))
+        placement = _placement(cfg)
+        restored_spec = spec_from_registry(governance.registry, args.name, restored, placement=placement)
+        add_version(cfg.serve.app_name, restored_spec)
     weights = {v: 0.0 for v in served} | {restored: 100.0}
     set_traffic(cfg.serve.app_name, args.name, weights)
     governance.record_deployment(args.name, cfg.serve.app_name, set(weights), why=f"rollback: {args.reason}")

@@ -22,9 +22,13 @@ class DeployStage(Stage):
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         from raymlops.registry.governance import Governance
-        from raymlops.registry.mlflow_registry import ModelRegistry
         from raymlops.serving import ModelSpec, sample_requests
-        from raymlops.serving.operations import api_key_headers, deploy_from_config, served_versions
+        from raymlops.serving.operations import (
+            api_key_headers,
+            check_app_env,
+            deploy_from_config,
+            served_versions,
+        )
 
         cfg = ctx.cfg.serve
         registered, exported = state.require("register"), state.require("export")
@@ -34,8 +38,10 @@ class DeployStage(Stage):
             onnx_path=str(registered.onnx_path),
             data_version=state.require("ingest").data_version,
             input_columns=exported.input_columns,
+            placement=str(cfg.placement.value),
         )
-        governance = Governance(ModelRegistry.from_config(ctx.cfg.registry))
+        governance = Governance.from_config(ctx.cfg)
+        check_app_env(cfg.app_name, str(ctx.cfg.env.name))  # an experiment never touches prod traffic
         strategy = str(cfg.strategy.value)
         live = (served_versions(cfg.app_name, spec.name) or {}) if strategy == "rollout" else {}
         if live and spec.version not in live:

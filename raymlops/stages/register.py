@@ -67,10 +67,11 @@ class RegisterStage(Stage):
             "raymlops.lifecycle": "candidate",
         }
         registry = ModelRegistry.from_config(cfg)
-        governance = Governance(registry)
+        env = str(ctx.cfg.env.name)
+        governance = Governance(registry, env=env)
         name = cfg.model_name
         version = registry.register_version(
-            model_name=name, run_id=tracker.run_id, model_files=model_files, tags=tags
+            model_name=name, run_id=tracker.run_id, model_files=model_files, tags=tags, env=env
         )
         governance.audit(
             "register",

@@ -120,3 +120,28 @@ def test_job_names_the_misspelt_key_and_the_valid_ones() -> None:
         timeout=120,
     )
     assert done.returncode == 2 and "Did you mean 'port'" in done.stderr
+
+
+def test_envs_separate_model_names_storage_apps_and_prefixes() -> None:
+    """dev, staging and prod never share a registered model, an artifact or log root, a Serve app or a
+    route prefix (one Serve HTTP proxy serves every app of a cluster); prod is the strictest."""
+    resolved = {
+        env: OmegaConf.to_container(compose([f"env={env}"]), resolve=True)
+        for env in ("dev", "staging", "prod")
+    }
+    for key in (
+        ("registry", "model_name"),
+        ("registry", "artifact_root"),
+        ("serve", "app_name"),
+        ("serve", "route_prefix"),
+        ("monitor", "log_root"),
+        ("monitor", "out_dir"),
+    ):
+        values = [cfg[key[0]][key[1]] for cfg in resolved.values()]
+        assert len(set(values)) == 3, (key, values)
+    assert resolved["prod"]["monitor"]["model"] == "flights-delay-prod"
+    assert [cfg["env"]["name"] for cfg in resolved.values()] == ["dev", "staging", "prod"]
+    assert resolved["prod"]["serve"]["auth"]["enabled"] and not resolved["dev"]["serve"]["auth"]["enabled"]
+    assert resolved["prod"]["evaluate"]["champion"]["max_regression"] == {"test/auc": 0.0}
+    assert resolved["prod"]["registry"]["on_pass"] == resolved["staging"]["registry"]["on_pass"]
+    assert str(compose(["env=prod"]).registry.on_pass.value) == "challenger"

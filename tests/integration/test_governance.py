@@ -173,3 +173,48 @@ def test_models_cli_promote_rollback_lineage_history(
     with pytest.raises(SystemExit):  # argparse: invalid choice 'champ' (choose from champion, ...)
         main(["models", "promote", NAME, "1", "--alias", "champ", "--reason", "x", state])
     assert "invalid choice: 'champ'" in capsys.readouterr().err
+
+
+def test_an_experiment_cannot_change_a_prod_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """env=dev (an experiment) may not register into, promote, clear, archive or roll back a model that
+    env=prod owns; each refusal is audited and leaves the registry as it was. Prod itself may."""
+    registry = _registry(tmp_path)
+    prod_name = "flights-delay-prod"
+    run = registry.client.create_run(registry.experiment_id(), run_name="prod")
+    model = tmp_path / "prod.onnx"
+    model.write_bytes(b"prod")
+    for _ in range(2):
+        registry.register_version(
+            model_name=prod_name, run_id=run.info.run_id, model_files=[model], tags={}, env="prod"
+        )
+    prod, dev = Governance(registry, env="prod"), Governance(registry, env="dev")
+    prod.set_alias(prod_name, "champion", "1", why="release")
+
+    with pytest.raises(GovernanceError, match="belongs to env=prod; this run is env=dev"):
+        dev.set_alias(prod_name, "champion", "2", why="my experiment is better")
+    with pytest.raises(GovernanceError, match="env=prod"):
+        dev.clear_alias(prod_name, "champion", why="oops")
+    with pytest.raises(GovernanceError, match="env=prod"):
+        dev.archive(prod_name, "2", why="cleanup")
+    with pytest.raises(GovernanceError, match="env=prod"):
+        registry.register_version(
+            model_name=prod_name, run_id=run.info.run_id, model_files=[model], tags={}, env="dev"
+        )
+    assert prod.aliases(prod_name) == {"champion": "1"}
+    assert [v.version for v in registry.versions(prod_name)] == ["1", "2"]
+    assert registry.version(prod_name, "2").lifecycle == "candidate"
+    refused = [(r.action, r.outcome, r.details) for r in prod.history(prod_name) if r.outcome != "ok"]
+    assert refused == [
+        ("promote", "refused", {"owner_env": "prod", "env": "dev"}),
+        ("clear", "refused", {"owner_env": "prod", "env": "dev"}),
+        ("archive", "refused", {"owner_env": "prod", "env": "dev"}),
+    ]
+    # The CLI acts as its env too: env=dev is refused, env=prod goes through.
+    state = f"state_dir={tmp_path}"
+    assert main(["models", "promote", prod_name, "2", "--reason", "x", state, "env=dev"]) == 2
+    assert "belongs to env=prod" in capsys.readouterr().err
+    assert main(["models", "promote", prod_name, "2", "--reason", "ok", state, "env=prod"]) == 0
+    assert prod.aliases(prod_name) == {"champion": "2"}
+    # A model registered without an env (before owners existed) stays open to every env.
+    _register(tmp_path, "legacy")
+    dev.set_alias(NAME, "champion", "1", why="unowned")

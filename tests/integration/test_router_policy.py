@@ -464,3 +464,102 @@ def test_predict_body_limit_and_deep_nesting_are_4xx(oip_router: Router) -> None
     assert too_big.status_code == 413 and "exceeds the limit" in too_big.json()["error"]
     deep = httpx.post(f"{oip_router.url}/v1/models/{MODEL}/predict", content=b"[" * 50_000)
     assert deep.status_code == 400 and "not valid JSON" in deep.json()["error"]
+
+
+def _deployments() -> set[str]:
+    from ray import serve
+
+    return set(serve.status().applications[APP].deployments)
+
+
+def test_deployment_placement_serves_through_a_batched_handle(router: Router) -> None:
+    """A version in its own ModelServer deployment answers exactly as onnxruntime does, for requests of
+    different sizes batched together, shadows, falls back when broken, and goes when dropped."""
+    from raymlops.serving.model_server import deployment_name
+
+    remote = {v: replace(router.specs[v], placement="deployment") for v in ("2", "broken")}
+    router.applied.append(({}, None, {"placement": "deployment"}))  # the next apply() redeploys
+    deploy(
+        [replace(router.specs["1"], weight=0.5), replace(remote["2"], weight=0.5)],
+        app_name=APP,
+        host="127.0.0.1",
+        port=router.port,
+        timeout_s=90,
+        model_batch_size=8,
+        model_batch_wait_us=5000,
+    )
+    assert deployment_name(remote["2"]) in _deployments()
+    listed = httpx.get(f"{router.url}/v1/models").json()
+    assert {(m["version"], m["placement"]) for m in listed["models"]} == {
+        ("1", "colocated"),
+        ("2", "deployment"),
+    }
+    # 1..4 rows per request, 8 in flight: several requests share one onnxruntime run and each gets
+    # back exactly its own rows.
+    bodies = [[ROWS[(i + j) % 4] for j in range(1 + i % 4)] for i in range(120)]
+    answers = send_many(router.url, [predict(rows) for rows in bodies], concurrency=8)
+    assert {a.status for a in answers} == {200}
+    assert {a.headers["model-version"] for a in answers} == {"1", "2"}
+    for rows, answer in zip(bodies, answers, strict=True):
+        expected = direct_probabilities(router.specs[answer.headers["model-version"]].onnx_path, rows)
+        np.testing.assert_allclose(probabilities(answer), expected, atol=1e-6)
+    assert stats(router)["versions"]["2"]["served"]["window"]["error_rate"] == 0.0
+
+    # A remote version that fails at run time: its clients are answered by the other version.
+    deploy(
+        [replace(router.specs["1"], weight=0.5), replace(remote["broken"], weight=0.5)],
+        app_name=APP,
+        host="127.0.0.1",
+        port=router.port,
+        timeout_s=90,
+    )
+    assert deployment_name(remote["2"]) not in _deployments()  # dropped with its version
+    answers = send_many(router.url, [predict([ROWS[i % 4]]) for i in range(40)], concurrency=8)
+    assert {a.status for a in answers} == {200}
+    fell_back = [a for a in answers if a.headers.get("fallback-from") == "broken"]
+    assert fell_back and all(a.headers["model-version"] == "1" for a in fell_back)
+
+    # A remote shadow: scored off the request path through the handle, agreement recorded.
+    before = stats(router)["versions"].get("2", {}).get("shadow")
+    shadow_before = before["requests_total"] if before else 0
+    deploy(
+        [replace(router.specs["1"], weight=1.0), replace(remote["2"], weight=0.0)],
+        app_name=APP,
+        host="127.0.0.1",
+        port=router.port,
+        timeout_s=90,
+        policies={MODEL: RoutePolicy(shadow=Shadow("2", 1.0))},
+        shadow_max_in_flight=64,
+    )
+    answers = send_many(router.url, [predict([ROWS[i % 4]]) for i in range(10)])
+    assert {a.headers["model-version"] for a in answers} == {"1"}
+    shadow = _wait_for_shadow(router, "2", shadow_before + 10)["versions"]["2"]["shadow"]
+    assert shadow["requests_total"] - shadow_before == 10 and shadow["errors_total"] == 0
+    p1 = direct_probabilities(router.specs["1"].onnx_path, ROWS)
+    p2 = direct_probabilities(router.specs["2"].onnx_path, ROWS)
+    sent = [i % 4 for i in range(10)]
+    assert shadow["agreement"]["mean_abs_diff"] == pytest.approx(np.mean(np.abs(p1 - p2)[sent]), abs=1e-6)
+
+
+def test_an_experiment_cannot_touch_a_prod_app(router: Router) -> None:
+    """A live app records the env that deployed it; a job or operator of another env is refused before
+    anything reaches Serve, and the app keeps serving what it served."""
+    from raymlops.config import compose
+    from raymlops.errors import DeploymentError
+    from raymlops.serving.operations import check_app_env, deploy_from_config, live_app
+
+    apply(router, {"1": 0.7, "2": 0.3}, env="prod")
+    check_app_env(APP, "prod")
+    with pytest.raises(DeploymentError, match="belongs to env=prod; this is env=dev"):
+        check_app_env(APP, "dev")
+    cfg = compose(
+        ["env=dev", f"serve.app_name={APP}", f"serve.port={router.port}", "serve.prediction_log=false"]
+    )
+    with pytest.raises(DeploymentError, match="belongs to env=prod"):
+        deploy_from_config(cfg, [router.specs["3"]])
+    assert live_app(APP).versions(MODEL) == {"1": 0.7, "2": 0.3}
+    answers = send_many(router.url, [predict([ROWS[0]])] * 20)
+    assert {a.status for a in answers} == {200} and {a.headers["model-version"] for a in answers} <= {
+        "1",
+        "2",
+    }
