@@ -33,6 +33,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
     """Numbers for people: integers whole, large ones without decimals, tiny ones to 2 significant digits."""
     if value is None:
         return "-"
+    if isinstance(value, list | tuple) and not value:
+        return "none"  # e.g. the values outside an allowed set: "[]" read as a rendering fault
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     if float(value).is_integer() and abs(value) < 1e15:
