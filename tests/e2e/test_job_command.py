@@ -55,15 +55,16 @@ def test_job_command_runs_to_served_predictions(tmp_path: Path) -> None:
 
 
 def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) -> None:
+    # The data gate: the command's failure path (message on stderr, exit 1) without a training run;
+    # evaluation gates failing in a whole run are covered in-process by tests/e2e/test_quickstart.py.
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "raymlops.job",
             *SMALL,
-            "model.epochs=1",
-            "serve.enabled=false",
-            "evaluate.gates=['test/auc>=0.99']",
+            "stages=[ingest,validate]",
+            "validate.columns.origin.allowed=[EWR,JFK]",
         ],
         cwd=tmp_path,
         env=_env(tmp_path / "state"),
@@ -71,8 +72,8 @@ def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) ->
         text=True,
         timeout=600,
     )
-    assert done.returncode == 1
-    assert "Evaluation gate failed: test/auc" in done.stderr and "must be >= 0.99" in done.stderr
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "column 'origin'" in done.stderr and "LGA" in done.stderr, done.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
