@@ -70,7 +70,7 @@ def live_app(app_name: str) -> LiveApp:
     from ray import serve
     from ray.serve.context import _get_global_client
 
-    client = _get_global_client()
+    client = _get_global_client(raise_if_no_controller_running=False)
     if client is None:  # nothing started Serve in this cluster
         raise DeploymentError(f"Serve is not running, so application {app_name!r} is not either.")
     details = client.get_serve_details()
