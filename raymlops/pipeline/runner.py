@@ -32,7 +32,13 @@ STAGES = {
     "explain": "raymlops.stages.explain:ExplainStage",
     "register": "raymlops.stages.register:RegisterStage",
     "deploy": "raymlops.stages.deploy:DeployStage",
+    # Not in the default list; named in `stages=[...]` or an experiment's list:
+    "monitor": "raymlops.stages.monitor:MonitorStage",  # the monitor's figures for the deployed version
+    "loop_seed": "raymlops.loop.stages:LoopSeedStage",  # flights_loop: seed the early months' table
+    "loop_fault": "raymlops.loop.stages:LoopFaultStage",  # flights_loop_broken: a faulty export
+    "loop": "raymlops.loop.stages:LoopStage",  # flights_loop: replay later months, retrain on triggers
 }
+OPTIONAL_STAGES = ("tune", "monitor", "loop_seed", "loop_fault", "loop")
 
 
 def _stage(name: str) -> Stage:
