@@ -479,15 +479,12 @@ def test_deployment_placement_serves_through_a_batched_handle(router: Router) ->
 
     remote = {v: replace(router.specs[v], placement="deployment") for v in ("2", "broken")}
     router.applied.append(({}, None, {"placement": "deployment"}))  # the next apply() redeploys
-    deploy(
-        [replace(router.specs["1"], weight=0.5), replace(remote["2"], weight=0.5)],
-        app_name=APP,
-        host="127.0.0.1",
-        port=router.port,
-        timeout_s=90,
-        model_batch_size=8,
-        model_batch_wait_us=5000,
-    )
+
+    def redeploy(weights: Mapping[str, float], **settings: Any) -> None:
+        specs = [replace(remote.get(v, router.specs[v]), weight=w) for v, w in weights.items()]
+        deploy(specs, app_name=APP, host="127.0.0.1", port=router.port, timeout_s=90, **settings)
+
+    redeploy({"1": 0.5, "2": 0.5}, model_batch_size=8, model_batch_wait_us=5000)
     assert deployment_name(remote["2"]) in _deployments()
     listed = httpx.get(f"{router.url}/v1/models").json()
     assert {(m["version"], m["placement"]) for m in listed["models"]} == {
@@ -506,13 +503,7 @@ def test_deployment_placement_serves_through_a_batched_handle(router: Router) ->
     assert stats(router)["versions"]["2"]["served"]["window"]["error_rate"] == 0.0
 
     # A remote version that fails at run time: its clients are answered by the other version.
-    deploy(
-        [replace(router.specs["1"], weight=0.5), replace(remote["broken"], weight=0.5)],
-        app_name=APP,
-        host="127.0.0.1",
-        port=router.port,
-        timeout_s=90,
-    )
+    redeploy({"1": 0.5, "broken": 0.5})
     assert deployment_name(remote["2"]) not in _deployments()  # dropped with its version
     answers = send_many(router.url, [predict([ROWS[i % 4]]) for i in range(40)], concurrency=8)
     assert {a.status for a in answers} == {200}
@@ -522,14 +513,8 @@ def test_deployment_placement_serves_through_a_batched_handle(router: Router) ->
     # A remote shadow: scored off the request path through the handle, agreement recorded.
     before = stats(router)["versions"].get("2", {}).get("shadow")
     shadow_before = before["requests_total"] if before else 0
-    deploy(
-        [replace(router.specs["1"], weight=1.0), replace(remote["2"], weight=0.0)],
-        app_name=APP,
-        host="127.0.0.1",
-        port=router.port,
-        timeout_s=90,
-        policies={MODEL: RoutePolicy(shadow=Shadow("2", 1.0))},
-        shadow_max_in_flight=64,
+    redeploy(
+        {"1": 1.0, "2": 0.0}, policies={MODEL: RoutePolicy(shadow=Shadow("2", 1.0))}, shadow_max_in_flight=64
     )
     answers = send_many(router.url, [predict([ROWS[i % 4]]) for i in range(10)])
     assert {a.headers["model-version"] for a in answers} == {"1"}
