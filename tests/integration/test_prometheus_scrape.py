@@ -229,7 +229,10 @@ def test_prometheus_scrapes_router_metrics(tmp_path: Path) -> None:
             by_version[labels["version"]] = float(series["value"][1])
         assert by_version == {v: float(n) for v, n in versions.items()}
 
-        errors = _query(prometheus_url, _exported("raymlops_request_errors_total"))
+        # Polled too: a series first set late in one report interval can reach the agent one export later.
+        errors = _poll(
+            prometheus_url, _exported("raymlops_request_errors_total"), lambda r: count(r) >= BAD_REQUESTS
+        )
         assert count(errors) == BAD_REQUESTS and {s["metric"]["code"] for s in errors} == {"422"}
 
         latency = _exported("raymlops_request_latency_seconds")
