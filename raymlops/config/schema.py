@@ -106,6 +106,10 @@ class FeaturesConfig:
     max_categories: int = 64
     min_frequency: int = 10  # rarer values fall into the all-zeros "unknown" code
     forbidden: list[str] = field(default_factory=list)  # columns that leak the label: never features
+    # Feature views (configs/features/views/<name>.yaml) joined point-in-time onto every row before
+    # labelling; their features are named in numeric/categorical like any column (raymlops.features.views).
+    views: list[str] = field(default_factory=list)
+    event_time: str = "time_hour"  # the rows' as-of instant for the point-in-time join
 
 
 # ---------------------------------------------------------------- model / trainer / evaluate
