@@ -28,12 +28,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy raymlops
 
-# Prometheus (Debian package): a serving test checks that a real server scrapes our metrics.
+# Debian packages the tests run for real: Prometheus (a serving test checks that a real server scrapes
+# our metrics) and redis-server (the Redis online store). Only what is missing is installed.
 system-deps:
-	@command -v prometheus >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	[ -z "$$missing" ] || { \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 test: lint typecheck system-deps
 	$(BIN)/python -m pytest -q -ra

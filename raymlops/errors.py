@@ -22,6 +22,7 @@ __all__ = [
     "GovernanceError",
     "MissingDependencyError",
     "ModelNotFoundError",
+    "OnlineStoreError",
     "RayMLOpsError",
     "RequestError",
     "StageError",
@@ -158,6 +159,17 @@ class MissingDependencyError(RayMLOpsError, ImportError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.package, self.feature))
+
+
+class OnlineStoreError(RayMLOpsError):
+    """The online feature store cannot be reached or read; serving answers 503 (try again later)."""
+
+    def __init__(self, store: str, problem: str) -> None:
+        self.store, self.problem = store, problem
+        super().__init__(f"Online store {store} is unavailable: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.store, self.problem))
 
 
 class GovernanceError(RayMLOpsError):

@@ -98,7 +98,18 @@ class SplitConfig:
 
 
 @dataclass
+class OnlineStoreConfig:  # raymlops.features.online.OnlineStoreSettings
+    kind: str = "sqlite"  # sqlite (an embedded file, zero setup) | redis (a Redis server, at scale)
+    path: str = "${state_dir}/online_store/${env.name}.db"  # sqlite
+    url: str = "redis://127.0.0.1:6379/0"  # redis: redis://[:password@]host:port/db, rediss:// for TLS
+    key_prefix: str = "raymlops:${env.name}"  # redis: every key under it, so envs can share a server
+    timeout_s: float = 0.5  # serving: a slower lookup answers 503 instead of holding the request
+
+
+@dataclass
 class FeaturesConfig:
+    # Latest feature values per entity for serving: `python -m raymlops features materialize` fills it.
+    online_store: OnlineStoreConfig = field(default_factory=OnlineStoreConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     numeric: list[str] = field(default_factory=list)  # imputed with the train mean, standardised

@@ -1,0 +1,198 @@
+"""What every online store does, and the pieces the backends share.
+
+An online store holds, per feature view, the latest feature row of each entity: ``(view, entity key)
+-> {feature: value, "@ts": event time}``. It is written by ``features materialize`` and read by the
+serving router, which asks for the rows of a whole request batch, all views at once, in one round
+trip (``lookup``). It also records, per view, what the last materialization covered
+(``MaterializationState``), so the next one writes only what is newer.
+
+Entity keys are text: ``entity_key`` turns one row's key values into the same string whether they
+come from an Arrow table (materialize) or a JSON request (serving).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from raymlops.errors import ConfigError, did_you_mean
+
+__all__ = [
+    "STORE_KINDS",
+    "TS_FIELD",
+    "FeatureRow",
+    "MaterializationState",
+    "OnlineStore",
+    "OnlineStoreSettings",
+    "entity_key",
+]
+
+STORE_KINDS = ("sqlite", "redis")
+# The event time (microseconds since the epoch, UTC) of a stored row, kept inside its payload so that a
+# lookup reads one value per entity.
+TS_FIELD = "@ts"
+_KEY_SEPARATOR = "\x1f"  # ASCII unit separator between the parts of a composite entity key
+
+# One entity's features as written: (entity key, event time in microseconds, {feature: value}).
+FeatureRow = tuple[str, int, dict[str, Any]]
+
+
+def _key_part(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        # 1.0 from a JSON request and 1 from an int64 column are the same entity.
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def entity_key(values: Sequence[Any]) -> str | None:
+    """The store key of one entity from its key values in view order; None when any is missing."""
+    parts = [_key_part(v) for v in values]
+    if any(p is None for p in parts):
+        return None
+    return parts[0] if len(parts) == 1 else _KEY_SEPARATOR.join(parts)  # type: ignore[arg-type]
+
+
+def encode_payload(ts_us: int, features: Mapping[str, Any]) -> str:
+    """A stored row: the features with their event time, as compact JSON."""
+    return json.dumps({**features, TS_FIELD: ts_us}, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class MaterializationState:
+    """What the last materialization of one view wrote.
+
+    Attributes:
+        view: The feature view.
+        source_version: Data version of the view's source that was read (e.g. ``delta:/t@3``).
+        as_of: ISO 8601 instant the store reflects: rows with event time up to it were considered.
+        watermark_us: Newest event time written (microseconds); the next run reads only newer rows.
+        entities: Entities the view holds after the run.
+        rows_written: Entities written (inserted or updated) by the run.
+        expired: Entities removed by the run because their newest row fell out of the view's TTL.
+        full: Whether the run rebuilt the view from scratch (first run, ``--full``, or an earlier as-of).
+        materialized_at: ISO 8601 wall-clock time of the run.
+    """
+
+    view: str
+    source_version: str
+    as_of: str
+    watermark_us: int
+    entities: int
+    rows_written: int
+    expired: int
+    full: bool
+    materialized_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MaterializationState:
+        return cls(**json.loads(text))
+
+
+class OnlineStore(Protocol):
+    """The online store's interface; ``sqlite_store.SQLiteStore`` and ``redis_store.RedisStore``."""
+
+    def write(self, view: str, rows: Iterable[FeatureRow]) -> int:
+        """Upsert rows by entity key; a stored row with a newer event time is kept. Returns rows given."""
+        ...
+
+    def lookup(self, keys: Mapping[str, Sequence[str | None]]) -> dict[str, list[dict[str, Any] | None]]:
+        """The rows of ``keys`` (view -> entity keys; None: no key), in one round trip; None where absent.
+
+        Raises:
+            OnlineStoreError: The store cannot be reached or read.
+        """
+        ...
+
+    def expire(self, view: str, before_us: int) -> int:
+        """Remove the view's entities whose row is older than ``before_us``; returns how many."""
+        ...
+
+    def clear(self, view: str) -> None:
+        """Remove every row and the state of ``view``."""
+        ...
+
+    def count(self, view: str) -> int:
+        """Entities the view holds."""
+        ...
+
+    def get_state(self, view: str) -> MaterializationState | None:
+        """The view's last materialization, None if it never was."""
+        ...
+
+    def put_state(self, state: MaterializationState) -> None:
+        """Record a materialization (after its rows are written)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OnlineStoreSettings:
+    """Which online store, and where (``features.online_store`` in the job config).
+
+    Attributes:
+        kind: ``sqlite`` (an embedded file, the default) or ``redis`` (a Redis server, at scale).
+        path: SQLite: the database file.
+        url: Redis: ``redis://host:port/db`` (``rediss://`` for TLS).
+        key_prefix: Redis: namespace of every key, so several envs can share a server.
+        timeout_s: A lookup (or connect) slower than this fails: the router answers 503 rather than hang.
+    """
+
+    kind: str = "sqlite"
+    path: str = ""
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "raymlops"
+    timeout_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        key = "features.online_store"
+        if self.kind not in STORE_KINDS:
+            raise ConfigError(
+                f"{key}.kind",
+                f"{self.kind!r} is not an online store." + did_you_mean(str(self.kind), STORE_KINDS),
+            )
+        if self.kind == "sqlite" and not (isinstance(self.path, str) and self.path):
+            raise ConfigError(f"{key}.path", "is empty: name the SQLite file of the online store.")
+        if self.kind == "redis" and not (
+            isinstance(self.url, str) and self.url.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            raise ConfigError(
+                f"{key}.url", f"must be a redis://, rediss:// or unix:// URL, got {self.url!r}."
+            )
+        timeout = self.timeout_s
+        if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+            raise ConfigError(f"{key}.timeout_s", f"must be a number > 0, got {timeout!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "timeout_s": float(self.timeout_s)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> OnlineStoreSettings:
+        """From a mapping (the job config's group, or a router ``user_config``); unknown keys are errors."""
+        if isinstance(data, OnlineStoreSettings):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                "features.online_store", f'must be {{"kind": "sqlite"|"redis", ...}}, got {data!r}.'
+            )
+        fields = ("kind", "path", "url", "key_prefix", "timeout_s")
+        unknown = sorted(str(k) for k in data if k not in fields)
+        if unknown:
+            raise ConfigError(f"features.online_store.{unknown[0]}", "is not a setting here.", fields)
+        return cls(**{k: v for k, v in data.items() if v is not None})

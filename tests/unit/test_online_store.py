@@ -1,0 +1,147 @@
+"""Online stores on a real SQLite file and a real redis-server: the same contract for both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raymlops.errors import ConfigError, OnlineStoreError
+from raymlops.features.online import (
+    TS_FIELD,
+    MaterializationState,
+    OnlineStore,
+    OnlineStoreSettings,
+    entity_key,
+    open_online_store,
+)
+from tests.redis_server import RedisServer, start_redis
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
+    if request.param == "sqlite":
+        settings = {"kind": "sqlite", "path": str(tmp_path / "sub" / "online.db")}
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        settings = {"kind": "redis", "url": server.url, "key_prefix": f"t-{tmp_path.name}"}
+    opened = open_online_store(settings)
+    yield opened
+    opened.close()
+
+
+def test_write_then_lookup_many_views_at_once(store: OnlineStore) -> None:
+    store.write(
+        "weather", [("JFK", 10, {"temp": 40.5, "wind": None}), ("LGA", 11, {"temp": 38.0, "wind": 7})]
+    )
+    store.write("planes", [("N14228", 5, {"year": 1999, "type": "Fixed wing"})])
+    found = store.lookup({"weather": ["LGA", "SFO", None, "JFK", "LGA"], "planes": ["N14228", "N0"]})
+    assert found["weather"] == [
+        {"temp": 38.0, "wind": 7, TS_FIELD: 11},
+        None,
+        None,
+        {"temp": 40.5, "wind": None, TS_FIELD: 10},
+        {"temp": 38.0, "wind": 7, TS_FIELD: 11},
+    ]
+    assert found["planes"] == [{"year": 1999, "type": "Fixed wing", TS_FIELD: 5}, None]
+    assert store.lookup({"weather": []}) == {"weather": []}
+    assert (store.count("weather"), store.count("planes"), store.count("nothing")) == (2, 1, 0)
+
+
+def test_newer_row_wins_whatever_the_write_order(store: OnlineStore) -> None:
+    store.write("weather", [("JFK", 20, {"temp": 2.0})])
+    store.write("weather", [("JFK", 10, {"temp": 1.0})])  # late, older: ignored
+    assert store.lookup({"weather": ["JFK"]})["weather"][0] == {"temp": 2.0, TS_FIELD: 20}
+    store.write("weather", [("JFK", 30, {"temp": 3.0})])
+    assert store.lookup({"weather": ["JFK"]})["weather"][0] == {"temp": 3.0, TS_FIELD: 30}
+
+
+def test_expire_state_and_clear(store: OnlineStore) -> None:
+    store.write("weather", [(f"A{i}", i, {"temp": float(i)}) for i in range(2500)])  # several write chunks
+    assert store.count("weather") == 2500
+    assert store.expire("weather", 2000) == 2000
+    assert store.count("weather") == 500
+    assert store.lookup({"weather": ["A1999", "A2000"]})["weather"] == [
+        None,
+        {"temp": 2000.0, TS_FIELD: 2000},
+    ]
+    assert store.get_state("weather") is None
+    state = MaterializationState(
+        "weather", "delta:/w@3", "2013-06-01T00:00:00+00:00", 2499, 500, 2500, 2000, True, "now"
+    )
+    store.put_state(state)
+    assert store.get_state("weather") == state
+    store.clear("weather")
+    assert (store.count("weather"), store.get_state("weather")) == (0, None)
+
+
+def test_sqlite_lookup_is_one_query(tmp_path: Path) -> None:
+    from raymlops.features.online.sqlite_store import SQLiteStore
+
+    sqlite = SQLiteStore(tmp_path / "o.db")
+    sqlite.write("a", [(str(i), 1, {"x": i}) for i in range(64)])
+    sqlite.write("b", [(str(i), 1, {"y": i}) for i in range(64)])
+    statements: list[str] = []
+    sqlite._connect().set_trace_callback(statements.append)
+    found = sqlite.lookup({"a": [str(i) for i in range(64)], "b": [str(i) for i in range(70)]})
+    assert len(statements) == 1 and statements[0].startswith("SELECT")
+    assert [r["x"] for r in found["a"]] == list(range(64))  # type: ignore[index]
+    assert found["b"][64:] == [None] * 6
+
+
+def test_redis_lookup_is_one_round_trip(redis_server: RedisServer) -> None:
+    import redis
+
+    store = open_online_store({"kind": "redis", "url": redis_server.url, "key_prefix": "rt"})
+    store.write("a", [(str(i), 1, {"x": i}) for i in range(64)])
+    store.write("b", [(str(i), 1, {"y": i}) for i in range(64)])
+    admin = redis.Redis.from_url(redis_server.url)
+    before = admin.info("commandstats")
+    found = store.lookup({"a": [str(i) for i in range(64)], "b": [str(i) for i in range(64)]})
+    after = admin.info("commandstats")
+    assert after["cmdstat_mget"]["calls"] - before.get("cmdstat_mget", {}).get("calls", 0) == 1
+    # Everything else the server ran meanwhile is the info call itself.
+    changed = {k for k in after if after[k]["calls"] != before.get(k, {}).get("calls")}
+    assert changed == {"cmdstat_mget", "cmdstat_info"}
+    assert [r["y"] for r in found["b"]] == list(range(64))  # type: ignore[index]
+
+
+def test_redis_outage_is_an_online_store_error(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "redis-down")
+    store = open_online_store({"kind": "redis", "url": server.url, "timeout_s": 0.2})
+    store.write("a", [("k", 1, {"x": 1})])
+    server.stop()
+    with pytest.raises(OnlineStoreError, match=f"redis {server.url} is unavailable"):
+        store.lookup({"a": ["k"]})
+
+
+def test_entity_keys_are_the_same_from_json_and_arrow() -> None:
+    assert entity_key(["JFK"]) == "JFK"
+    assert entity_key([1.0]) == entity_key([1]) == "1"
+    assert entity_key([1.5]) == "1.5"
+    assert entity_key(["UA", "EWR", "ORD"]) == "UA\x1fEWR\x1fORD"
+    assert entity_key(["UA", None]) is None and entity_key([float("nan")]) is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"kind": "redist"}, "Did you mean 'redis'? Valid choices: redis, sqlite"),
+        ({"kind": "sqlite", "path": ""}, "name the SQLite file"),
+        ({"kind": "redis", "url": "http://x"}, "must be a redis://"),
+        ({"kind": "sqlite", "path": "x.db", "timeout": 1}, "'features.online_store.timeout'"),
+        ({"kind": "redis", "timeout_s": 0}, "must be a number > 0"),
+    ],
+)
+def test_bad_settings_name_the_key(settings: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        OnlineStoreSettings.from_dict(settings)
+    assert fragment in str(info.value)
