@@ -33,10 +33,10 @@ before the row's time (``ttl`` should exceed ``every``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -295,13 +295,19 @@ def _source_schema(view: FeatureView) -> pa.Schema:
         if DeltaTable.is_deltatable(parsed.location):
             return pa.schema(DeltaTable(parsed.location).schema().to_arrow())
     if view.source.source:
-        from raymlops.data.sources import load_source
-
-        return load_source(view.source.source).schema
+        return _raw_schema(view.source.source)
     from raymlops.data.refs import open_backend
 
     backend = open_backend(view.source.ref, key=f"features.views.{view.name}.source.ref")
     return backend.schema(backend.resolve())
+
+
+@functools.lru_cache(maxsize=16)
+def _raw_schema(source: str) -> pa.Schema:
+    """A raw source's schema, read once per process (several views share the flights source)."""
+    from raymlops.data.sources import load_source
+
+    return load_source(source).schema
 
 
 # ---------------------------------------------------------------- reading
@@ -338,10 +344,13 @@ def feature_table(
     ds = backend.read(version).select_columns(view.source_columns())
     if view.aggregations:
         return ds.groupby(view.entities).map_groups(
-            partial(aggregate_on_grid, view=view), batch_format="pyarrow"
+            functools.partial(aggregate_on_grid, view=view), batch_format="pyarrow"
         )
     return ds.map_batches(
-        partial(_plain_columns, view=view), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+        functools.partial(_plain_columns, view=view),
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
     )
 
 

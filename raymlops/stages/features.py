@@ -23,6 +23,25 @@ def _to_xy(batch: pa.Table, pre: FittedPreprocessor) -> dict[str, np.ndarray]:
     return {"x": pre.transform(batch), "y": batch["label"].to_numpy().astype(np.float32)}
 
 
+def _join_feature_views(ctx: RunContext, rows, data_version: str):  # -> ray.data.Dataset
+    """``features.views`` joined as of ``features.event_time``; their data versions go into the lineage."""
+    from raymlops.data.refs import parse_ref
+    from raymlops.data.versioning import DataVersion
+    from raymlops.features.pit_join import join_views
+    from raymlops.features.views import load_views
+
+    cfg = ctx.cfg.features
+    views = load_views(ctx.cfg)
+    # A view over the training table itself (flight history) reads the very version the rows come from.
+    parsed = parse_ref(data_version, "ingest.data_version")
+    same = DataVersion(parsed.backend, parsed.location, parsed.pin or "")
+    versions = {v.name: same for v in views if v.source.ref == ctx.cfg.data.ref}
+    joined, resolved = join_views(rows, views, cfg.event_time, versions=versions)
+    ctx.lineage["feature_views"] = resolved
+    ctx.record("features", views=",".join(resolved))
+    return joined
+
+
 class FeaturesStage(Stage):
     name = "features"
 
@@ -33,10 +52,11 @@ class FeaturesStage(Stage):
             raise ConfigError(
                 "features", f"column(s) {leaking} are in features.forbidden (they leak the label)."
             )
+        rows = state.require("ingest").dataset
+        if cfg.views:  # feature views joined point-in-time onto every row, before any split or statistic
+            rows = _join_feature_views(ctx, rows, state.require("ingest").data_version)
         # Materialized once: each of the three splits filters it, and the label must not be recomputed.
-        dataset = with_binary_label(
-            state.require("ingest").dataset, cfg.label.column, cfg.label.threshold
-        ).materialize()
+        dataset = with_binary_label(rows, cfg.label.column, cfg.label.threshold).materialize()
         splits = time_split(
             dataset,
             cfg.split.time_column,

@@ -66,6 +66,10 @@ class RegisterStage(Stage):
             "raymlops.gates": "passed" if passed else "failed",
             "raymlops.lifecycle": "candidate",
         }
+        views = ctx.lineage.get("feature_views")
+        if views:  # the feature views joined in training, each at its resolved data version
+            tags["raymlops.feature_views"] = ";".join(f"{name}={ref}" for name, ref in views.items())
+            tags["raymlops.feature_event_time"] = str(ctx.cfg.features.event_time)
         registry = ModelRegistry.from_config(cfg)
         env = str(ctx.cfg.env.name)
         governance = Governance(registry, env=env)
