@@ -2,6 +2,7 @@
 
     python -m raymlops models list|versions|show|promote|rollback|archive|lineage|history ...
     python -m raymlops data log|show|diff|audit|ingest ...
+    python -m raymlops features materialize|status|show ...
     python -m raymlops runs list|compare ...
     python -m raymlops serve run|status|deploy|traffic|rollout|rollback|keys ...
 
@@ -16,6 +17,7 @@ import sys
 
 from raymlops.data.cli import add_data_commands, run_data_command
 from raymlops.errors import RayMLOpsError
+from raymlops.features.cli import add_features_commands, run_features_command
 from raymlops.registry.models_cli import add_models_commands, run_models_command
 from raymlops.registry.runs_cli import add_runs_commands, run_runs_command
 from raymlops.serving.serve_cli import add_serve_commands, run_serve_command
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="group", required=True)
     add_models_commands(sub)
     add_data_commands(sub)
+    add_features_commands(sub)
     add_runs_commands(sub)
     add_serve_commands(sub)
     # Overrides may follow options (``ingest FILE -m msg env=prod``): argparse would refuse them there.
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.group == "data":
             return run_data_command(args)
+        if args.group == "features":
+            return run_features_command(args)
         if args.group == "runs":
             return run_runs_command(args)
         if args.group == "serve":
