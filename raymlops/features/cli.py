@@ -61,6 +61,10 @@ def _store(cfg: Any) -> Any:
 def run_features_command(args: argparse.Namespace) -> int:
     from raymlops.config import compose
 
+    if args.command == "show":  # `show VIEW KEY... key=value`: the keys' nargs took the overrides too
+        keys = list(args.keys)
+        args.keys = [k for k in keys if "=" not in k]
+        args.overrides = [*args.overrides, *(k for k in keys if "=" in k)]
     cfg = compose(args.overrides)
     store = _store(cfg)
     try:

@@ -49,8 +49,7 @@ def _online(source: pa.Table, view: FeatureView, as_of: dt.datetime, blocks: int
     upper = to_micros(as_of)
     edges = np.linspace(0, source.num_rows, blocks + 1).astype(int)
     parts = [
-        latest_per_entity(source.slice(a, b - a), view, None, upper)
-        for a, b in itertools.pairwise(edges)
+        latest_per_entity(source.slice(a, b - a), view, None, upper) for a, b in itertools.pairwise(edges)
     ]
     latest = merge_latest([p for p in parts if p.num_rows], view)
     floor = ttl_floor(view, upper)
