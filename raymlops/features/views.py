@@ -27,8 +27,9 @@ timestamp is the scheduled departure hour and the value (the arrival delay) is k
 plane has landed: at most ``dep_delay + air_time`` + taxiing after it, which is under 33 h for every
 flight of 2013, so ``lag: 2d`` never lets an arrival count before it happened. Values are emitted on a
 grid every ``window.every`` (aligned to the Unix epoch in UTC) per entity, from its first known event
-until its last event leaves the window; the point-in-time join then takes the latest grid value at or
-before the row's time (``ttl`` should exceed ``every``).
+until its last event has left the window (a last row with count 0); the point-in-time join then takes
+the latest grid value at or before the row's time (``ttl`` should exceed ``every``). An entity with no
+history within the TTL joins nulls (imputed downstream), not zeros.
 """
 
 from __future__ import annotations
@@ -400,10 +401,11 @@ def aggregate_on_grid(group: pa.Table, view: FeatureView) -> pa.Table:
     bounds = np.flatnonzero(np.diff(codes)) + 1
     for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(codes)], strict=True):
         k = known[start:stop]
-        # Grid points from the first one at/after the first known event until the last event has left.
+        # Grid points from the first one at/after the first known event up to the first one at which
+        # the last event has left the window (count 0 there, so later rows never see a stale value).
         first = -(-k[0] // every) * every
         grid = np.arange(first, k[-1] + size + every, every, dtype=np.int64)
-        grid = grid[grid - size < k[-1]]
+        grid = grid[: int(np.searchsorted(grid - size, k[-1], side="left")) + 1]
         hi = np.searchsorted(k, grid, side="right")
         lo = np.searchsorted(k, grid - size, side="right")
         out_codes.append(np.full(len(grid), codes[start]))

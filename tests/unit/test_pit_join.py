@@ -211,6 +211,11 @@ def test_window_aggregates_only_events_known_before_each_grid_time(events, size_
         else:
             assert row["share"] is None and row["avg"] is None
         assert g % every_s == 0  # on the grid
+    # Each key's last row is the first grid time at which its last event has left: a count of 0.
+    last = {}
+    for row in out.to_pylist():
+        last[row["k"]] = row
+    assert all(row["n"] == 0 for row in last.values())
     # Every grid point at which some event of a key is inside the window has a row.
     for k, t, _ in events:
         known = t + lag_s + (-(t + lag_s) % every_s)  # first grid point at/after it is known
