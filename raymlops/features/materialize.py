@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TS",
+    "ensure_materialized",
     "latest_per_entity",
     "materialize",
     "materialize_view",
@@ -237,3 +238,16 @@ def materialize(
     return [
         materialize_view(v, store, as_of=as_of, full=full, lakefs=lakefs, progress=progress) for v in views
     ]
+
+
+def ensure_materialized(
+    views: Sequence[FeatureView],
+    store: OnlineStore,
+    *,
+    lakefs: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[MaterializationState]:
+    """Materialize the views the store has never seen (a first deploy of a model trained with them);
+    views it already holds are left to ``features materialize`` and its schedule."""
+    missing = [v for v in views if store.get_state(v.name) is None]
+    return materialize(missing, store, lakefs=lakefs, progress=progress) if missing else []

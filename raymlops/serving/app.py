@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,13 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import raymlops
-from raymlops.errors import ModelNotFoundError, RequestError, did_you_mean
+from raymlops.errors import ModelNotFoundError, OnlineStoreError, RequestError, did_you_mean
+from raymlops.features.online import OnlineStore, open_online_store
 from raymlops.monitoring.prediction_log import PredictionLogger, parse_feedback
 from raymlops.serving import oip
 from raymlops.serving.app_logging import LOGGING_CONFIG
 from raymlops.serving.auth import ApiKeyMiddleware, AuthTable
+from raymlops.serving.feature_lookup import with_features
 from raymlops.serving.metrics import ServingMetrics, StatsBook
 from raymlops.serving.model_server import RemoteModel, deployment_name
 from raymlops.serving.onnx_model import (
@@ -71,7 +74,13 @@ from raymlops.serving.policy import (
     sample_shadow,
     sticky_key_from_fields,
 )
-from raymlops.serving.spec import ModelSpec, PredictionLogSettings, RoutingConfig, parse_user_config
+from raymlops.serving.spec import (
+    ModelSpec,
+    OnlineStoreSettings,
+    PredictionLogSettings,
+    RoutingConfig,
+    parse_user_config,
+)
 
 __all__ = ["LOGGING_CONFIG", "Router", "app", "choose_version"]
 
@@ -207,7 +216,12 @@ class _Protocol:
 
     @staticmethod
     def answer(
-        name: str, spec: ModelSpec, prediction_id: str, probabilities: np.ndarray, payload: Any
+        name: str,
+        spec: ModelSpec,
+        prediction_id: str,
+        probabilities: np.ndarray,
+        payload: Any,
+        imputed: list[list[str]] | None = None,
     ) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -226,18 +240,27 @@ class _V1(_Protocol):
 
     @staticmethod
     def inputs(payload: Any, spec: ModelSpec, max_rows: int) -> ModelInputs:
-        return records_to_inputs(payload, spec.input_columns, max_rows)
+        return records_to_inputs(payload, spec.request_columns, max_rows)
 
     @staticmethod
     def answer(
-        name: str, spec: ModelSpec, prediction_id: str, probabilities: np.ndarray, payload: Any
+        name: str,
+        spec: ModelSpec,
+        prediction_id: str,
+        probabilities: np.ndarray,
+        payload: Any,
+        imputed: list[list[str]] | None = None,
     ) -> dict[str, Any]:
         threshold = spec.threshold
+        predictions = [{"probability": p, "label": int(p >= threshold)} for p in probabilities.tolist()]
+        if imputed is not None:  # a version with a feature lookup: the views each row was missing from
+            for prediction, views in zip(predictions, imputed, strict=True):
+                prediction["imputed"] = views
         return {
             "model_name": name,
             "model_version": spec.version,
             "prediction_id": prediction_id,
-            "predictions": [{"probability": p, "label": int(p >= threshold)} for p in probabilities.tolist()],
+            "predictions": predictions,
         }
 
 
@@ -254,13 +277,21 @@ class _V2(_Protocol):
 
     @staticmethod
     def inputs(payload: Any, spec: ModelSpec, max_rows: int) -> ModelInputs:
-        return oip.infer_inputs(payload, spec.input_columns, max_rows)
+        return oip.infer_inputs(payload, spec.request_columns, max_rows)
 
     @staticmethod
     def answer(
-        name: str, spec: ModelSpec, prediction_id: str, probabilities: np.ndarray, payload: Any
+        name: str,
+        spec: ModelSpec,
+        prediction_id: str,
+        probabilities: np.ndarray,
+        payload: Any,
+        imputed: list[list[str]] | None = None,
     ) -> dict[str, Any]:
-        return oip.infer_response(name, spec.version, payload.id, prediction_id, probabilities)
+        answer = oip.infer_response(name, spec.version, payload.id, prediction_id, probabilities)
+        if imputed is not None:
+            answer["parameters"]["imputed"] = imputed
+        return answer
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
@@ -337,10 +368,16 @@ class Router:
         # Packaged SHAP explainers by ONNX path, loaded on first use or by the warm-up thread.
         self._explainers: dict[str, Any] = {}
         self._explainer_lock = threading.Lock()
+        # Online feature store (None: no served version has a feature lookup); see _reconfigure_store.
+        self._store: OnlineStore | None = None
+        self._store_settings: OnlineStoreSettings | None = None
+        # Store lookups block on I/O: run them here, off the event loop (a few at once per replica).
+        self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="raymlops-features")
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Load the versions of a new routing table, reusing sessions already loaded, then swap."""
         config = parse_user_config(user_config)
+        self._reconfigure_store(config)  # before the swap: the new table's lookups need it
         old = self._routes
         models: dict[tuple[str, str], ServedModel] = {}
         for name, specs in config.models.items():
@@ -369,6 +406,34 @@ class Router:
             {name: [(s.version, s.weight) for s in specs] for name, specs in config.models.items()},
             {name: p.to_dict() for name, p in config.policies.items()},
         )
+
+    def _reconfigure_store(self, config: RoutingConfig) -> None:
+        """Open the online store the new table names (only if a version needs one), or keep the open one."""
+        needed = any(s.feature_lookup is not None for specs in config.models.values() for s in specs)
+        settings = config.online_store if needed else None
+        if settings == self._store_settings:
+            return
+        store = None if settings is None else open_online_store(settings)
+        old, self._store, self._store_settings = self._store, store, settings
+        logger.info("online store settings=%s", settings.to_dict() if settings is not None else None)
+        if old is not None:
+            old.close()
+
+    async def _inputs(
+        self, protocol: type["_Protocol"], payload: Any, spec: ModelSpec, max_rows: int
+    ) -> tuple[ModelInputs, list[list[str]] | None]:
+        """The version's inputs for a request, with its features fetched when it has a feature lookup."""
+        request = protocol.inputs(payload, spec, max_rows)
+        if spec.feature_lookup is None:
+            return request, None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lookups, self._fetch, request, spec)
+
+    def _fetch(self, request: ModelInputs, spec: ModelSpec) -> tuple[ModelInputs, list[list[str]]]:
+        store = self._store
+        if store is None or spec.feature_lookup is None:  # parse_user_config refuses a lookup without one
+            raise OnlineStoreError("(none)", "this router has no online store configured.")
+        return with_features(request, spec.feature_lookup, spec.input_columns, store)
 
     def _handle(self, spec: ModelSpec) -> Any:
         name = deployment_name(spec)
@@ -417,11 +482,18 @@ class Router:
                 raise failure
             if not parsed:
                 payload = protocol.parse(body, request.headers)
-            inputs = protocol.inputs(payload, spec, config.max_rows_per_request)
+            inputs, imputed = await self._inputs(protocol, payload, spec, config.max_rows_per_request)
             probabilities = await model.apredict(inputs)
         except RequestError as exc:
             self._record_served(name, spec.version, started, exc.status)
             return _error(exc.status, exc.message, headers)
+        except OnlineStoreError as exc:
+            # Every version reads the same store: no fallback can answer. 503: retry later.
+            self._record_served(name, spec.version, started, 503)
+            self._warn_once(name, spec.version, exc, "online-store")
+            return _error(
+                503, f"model {name!r} version {spec.version!r} cannot fetch its features: {exc}", headers
+            )
         except Exception as exc:
             self._record_served(name, spec.version, started, 500)
             fallback = _fallback(specs, spec) if fixed is None else None
@@ -440,17 +512,20 @@ class Router:
             }
             started = time.perf_counter()
             try:
-                inputs = protocol.inputs(payload, spec, config.max_rows_per_request)
+                inputs, imputed = await self._inputs(protocol, payload, spec, config.max_rows_per_request)
                 probabilities = await model.apredict(inputs)
             except RequestError as second_request:
                 self._record_served(name, spec.version, started, second_request.status)
                 return _error(second_request.status, second_request.message, headers)
+            except OnlineStoreError as store_error:
+                self._record_served(name, spec.version, started, 503)
+                return _error(503, f"model {name!r} version {spec.version!r}: {store_error}", headers)
             except Exception as second:
                 self._record_served(name, spec.version, started, 500)
                 logger.exception("fallback model failed name=%s version=%s", name, spec.version)
                 return _error(500, f"model {name!r} versions {failed!r}, {spec.version!r} failed: {second}")
         prediction_id = uuid.uuid4().hex
-        body_out = protocol.answer(name, spec, prediction_id, probabilities, payload)
+        body_out = protocol.answer(name, spec, prediction_id, probabilities, payload, imputed)
         self._record_served(name, spec.version, started, 200, probabilities)
         predictions = self._predictions
         if predictions is not None:  # a buffer push: the log's own thread writes the files
@@ -500,13 +575,20 @@ class Router:
             label_agreement = mean_abs_diff = 0.0
             try:
                 same_inputs = spec.input_columns == served.input_columns
-                inputs = served_inputs if same_inputs else protocol.inputs(payload, spec, max_rows)
+                if same_inputs:
+                    inputs = served_inputs
+                else:
+                    inputs = protocol.inputs(payload, spec, max_rows)
+                    if spec.feature_lookup is not None:
+                        inputs = self._fetch(inputs, spec)[0]
                 probabilities = model.predict_inputs(inputs)
                 label_agreement, mean_abs_diff = agreement(
                     served_probabilities, served.threshold, probabilities, spec.threshold
                 )
             except RequestError as exc:
                 code = exc.status
+            except OnlineStoreError:
+                code = 503
             except Exception as exc:
                 code = 500
                 self._warn_once(name, version, exc, "shadow")
@@ -667,11 +749,15 @@ class Router:
             )
         loop = asyncio.get_running_loop()
         try:
-            table = _V1.inputs(payload, spec, config.max_explain_rows).table()
+            table = (await self._inputs(_V1, payload, spec, config.max_explain_rows))[0].table()
             explainer = await loop.run_in_executor(None, self._explainer, spec)
             explanation = await loop.run_in_executor(None, explainer.explain, table)
         except RequestError as exc:
             return _error(exc.status, exc.message, headers)
+        except OnlineStoreError as exc:
+            return _error(
+                503, f"model {name!r} version {spec.version!r} cannot fetch its features: {exc}", headers
+            )
         except Exception as exc:
             logger.exception("explain failed name=%s version=%s", name, spec.version)
             return _error(500, f"explaining model {name!r} version {spec.version!r} failed: {exc}", headers)
@@ -701,6 +787,15 @@ class Router:
                     "threshold": s.threshold,
                     "placement": s.placement,
                     "input_columns": dict(s.input_columns),
+                    # With a feature lookup: what a request carries, and what the router fetches.
+                    **(
+                        {
+                            "request_columns": dict(s.request_columns),
+                            "feature_lookup": s.feature_lookup.to_dict(),
+                        }
+                        if s.feature_lookup is not None
+                        else {}
+                    ),
                 }
                 for specs in routes.config.models.values()
                 for s in specs

@@ -31,6 +31,12 @@ _REPLICA_CODE = (
     "serving/oip.py",
     "models/export.py",
     "features/preprocess.py",
+    "features/online/__init__.py",
+    "features/online/base.py",
+    "features/online/lookup.py",
+    "features/online/sqlite_store.py",
+    "features/online/redis_store.py",
+    "serving/feature_lookup.py",
     "errors.py",
     "monitoring/__init__.py",
     "monitoring/parquet_log.py",
@@ -79,6 +85,7 @@ def deploy(
     model_batch_size: int | None = None,
     model_batch_wait_us: int | None = None,
     env: str | None = None,
+    online_store: Mapping[str, Any] | None = None,
 ) -> str:
     """Deploy (or update in place) the router serving ``models`` and wait until it is ready.
 
@@ -106,6 +113,8 @@ def deploy(
             ``/v1/feedback``; None: no log (a live log is written out and closed).
         env: The env (dev/staging/prod) deploying; recorded in ``user_config`` so that another env
             cannot change this app (``operations.check_app_env``).
+        online_store: ``{"kind": "sqlite"|"redis", "path"|"url": ..., ...}`` (``OnlineStoreSettings``):
+            where versions with a ``feature_lookup`` fetch their features; needed only by those.
         auth: ``{"enabled": bool, "keys": KeyStore.public_table()}`` (``auth.router_auth`` builds it
             from the ``serve.auth`` config); None: no API keys needed. A new table (a revoked key)
             applies in place, like a routing change.
@@ -120,7 +129,7 @@ def deploy(
         ConfigError: The specs do not form a valid routing table.
         DeploymentError: Serve refused the application, it failed, or it was not ready in time.
     """
-    settings = {
+    settings: dict[str, Any] = {
         "max_body_bytes": max_body_bytes,
         "shadow_max_in_flight": shadow_max_in_flight,
         "stats_window": stats_window,
@@ -136,6 +145,7 @@ def deploy(
         auth=auth,
         prediction_log=prediction_log,
         env=env,
+        online_store=online_store,
         **{k: v for k, v in settings.items() if v is not None},
     )
     if check_models:

@@ -145,7 +145,8 @@ def model_metadata(name: str, specs: Sequence[ModelSpec], version: ModelSpec | N
     """``GET /v2/models/{name}[/versions/{version}]``.
 
     The tensors shown for a name are those of the version taking the largest weight (the champion):
-    versions of one name may differ in their inputs.
+    versions of one name may differ in their inputs. A version with a feature lookup takes the
+    columns a request carries (entity keys instead of the features the router fetches).
     """
     spec = version or max(specs, key=lambda s: s.weight)
     return {
@@ -154,7 +155,7 @@ def model_metadata(name: str, specs: Sequence[ModelSpec], version: ModelSpec | N
         "platform": "onnx",
         "inputs": [
             {"name": column, "datatype": KIND_DATATYPE[kind], "shape": [-1, 1]}
-            for column, kind in spec.input_columns.items()
+            for column, kind in spec.request_columns.items()
         ],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
     }

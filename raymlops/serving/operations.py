@@ -174,7 +174,11 @@ def undeploy_version(app_name: str, model: str, version: str, serve_cfg: Any = N
 def spec_from_registry(
     registry: Any, name: str, ref: str, weight: float = 0.0, placement: str = "colocated"
 ) -> Any:  # -> ModelSpec
-    """The ModelSpec of a registered version: ``ref`` is a version number or ``@alias``."""
+    """The ModelSpec of a registered version: ``ref`` is a version number or ``@alias``.
+
+    A version trained with feature views carries its feature lookup (the ``raymlops.feature_lookup`` tag).
+    """
+    from raymlops.features.online.lookup import FEATURE_LOOKUP_TAG, FeatureLookup
     from raymlops.models.export import INPUT_COLUMNS_TAG, parse_input_columns
     from raymlops.registry.model_ref import parse_model_ref, resolve_model
     from raymlops.serving.spec import ModelSpec
@@ -190,11 +194,28 @@ def spec_from_registry(
         input_columns=parse_input_columns(version.tags.get(INPUT_COLUMNS_TAG), f"{name} v{version.version}"),
         weight=weight,
         placement=placement,
+        feature_lookup=FeatureLookup.from_dict(lookup)
+        if (lookup := version.tags.get(FEATURE_LOOKUP_TAG))
+        else None,
     )
 
 
-def add_version(app_name: str, spec: Any) -> LiveApp:  # spec: ModelSpec
-    """Load ``spec`` into the running app (at its weight, often 0) without touching other versions."""
+def online_store_settings(cfg: Any, specs: Any) -> dict[str, Any] | None:
+    """``features.online_store`` of the job config when one of ``specs`` fetches features, else None."""
+    from omegaconf import OmegaConf
+
+    if not any(getattr(s, "feature_lookup", None) is not None for s in specs):
+        return None
+    return dict(OmegaConf.to_container(cfg.features.online_store, resolve=True))  # type: ignore[arg-type]
+
+
+def add_version(
+    app_name: str, spec: Any, online_store: Mapping[str, Any] | None = None
+) -> LiveApp:  # spec: ModelSpec
+    """Load ``spec`` into the running app (at its weight, often 0) without touching other versions.
+
+    ``online_store``: the store a version with a feature lookup reads, for an app that has none yet.
+    """
     from raymlops.serving.onnx_model import LoadedModel
 
     LoadedModel(spec, use_gpu=False)  # a broken graph fails here, not in the replicas
@@ -203,6 +224,8 @@ def add_version(app_name: str, spec: Any) -> LiveApp:  # spec: ModelSpec
     def change(config: dict[str, Any]) -> None:
         versions = config.setdefault("models", {}).setdefault(spec.name, [])
         versions[:] = [s for s in versions if s["version"] != spec.version] + [spec.to_dict()]
+        if spec.feature_lookup is not None and online_store is not None:
+            config.setdefault("online_store", dict(online_store))
 
     update_live_app(app, change)
     return live_app(app_name)
@@ -327,6 +350,7 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
         model_batch_size=serve_cfg.model_batch_size,
         model_batch_wait_us=serve_cfg.model_batch_wait_us,
         env=str(cfg.env.name),
+        online_store=online_store_settings(cfg, specs),
     )
 
 

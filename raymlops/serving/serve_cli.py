@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace, cfg: Any) -> int:
     governance.record_deployment(name, cfg.serve.app_name, {spec.version}, why="serve run")
     print(f"serving {name} v{spec.version} at {url}/v1/models/{name}/predict (Ctrl-C stops)")
     print(f"  curl -s {url}/v1/models/{name}/predict -d '{{\"records\": [{{...}}]}}'")
-    print(f"  inputs: {', '.join(f'{c} ({k})' for c, k in spec.input_columns.items())}")
+    print(f"  inputs: {', '.join(f'{c} ({k})' for c, k in spec.request_columns.items())}")
     try:
         while True:
             time.sleep(3600)
@@ -190,7 +190,12 @@ def _status(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _deploy(args: argparse.Namespace, cfg: Any) -> int:
-    from raymlops.serving.operations import add_version, served_versions, spec_from_registry
+    from raymlops.serving.operations import (
+        add_version,
+        online_store_settings,
+        served_versions,
+        spec_from_registry,
+    )
 
     governance = _governance(cfg)
     name, ref = _split_ref(args.model, cfg.registry.model_name)
@@ -205,7 +210,7 @@ def _deploy(args: argparse.Namespace, cfg: Any) -> int:
         spec = spec_from_registry(
             governance.registry, name, ref, weight=args.weight or 0.0, placement=_placement(cfg)
         )
-        url = add_version(cfg.serve.app_name, spec).url
+        url = add_version(cfg.serve.app_name, spec, online_store_settings(cfg, [spec])).url
         versions = {*served, spec.version}
     governance.record_deployment(name, cfg.serve.app_name, versions, why="serve deploy")
     print(f"{name} v{spec.version} deployed to {cfg.serve.app_name} at weight {spec.weight:g} ({url})")
@@ -248,7 +253,13 @@ def _rollout(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _rollback(args: argparse.Namespace, cfg: Any) -> int:
-    from raymlops.serving.operations import add_version, live_app, set_traffic, spec_from_registry
+    from raymlops.serving.operations import (
+        add_version,
+        live_app,
+        online_store_settings,
+        set_traffic,
+        spec_from_registry,
+    )
 
     governance = _governance(cfg)
     record = governance.rollback(args.name, why=args.reason)
@@ -257,7 +268,7 @@ def _rollback(args: argparse.Namespace, cfg: Any) -> int:
     if restored not in served:
         placement = _placement(cfg)
         restored_spec = spec_from_registry(governance.registry, args.name, restored, placement=placement)
-        add_version(cfg.serve.app_name, restored_spec)
+        add_version(cfg.serve.app_name, restored_spec, online_store_settings(cfg, [restored_spec]))
     weights = {v: 0.0 for v in served} | {restored: 100.0}
     set_traffic(cfg.serve.app_name, args.name, weights)
     governance.record_deployment(args.name, cfg.serve.app_name, set(weights), why=f"rollback: {args.reason}")

@@ -7,13 +7,17 @@ never swaps in a table it cannot serve.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from raymlops.errors import ConfigError
+from raymlops.features.online.base import OnlineStoreSettings
+from raymlops.features.online.lookup import FeatureLookup
 from raymlops.models.export import INPUT_KINDS
 from raymlops.serving.auth import AuthTable
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
@@ -64,6 +68,9 @@ class ModelSpec:
             router replica, no extra hop. ``"deployment"``: its own Serve deployment
             (``model_server.ModelServer``, ``@serve.batch``) behind a ``DeploymentHandle``, for graphs
             too large to copy into every router replica.
+        feature_lookup: For a model trained with feature views: which of its inputs the router fetches
+            from the online store by the request's entity keys (``FeatureLookup``); None: the request
+            carries every input.
     """
 
     name: str
@@ -74,6 +81,7 @@ class ModelSpec:
     weight: float = 1.0
     threshold: float = 0.5
     placement: str = "colocated"
+    feature_lookup: FeatureLookup | None = None
 
     def __post_init__(self) -> None:
         key = f"serving.models[{self.name!r}]"
@@ -101,10 +109,34 @@ class ModelSpec:
             raise ConfigError(
                 f"{key}.placement", f"{self.placement!r} is not one of {', '.join(PLACEMENTS)}.", PLACEMENTS
             )
+        lookup = self.feature_lookup
+        if lookup is not None:
+            if not isinstance(lookup, FeatureLookup):
+                raise ConfigError(f"{key}.feature_lookup", f"must be a FeatureLookup, got {lookup!r}.")
+            unknown = sorted(lookup.columns - set(self.input_columns))
+            if unknown:
+                raise ConfigError(
+                    f"{key}.feature_lookup", f"supplies column(s) {unknown} that are not model inputs."
+                )
+
+    @cached_property
+    def request_columns(self) -> dict[str, str]:
+        """What a request carries: every input, or with a feature lookup the inputs the store does not
+        supply plus the entity keys (and event time) the lookup needs."""
+        if self.feature_lookup is None:
+            return self.input_columns
+        return self.feature_lookup.request_columns(self.input_columns)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (Serve's ``user_config`` must be JSON-serialisable)."""
-        return dataclasses.asdict(self)
+        data = {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "feature_lookup"
+        }
+        if self.feature_lookup is not None:  # absent otherwise: configs without views stay as they were
+            data["feature_lookup"] = self.feature_lookup.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -133,6 +165,8 @@ class ModelSpec:
                 f"must map column -> kind, got {values['input_columns']!r}.",
             )
         values["input_columns"] = dict(values["input_columns"])
+        if values.get("feature_lookup") is not None:
+            values["feature_lookup"] = FeatureLookup.from_dict(values["feature_lookup"])
         return cls(**values)
 
 
@@ -211,6 +245,8 @@ class RoutingConfig:
         model_batch_size, model_batch_wait_us: ``@serve.batch`` of versions placed in their own
             deployment: most requests per onnxruntime run, longest wait for a batch to fill.
         prediction_log: Log every scored row and accept ``/v1/feedback``; None: neither.
+        online_store: Where versions with a ``feature_lookup`` fetch their features; None: no store
+            (then no version may have a lookup).
         auth: API keys (hashed) and whether they are required (``auth.ApiKeyMiddleware``).
     """
 
@@ -226,6 +262,7 @@ class RoutingConfig:
     model_batch_wait_us: int = _SETTINGS["model_batch_wait_us"]
     prediction_log: PredictionLogSettings | None = None
     auth: AuthTable = field(default_factory=AuthTable)
+    online_store: OnlineStoreSettings | None = None
 
 
 def _check_routing(models: Mapping[str, tuple[ModelSpec, ...]]) -> None:
@@ -245,6 +282,20 @@ def _check_routing(models: Mapping[str, tuple[ModelSpec, ...]]) -> None:
                 f"serving.models[{name!r}].weight",
                 "all versions have weight 0: at least one must take traffic.",
             )
+
+
+def _check_store(models: Mapping[str, tuple[ModelSpec, ...]], store: OnlineStoreSettings | None) -> None:
+    if store is not None:
+        return
+    for specs in models.values():
+        for spec in specs:
+            if spec.feature_lookup is not None:
+                raise ConfigError(
+                    "serving.online_store",
+                    f"is not set, but model {spec.name!r} version {spec.version!r} takes features from "
+                    f"view(s) {', '.join(v.view for v in spec.feature_lookup.views)}: deploy with "
+                    "online_store={'kind': 'sqlite', 'path': ...} (features.online_store in the job).",
+                )
 
 
 def _check_setting(key: str, value: Any) -> int:
@@ -268,6 +319,7 @@ def build_user_config(
     model_batch_size: int = _SETTINGS["model_batch_size"],
     model_batch_wait_us: int = _SETTINGS["model_batch_wait_us"],
     env: str | None = None,
+    online_store: OnlineStoreSettings | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The router's ``user_config``; the same checks as ``parse_user_config``, on the driver side.
 
@@ -286,6 +338,8 @@ def build_user_config(
           "env": "dev",                                                      # optional: who deployed
           "prediction_log": {"root": "/data/predlog", "flush_rows": 1000,
                              "flush_interval_s": 2.0},                       # optional
+          "online_store": {"kind": "sqlite", "path": "...", "url": "...",
+                           "key_prefix": "...", "timeout_s": 0.5},           # optional
           "auth": {"enabled": true, "keys": {"<key_id>": {"role": "predictor", "salt": "...",
                                                           "hash": "...", "name": "..."}}}  # optional
         }
@@ -306,6 +360,8 @@ def build_user_config(
         _check_setting(key, value)
     routing = {name: tuple(specs) for name, specs in grouped.items()}
     _check_routing(routing)
+    store = None if online_store is None else OnlineStoreSettings.from_dict(online_store)
+    _check_store(routing, store)
     policies = dict(policies or {})
     for name, policy in policies.items():
         if name not in routing:
@@ -325,12 +381,13 @@ def build_user_config(
             if prediction_log is not None
             else {}
         ),
+        **({"online_store": store.to_dict()} if store is not None else {}),
     }
 
 
 def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     """Validate a ``user_config`` dict (as ``build_user_config`` makes) into a ``RoutingConfig``."""
-    known = {"models", "policies", "use_gpu", "auth", "prediction_log", "env", *_SETTINGS}
+    known = {"models", "policies", "use_gpu", "auth", "prediction_log", "env", "online_store", *_SETTINGS}
     unknown = sorted(set(user_config) - known)
     if unknown:
         raise ConfigError(f"serving.user_config.{unknown[0]}", "is not a router setting.", known)
@@ -345,6 +402,9 @@ def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     _check_routing(models)
     policies = parse_policies(user_config.get("policies"), models)
     settings = {key: _check_setting(key, user_config.get(key, default)) for key, default in _SETTINGS.items()}
+    raw_store = user_config.get("online_store")
+    store = None if raw_store is None else OnlineStoreSettings.from_dict(raw_store)
+    _check_store(models, store)
     return RoutingConfig(
         models=models,
         policies=policies,
@@ -353,5 +413,6 @@ def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
         prediction_log=None
         if user_config.get("prediction_log") is None
         else PredictionLogSettings.from_dict(user_config["prediction_log"]),
+        online_store=store,
         **settings,
     )

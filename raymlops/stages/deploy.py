@@ -21,6 +21,7 @@ class DeployStage(Stage):
     name = "deploy"
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
+        from raymlops.features.online.lookup import lookup_for_config
         from raymlops.registry.governance import Governance
         from raymlops.serving import ModelSpec, sample_requests
         from raymlops.serving.operations import (
@@ -39,9 +40,13 @@ class DeployStage(Stage):
             data_version=state.require("ingest").data_version,
             input_columns=exported.input_columns,
             placement=str(cfg.placement.value),
+            # Trained with feature views: the router fetches them from the online store by entity key.
+            feature_lookup=lookup_for_config(ctx.cfg, exported.input_columns),
         )
         governance = Governance.from_config(ctx.cfg)
         check_app_env(cfg.app_name, str(ctx.cfg.env.name))  # an experiment never touches prod traffic
+        if spec.feature_lookup is not None:
+            self._materialize(ctx, [v.view for v in spec.feature_lookup.views])
         strategy = str(cfg.strategy.value)
         live = (served_versions(cfg.app_name, spec.name) or {}) if strategy == "rollout" else {}
         if live and spec.version not in live:
@@ -54,7 +59,7 @@ class DeployStage(Stage):
             outcome = "replaced"
         sample = state.require("features").raw_sample
         rows = sample.slice(0, cfg.sample_requests).to_pylist()
-        records = [{k: _json_safe(v) for k, v in row.items() if k in exported.input_columns} for row in rows]
+        records = [{k: _json_safe(v) for k, v in row.items() if k in spec.request_columns} for row in rows]
         if cfg.auth.enabled and not api_key_headers():
             logger.info("sample requests skipped: serve.auth is on and RAYMLOPS_API_KEY is not set")
             records = []
@@ -66,6 +71,25 @@ class DeployStage(Stage):
             self.name, url=f"{url}/v1/models/{spec.name}/predict", replicas=cfg.num_replicas, outcome=outcome
         )
         return state.with_(deploy=DeployOutput(url, cfg.app_name, answers))
+
+    @staticmethod
+    def _materialize(ctx: RunContext, names: list[str]) -> None:
+        """A model trained with views serves their latest values: fill the online store with the views
+        it has never held (later updates are ``python -m raymlops features materialize``'s job)."""
+        from omegaconf import OmegaConf
+
+        from raymlops.features.materialize import ensure_materialized
+        from raymlops.features.online import open_online_store
+        from raymlops.features.views import load_views
+
+        store = open_online_store(OmegaConf.to_container(ctx.cfg.features.online_store, resolve=True))  # type: ignore[arg-type]
+        try:
+            views = load_views(names, state_dir=str(ctx.cfg.state_dir), check_columns=False)
+            states = ensure_materialized(views, store, lakefs=ctx.cfg.data.lakefs)
+        finally:
+            store.close()
+        if states:
+            ctx.record("deploy", materialized=",".join(f"{s.view}={s.entities}" for s in states))
 
     @staticmethod
     def _rollout(ctx: RunContext, spec: Any, governance: Any) -> tuple[str, str]:

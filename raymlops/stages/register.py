@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import GateFailedError
+from raymlops.features.online.lookup import FEATURE_LOOKUP_TAG, lookup_for_config
 from raymlops.pipeline.context import RunContext, git_sha
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState, RegisterOutput
@@ -70,6 +71,9 @@ class RegisterStage(Stage):
         if views:  # the feature views joined in training, each at its resolved data version
             tags["raymlops.feature_views"] = ";".join(f"{name}={ref}" for name, ref in views.items())
             tags["raymlops.feature_event_time"] = str(ctx.cfg.features.event_time)
+            lookup = lookup_for_config(ctx.cfg, exported.input_columns)
+            if lookup is not None:  # what serving fetches from the online store by the request's keys
+                tags[FEATURE_LOOKUP_TAG] = lookup.to_json()
         registry = ModelRegistry.from_config(cfg)
         env = str(ctx.cfg.env.name)
         governance = Governance(registry, env=env)
@@ -192,6 +196,10 @@ def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[
         }
         if validation
         else None,
-        lineage={k.removeprefix("raymlops."): v for k, v in tags.items() if k != "raymlops.input_columns"},
+        lineage={
+            k.removeprefix("raymlops."): v
+            for k, v in tags.items()
+            if k not in ("raymlops.input_columns", FEATURE_LOOKUP_TAG)
+        },
     )
     write_model_card(card, out)
