@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 
     from raymlops.features.views import FeatureView
 
-__all__ = ["JoinSpec", "asof_join_table", "join_views", "partition_ids", "pit_join"]
+__all__ = [
+    "JoinSpec",
+    "asof_join_table",
+    "default_partitions",
+    "hash_partition",
+    "join_views",
+    "partition_ids",
+    "pit_join",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +188,21 @@ def partition_ids(table: pa.Table, entities: tuple[str, ...], num_partitions: in
     return (combined % np.uint64(num_partitions)).astype(np.int64)
 
 
+def hash_partition(ds: ray.data.Dataset, entities: tuple[str, ...], num_partitions: int) -> list[list[Any]]:
+    """Per block of ``ds``, ``num_partitions`` object refs of its rows split by key hash (Ray tasks)."""
+    import ray
+
+    split = ray.remote(_split).options(num_returns=num_partitions)
+    return [_as_list(split.remote(ref, entities, num_partitions)) for ref in ds.to_arrow_refs()]
+
+
+def default_partitions() -> int:
+    """Two partitions per CPU of the cluster: every CPU busy, stragglers evened out."""
+    import ray
+
+    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+
+
 def _split(table: pa.Table, entities: tuple[str, ...], num_partitions: int) -> list[pa.Table]:
     part = partition_ids(table, entities, num_partitions)
     order = np.argsort(part, kind="stable")
@@ -244,13 +267,11 @@ def pit_join(
             batch_size=None,
             zero_copy_batch=True,
         )
-    if num_partitions is None:
-        num_partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    num_partitions = num_partitions or default_partitions()
     feature_ds = ray.data.from_arrow(features) if isinstance(features, pa.Table) else features
-    split = ray.remote(_split).options(num_returns=num_partitions)
     join = ray.remote(_join_partition)
-    left = [_as_list(split.remote(ref, spec.entities, num_partitions)) for ref in rows.to_arrow_refs()]
-    right = [_as_list(split.remote(ref, spec.entities, num_partitions)) for ref in feature_ds.to_arrow_refs()]
+    left = hash_partition(rows, spec.entities, num_partitions)
+    right = hash_partition(feature_ds, spec.entities, num_partitions)
     if not left:
         return rows
     if not right:  # no feature rows at all: an empty table of the right schema joins to nulls

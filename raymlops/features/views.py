@@ -344,15 +344,38 @@ def feature_table(
     version = version or backend.resolve()
     ds = backend.read(version).select_columns(view.source_columns())
     if view.aggregations:
-        return ds.groupby(view.entities).map_groups(
-            functools.partial(aggregate_on_grid, view=view), batch_format="pyarrow"
-        )
+        return _aggregate(ds, view)
     return ds.map_batches(
         functools.partial(_plain_columns, view=view),
         batch_format="pyarrow",
         batch_size=None,
         zero_copy_batch=True,
     )
+
+
+def _aggregate(ds: ray.data.Dataset, view: FeatureView) -> ray.data.Dataset:
+    """The aggregations per entity: rows hash-partitioned by entity (Ray tasks), one grid task per partition.
+
+    Not ``groupby().map_groups()``: its sort-based shuffle cost several times more here, and a
+    partition may hold many entities since :func:`aggregate_on_grid` handles any number of them.
+    """
+    import ray
+    import ray.data
+
+    from raymlops.features.pit_join import default_partitions, hash_partition
+
+    num_partitions = default_partitions()
+    parts = hash_partition(ds, tuple(view.entities), num_partitions)
+    if not parts:
+        return ray.data.from_arrow(_grid_schema(ds.schema().base_schema, view).empty_table())
+    grid = ray.remote(_aggregate_partition)
+    return ray.data.from_arrow_refs(
+        [grid.remote(view, *(p[i] for p in parts)) for i in range(num_partitions)]
+    )
+
+
+def _aggregate_partition(view: FeatureView, *tables: pa.Table) -> pa.Table:
+    return aggregate_on_grid(pa.concat_tables(tables, promote_options="permissive"), view)
 
 
 def _plain_columns(batch: pa.Table, view: FeatureView) -> pa.Table:
