@@ -49,8 +49,14 @@ def _stage(name: str) -> Stage:
     return stage
 
 
-def run_pipeline(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[RunContext, PipelineState]:
-    """Run ``cfg.stages`` in order on Ray. Raises the first stage's error; earlier outputs stay untouched."""
+def run_pipeline(
+    cfg: DictConfig, ctx: RunContext | None = None, state: PipelineState | None = None
+) -> tuple[RunContext, PipelineState]:
+    """Run ``cfg.stages`` in order on Ray. Raises the first stage's error; earlier outputs stay untouched.
+
+    ``state``: outputs of earlier stages to start from (e.g. a notebook that trained once and now tries
+    other gates with ``stages=[evaluate,export,register]``); a stage named again recomputes its output.
+    """
     names = list(cfg.stages)
     if cfg.tune is not None:  # +tune=<option>: the best trial of a search is the trained model
         names = ["tune" if name == "train" else name for name in names]
@@ -62,7 +68,7 @@ def run_pipeline(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[RunCon
     logger.info(
         "run started run_id=%s run_dir=%s stages=%s", ctx.run_id, ctx.run_dir, [s.name for s in stages]
     )
-    state = PipelineState()
+    state = state if state is not None else PipelineState()
     started = time.monotonic()
     status = "failed"
     if ctx.tracker is None and _TRACKED_STAGES & {s.name for s in stages}:

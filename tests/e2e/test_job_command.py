@@ -1,4 +1,6 @@
-"""The real commands: `python -m raymlops.job` on embedded Ray; jobs/submit.py against `ray start --head`."""
+"""The real commands: `python -m raymlops.job` on embedded Ray (its failure path; `make demo` and the
+in-process tests/e2e/test_quickstart.py cover a whole embedded run); jobs/submit.py and `ray job submit`
+against `ray start --head`, where the job command runs a whole pipeline to a served model."""
 
 from __future__ import annotations
 
@@ -31,27 +33,6 @@ SMALL = [
 
 def _env(state_dir: Path) -> dict[str, str]:
     return {**os.environ, "RAYMLOPS_HOME": str(state_dir), "RAYMLOPS_PROGRESS": "0", "RAY_ADDRESS": ""}
-
-
-def test_job_command_runs_to_served_predictions(tmp_path: Path) -> None:
-    port = free_port()
-    done = subprocess.run(
-        [sys.executable, "-m", "raymlops.job", *SMALL, f"serve.port={port}"],
-        cwd=tmp_path,
-        env=_env(tmp_path / "state"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
-    for stage in ("ingest", "validate", "features", "train", "evaluate", "export", "register", "deploy"):
-        assert f"\n{stage} " in out
-    assert "registered model: flights-delay version 1" in out
-    assert f"served at:        POST http://127.0.0.1:{port}/v1/models/flights-delay/predict" in out
-    assert out.count("'probability':") >= 2  # the sample requests' real answers
-    assert (tmp_path / "state" / "mlflow.db").exists()
-    assert not (tmp_path / "outputs").exists()  # Hydra's output stays under the state dir
 
 
 def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) -> None:
@@ -177,8 +158,16 @@ def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "finished: SUCCEEDED" in done.stdout
-    assert "registered model: flights-delay version 1" in done.stdout  # the job's logs were streamed
+    out = done.stdout
+    assert "finished: SUCCEEDED" in out
+    # The job's own summary, streamed back: every stage, the registered version, the URL, the sample
+    # requests' real answers; Hydra's output stays under the state dir.
+    for stage in ("ingest", "validate", "features", "train", "evaluate", "export", "register", "deploy"):
+        assert f"\n{stage} " in out, out[-3000:]
+    assert "registered model: flights-delay version 1" in out
+    assert f"served at:        POST http://127.0.0.1:{port}/v1/models/flights-delay/predict" in out
+    assert out.count("'probability':") >= 2
+    assert (tmp_path / "state" / "mlflow.db").exists() and (tmp_path / "state" / "hydra").is_dir()
     # Serve apps are detached: the model keeps answering after the driver exited.
     response = httpx.post(
         f"http://127.0.0.1:{port}/v1/models/flights-delay/predict",

@@ -14,6 +14,7 @@ import pytest
 from raymlops.config import compose
 from raymlops.errors import GateFailedError
 from raymlops.models.export import onnx_feeds
+from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.runner import run_pipeline
 from raymlops.registry.mlflow_registry import ModelRegistry
 from tests.conftest import free_port
@@ -133,28 +134,37 @@ def test_malformed_request_is_a_4xx_with_a_message(served) -> None:
 
 
 def test_failed_gates_register_rejected_and_leave_aliases_and_deployment_alone(served) -> None:
+    # The candidate is the XGBoost family on Ray Train's XGBoostTrainer: trained, exported with its ONNX
+    # parity checked, re-judged against the MLP champion, registered as rejected.
     cfg, _, state = served
     failing = compose(
         [
-            "+experiment=quickstart",
+            "+experiment=quickstart_xgb",
             f"state_dir={cfg.state_dir}",
             f"serve.port={cfg.serve.port}",
-            *MLP,
-            "model.epochs=1",
+            *SMALL,
+            "model.num_boost_round=20",
+            # No explain stage: the served run covers it; the register stage takes a run without SHAP.
+            "stages=[ingest,validate,features,train,evaluate,export,register,deploy]",
             "evaluate.gates=['test/auc>=0.99']",
             # Must beat the champion by 0.5 AUC: fails, after re-scoring v1 on this run's test rows.
             "evaluate.champion.max_regression={test/auc: -0.5}",
         ]
     )
+    ctx = RunContext(failing)
     with pytest.raises(GateFailedError) as failed:
-        run_pipeline(failing)
+        run_pipeline(failing, ctx)
     message = str(failed.value)
     assert re.search(r"test/auc = 0\.\d+, must be >= 0\.99", message)
     assert re.search(r"test/auc = 0\.\d+ vs champion v1 0\.\d+", message)
     assert "registered as flights-delay v2 (rejected; no alias moved)" in message
+    # XGBoost learned something and its exported graph matches the booster.
+    assert ctx.figures["evaluate"]["auc"] >= 0.55
+    assert float(ctx.figures["export"]["parity_max_abs_diff"]) <= failing.export.parity_tolerance
     registry = ModelRegistry.from_config(cfg.registry)
     v1, v2 = registry.versions(cfg.registry.model_name)
     assert v1.aliases == ("champion",) and v2.aliases == () and v2.lifecycle == "rejected"
+    assert "xgboost" in registry.client.get_run(v2.run_id).data.params["model._target_"].lower()
     # The champion's registered graph was re-scored on the candidate's rows: same row count, and on the
     # same split its AUC reproduces what v1's own run measured.
     path = registry.client.download_artifacts(v2.run_id, "reports/evaluation.json", str(cfg.state_dir))
@@ -174,42 +184,24 @@ def test_failed_gates_register_rejected_and_leave_aliases_and_deployment_alone(s
 
 
 def test_failed_gate_with_on_fail_skip_registers_nothing(served) -> None:
-    cfg, _, _ = served
+    # The served run's trained model judged again under a gate it cannot meet (no second training).
+    cfg, _, state = served
     registry = ModelRegistry.from_config(cfg.registry)
     before = registry.versions(cfg.registry.model_name)
     skipping = compose(
         [
             "+experiment=quickstart",
             f"state_dir={cfg.state_dir}",
-            "ray.progress_bars=false",
-            "data.sample_fraction=0.05",
-            "model.epochs=1",
-            "serve.enabled=false",
+            *MLP,
+            "stages=[evaluate,export,register,deploy]",
             "evaluate.gates=['test/auc>=0.99']",
             "evaluate.on_fail=skip",
         ]
     )
     with pytest.raises(GateFailedError, match=r"must be >= 0\.99") as failed:
-        run_pipeline(skipping)
+        run_pipeline(skipping, state=state)
     assert "registered as" not in str(failed.value)
     assert registry.versions(cfg.registry.model_name) == before
-
-
-def test_xgboost_experiment_trains_exports_and_registers(tmp_path: Path) -> None:
-    cfg = compose(
-        [
-            "+experiment=quickstart_xgb",
-            f"state_dir={tmp_path}",
-            "serve.enabled=false",
-            "model.num_boost_round=20",
-            *SMALL,
-        ]
-    )
-    _, state = run_pipeline(cfg)
-    assert type(state.train.model).__name__ == "XGBoostModel"
-    assert state.evaluate.metrics["test/auc"] >= 0.55
-    assert state.export.parity_max_abs_diff <= cfg.export.parity_tolerance
-    assert state.register.version == "1" and state.deploy is None
 
 
 def test_operator_cli_lists_the_registered_version(served, capsys: pytest.CaptureFixture[str]) -> None:

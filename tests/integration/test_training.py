@@ -113,7 +113,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(features: Any, tmp_pat
 
 def test_same_config_data_and_seed_reproduce_the_metrics(features: Any, tmp_path: Path) -> None:
     runs = [
-        _fit(TorchMLP(hidden_sizes=[16], epochs=2, batch_size=512), features, tmp_path / str(i), _trainer())
+        _fit(TorchMLP(hidden_sizes=[16], epochs=1, batch_size=512), features, tmp_path / str(i), _trainer())
         for i in range(2)
     ]
     first, second = (r.history_[-1] for r in runs)
@@ -122,19 +122,27 @@ def test_same_config_data_and_seed_reproduce_the_metrics(features: Any, tmp_path
     assert abs(first["valid/auc"] - second["valid/auc"]) < 1e-4
 
 
-def test_bf16_autocast_trains_on_cpu(features: Any, tmp_path: Path) -> None:
+def test_bf16_autocast_trains_on_cpu_and_the_checkpoint_carries_the_preprocessing(
+    features: Any, tmp_path: Path
+) -> None:
+    import torch
+
     trainer = _trainer(num_workers=1)
     trainer.precision = "bf16"
     model = _fit(TorchMLP(hidden_sizes=[16], epochs=1, batch_size=512), features, tmp_path, trainer)
     row = model.history_[-1]
     assert math.isfinite(row["train/loss"]) and 0.5 < row["valid/auc"] <= 1.0
     assert row["train/samples_per_second_per_worker"] > 0
+    # The checkpoint holds what resuming or serving needs, the fitted preprocessing included.
+    state = torch.load(Path(model.checkpoint_path_) / "model.pt", weights_only=False)
+    assert list(state["preprocessor"]["numeric"]) == list(features.preprocessor.numeric)
+    assert {"model", "optimizer", "epoch", "history"} <= set(state)
 
 
 def test_xgboost_stops_early_and_reports_the_torch_metric_names(features: Any, tmp_path: Path) -> None:
     # Deep trees at a high learning rate overfit within a few rounds: valid/loss turns up and stops it.
     model = XGBoostModel(max_depth=10, eta=1.0, num_boost_round=200, early_stopping_rounds=3, report_every=1)
-    _fit(model, features, tmp_path, _trainer())
+    _fit(model, features, tmp_path, _trainer(num_workers=1))
     rounds = model.booster_.num_boosted_rounds()
     losses = [row["valid/loss"] for row in model.history_]  # one report per round
     assert len(losses) < 200 and len(losses) == losses.index(min(losses)) + 1 + 3  # 3 rounds past the best
@@ -142,12 +150,3 @@ def test_xgboost_stops_early_and_reports_the_torch_metric_names(features: Any, t
     assert {"train/loss", "valid/loss", "valid/auc"} <= set(model.history_[-1])
     x = features.test.take_batch(64, batch_format="numpy")["x"]
     assert model.predict_proba(x).shape == (64,)
-
-
-def test_checkpoint_carries_the_fitted_preprocessing(features: Any, tmp_path: Path) -> None:
-    import torch
-
-    model = _fit(TorchMLP(hidden_sizes=[8], epochs=1), features, tmp_path, _trainer(num_workers=1))
-    state = torch.load(Path(model.checkpoint_path_) / "model.pt", weights_only=False)
-    assert list(state["preprocessor"]["numeric"]) == list(features.preprocessor.numeric)
-    assert {"model", "optimizer", "epoch", "history"} <= set(state)

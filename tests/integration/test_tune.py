@@ -44,11 +44,12 @@ def test_tune_replaces_train_and_the_best_trial_is_evaluated(tmp_path: Path, sou
             f"data.source={source_file}",
             "ray.progress_bars=false",
             "stages=[ingest,validate,features,train,evaluate]",  # train becomes tune
+            "trainer=single",  # one worker per trial: the search is under test here, not DDP
             "evaluate.gates=[]",
             "model.epochs=3",
             "model.batch_size=256",
             SPACE,
-            "tune.num_samples=4",
+            "tune.num_samples=3",
             "tune.max_concurrent_trials=2",
             "tune.seed=3",
             "tune.scheduler.grace_period=1",
@@ -59,7 +60,7 @@ def test_tune_replaces_train_and_the_best_trial_is_evaluated(tmp_path: Path, sou
 
     assert "train" not in ctx.lineage["stage_seconds"] and "tune" in ctx.lineage["stage_seconds"]
     trials = json.loads((ctx.run_dir / "tune_trials.json").read_text())
-    assert len(trials) == 4 and sum(t["best"] for t in trials) == 1
+    assert len(trials) == 3 and sum(t["best"] for t in trials) == 1
     assert all(t["error"] is None for t in trials)
     finals = [t["metrics"]["valid/loss"] for t in trials]
     best = next(t for t in trials if t["best"])
