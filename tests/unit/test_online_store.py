@@ -95,6 +95,13 @@ def test_sqlite_lookup_is_one_query(tmp_path: Path) -> None:
     assert len(statements) == 1 and statements[0].startswith("SELECT")
     assert [r["x"] for r in found["a"]] == list(range(64))  # type: ignore[index]
     assert found["b"][64:] == [None] * 6
+    # Each view's part searches the primary key: a row-value IN (VALUES ...) scanned the whole table.
+    sqlite._connect().set_trace_callback(None)
+    plan = sqlite._connect().execute("EXPLAIN QUERY PLAN " + statements[0]).fetchall()
+    assert all("USING PRIMARY KEY" in step[-1] for step in plan if "feature_rows" in step[-1]), plan
+    # Beyond SQLite's bound-variable limit the batch is split, and still answered whole.
+    many = [str(i) for i in range(40_000)]
+    assert sqlite.lookup({"a": many})["a"][63:65] == [{"x": 63, TS_FIELD: 1}, None]
 
 
 def test_redis_lookup_is_one_round_trip(redis_server: RedisServer) -> None:

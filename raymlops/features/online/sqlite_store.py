@@ -1,7 +1,8 @@
 """The embedded online store: one SQLite file (WAL), zero setup.
 
 One table holds every view's rows, keyed by ``(view, entity)``; a lookup of a request batch is one
-``SELECT ... WHERE (view, entity) IN (VALUES ...)`` over the primary key, whatever the number of views.
+statement whatever the number of views: per view ``view = ? AND entity IN (...)``, joined by ``UNION ALL``
+(each part a primary-key search; a row-value ``(view, entity) IN (VALUES ...)`` scans the whole table).
 WAL lets the router read while ``features materialize`` writes. Connections are per thread (sqlite3
 objects may not cross threads), opened on first use.
 """
@@ -36,8 +37,9 @@ INSERT INTO feature_rows (view, entity, event_ts, payload) VALUES (?, ?, ?, ?)
 ON CONFLICT (view, entity) DO UPDATE SET event_ts = excluded.event_ts, payload = excluded.payload
 WHERE excluded.event_ts >= feature_rows.event_ts
 """
-# SQLite allows 32766 bound variables per statement; two per (view, entity) pair.
-_MAX_PAIRS = 16_000
+# SQLite allows 32766 bound variables per statement: one per entity, one per view part.
+_MAX_VARIABLES = 30_000
+_PART = "SELECT view, entity, payload FROM feature_rows WHERE view = ? AND entity IN ({})"
 
 
 class SQLiteStore:
@@ -79,21 +81,12 @@ class SQLiteStore:
         return len(values)
 
     def lookup(self, keys: Mapping[str, Sequence[str | None]]) -> dict[str, list[dict[str, Any] | None]]:
-        pairs = sorted(
-            {(view, key) for view, entities in keys.items() for key in entities if key is not None}
-        )
+        wanted = {view: sorted({k for k in entities if k is not None}) for view, entities in keys.items()}
         found: dict[tuple[str, str], str] = {}
         try:
             connection = self._connect()
-            for start in range(0, len(pairs), _MAX_PAIRS):
-                chunk = pairs[start : start + _MAX_PAIRS]
-                placeholders = ",".join(["(?,?)"] * len(chunk))
-                query = (
-                    "SELECT view, entity, payload FROM feature_rows "
-                    f"WHERE (view, entity) IN (VALUES {placeholders})"
-                )
-                flat = [part for pair in chunk for part in pair]
-                found.update(((v, e), p) for v, e, p in connection.execute(query, flat))
+            for query, args in _statements(wanted):
+                found.update(((v, e), p) for v, e, p in connection.execute(query, args))
         except sqlite3.Error as exc:
             raise OnlineStoreError(str(self.path), str(exc)) from exc
         decoded = {pair: json.loads(payload) for pair, payload in found.items()}
@@ -139,3 +132,22 @@ class SQLiteStore:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def _statements(wanted: Mapping[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """``UNION ALL`` statements covering every (view, entity): one unless the batch exceeds SQLite's
+    bound-variable limit."""
+    statements: list[tuple[str, list[str]]] = []
+    parts: list[str] = []
+    args: list[str] = []
+    for view, entities in wanted.items():
+        for start in range(0, len(entities), _MAX_VARIABLES - 1):
+            chunk = entities[start : start + _MAX_VARIABLES - 1]
+            if parts and len(args) + len(chunk) + 1 > _MAX_VARIABLES:
+                statements.append((" UNION ALL ".join(parts), args))
+                parts, args = [], []
+            parts.append(_PART.format(",".join("?" * len(chunk))))
+            args += [view, *chunk]
+    if parts:
+        statements.append((" UNION ALL ".join(parts), args))
+    return statements
