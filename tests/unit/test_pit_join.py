@@ -88,7 +88,7 @@ def brute_force(rows: dict, feats: dict, keys: tuple[str, ...], ttl: int | None)
     return out
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timelines())
 def test_asof_join_equals_brute_force_and_never_leaks(case) -> None:
     rows, feats, keys, ttl = case
@@ -105,7 +105,7 @@ def test_asof_join_equals_brute_force_and_never_leaks(case) -> None:
                 assert row["t"] - row["ft_copy"] <= timedelta(seconds=ttl)  # nothing older than the TTL
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(timelines())
 def test_static_join_takes_the_last_row_per_key(case) -> None:
     rows, feats, keys, _ = case
@@ -175,7 +175,7 @@ def _history_view(size_s: int, every_s: int, lag_s: int) -> FeatureView:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 40), st.one_of(st.none(), st.integers(0, 5))),
