@@ -191,8 +191,8 @@ def materialize_view(
     watermark = max(newest, kept)  # the newest event time considered: the next run starts after it
     if upper is None:
         # No instant given: the store reflects the newest event in the source (data time, not wall
-        # time: a historical dataset would otherwise be entirely out of its TTL).
-        upper = watermark
+        # time: a historical dataset would otherwise be entirely out of its TTL); a static view, now.
+        upper = watermark if view.timestamp is not None else to_micros(dt.datetime.now(dt.timezone.utc))
     floor = ttl_floor(view, upper)
     if latest is not None and floor is not None:
         latest = latest.filter(pc.greater_equal(latest[TS], floor))
