@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 # Small but honest: a 10% sample of every month, two epochs; the gate still has to be met.
 SMALL = ["data.sample_fraction=0.1", "ray.progress_bars=false", "evaluate.gates=['test/auc>=0.55']"]
-MLP = [*SMALL, "model.epochs=2"]
+# SHAP over fewer rows than the default: the explain stage is under test, not the precision of its means.
+MLP = [*SMALL, "model.epochs=2", "explain.background_rows=30", "explain.rows=50"]
 
 
 @pytest.fixture(scope="module")
