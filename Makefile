@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Python writes each module's bytecode cache the first time it imports it. Some machines (this project's
+# CI among them) set PYTHONDONTWRITEBYTECODE=1; with pip's --no-compile below, every process (each Ray
+# worker, each job subprocess) would then compile ray, torch and mlflow from source at every start: it
+# doubled the test time. Unset here, the modules that are used compile once and are cached.
+RUN := env -u PYTHONDONTWRITEBYTECODE
 
 .PHONY: install system-deps demo test lint typecheck unit bench clean
 
@@ -12,14 +17,14 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first, so no dependency pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
 	# --no-compile: byte-compiling every file of torch, ray and mlflow costs minutes on 2 cores; the
-	# modules that are imported compile on first import instead.
+	# modules that are imported compile on first import instead (see RUN above).
 	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m raymlops.job +experiment=quickstart
+	$(RUN) $(BIN)/python -m raymlops.job +experiment=quickstart
 
 lint: install
 	$(BIN)/ruff check raymlops tests jobs benchmarks
@@ -40,10 +45,10 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 test: lint typecheck system-deps
-	$(BIN)/python -m pytest -q -ra
+	$(RUN) $(BIN)/python -m pytest -q -ra
 
 bench: install
-	for b in benchmarks/[a-z]*.py; do $(BIN)/python $$b --quick || exit 1; done
+	for b in benchmarks/[a-z]*.py; do $(RUN) $(BIN)/python $$b --quick || exit 1; done
 
 clean:
 	rm -rf .raymlops

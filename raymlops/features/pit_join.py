@@ -10,8 +10,9 @@ preprocessing imputes like any missing value. Static views (no timestamp) join o
 Distribution: a small feature table is broadcast (put once in the object store, joined onto every
 block of rows in place); a large one is hash-partitioned on the entity keys together with the rows,
 and each of the N partitions is joined by one task (a hand-written map/reduce shuffle with Ray tasks:
-Ray Data has no as-of join). The per-partition kernel :func:`asof_join_table` is pure pyarrow/numpy:
-one stable sort of the feature rows by (key, time) and one ``np.searchsorted`` for all rows.
+Ray Data has no as-of join). The kernel is pure pyarrow/numpy: :class:`FeatureIndex` sorts the feature
+rows by (key, time) once, then one ``np.searchsorted`` serves a whole block of rows. The broadcast
+path ships the built index, so no block re-sorts the feature table.
 The shuffled join returns rows grouped by partition, not in input order.
 """
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from raymlops.features.views import FeatureView
 
 __all__ = [
+    "FeatureIndex",
     "JoinSpec",
     "asof_join_table",
     "default_partitions",
@@ -45,7 +47,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BROADCAST_MAX_ROWS = 2_000_000  # feature tables up to this size are broadcast instead of shuffled
+# Feature tables up to this size are indexed once and broadcast (about 40 bytes a row plus the features
+# in the object store); larger ones are shuffled together with the rows.
+BROADCAST_MAX_ROWS = 5_000_000
 _UNIT_RANK = {"s": 0, "ms": 1, "us": 2, "ns": 3}
 
 
@@ -67,53 +71,112 @@ class JoinSpec:
 # ---------------------------------------------------------------- the per-partition kernel
 
 
+@dataclass(frozen=True)
+class FeatureIndex:
+    """A feature table prepared once for any number of as-of look-ups.
+
+    Built in one pass: the entity keys dictionary-encoded into one int64 code per row, the valid rows
+    sorted by (code, time), and (code, rank of the time among the table's distinct times) packed into
+    one sortable int64. A block of rows then costs one ``pc.index_in`` per key column and one
+    ``np.searchsorted``, whatever the feature table's size: this is what the broadcast join ships to
+    every block, instead of re-sorting the feature table per block.
+    """
+
+    spec: JoinSpec
+    features: pa.Table  # spec.features, every feature row (source_row indexes into it)
+    dictionaries: tuple[pa.Array, ...]  # distinct values of each entity column
+    sorted_key: np.ndarray  # (code + 1) * stride + time rank + 1 (static: the code), ascending
+    source_row: np.ndarray  # feature row behind each sorted_key
+    times: np.ndarray  # feature ticks (unit ``unit``) behind each sorted_key; empty for static views
+    distinct_times: np.ndarray  # ascending distinct ticks of the valid feature rows
+    unit: str
+
+    @classmethod
+    def build(cls, features: pa.Table, spec: JoinSpec) -> FeatureIndex:
+        dictionaries = tuple(pc.unique(features[name].combine_chunks()).drop_null() for name in spec.entities)
+        codes = _codes(features, spec.entities, dictionaries)
+        table = features.select(list(spec.features))
+        if spec.feature_time is None:  # static: the last row of each key wins
+            keep = np.flatnonzero(codes >= 0)
+            order = np.argsort(codes[keep], kind="stable")
+            empty = np.empty(0, np.int64)
+            return cls(spec, table, dictionaries, codes[keep][order], keep[order], empty, empty, "s")
+        column = features[spec.feature_time]
+        unit = column.type.unit if pa.types.is_timestamp(column.type) else "s"
+        ticks, valid = _ticks(column, unit)
+        keep = np.flatnonzero(valid & (codes >= 0))
+        distinct, rank = np.unique(ticks[keep], return_inverse=True)
+        key = (codes[keep] + 1) * (len(distinct) + 1) + rank.astype(np.int64) + 1
+        order = np.argsort(key, kind="stable")  # among equal (key, time) the last in table order wins
+        return cls(spec, table, dictionaries, key[order], keep[order], ticks[keep][order], distinct, unit)
+
+    def join(self, rows: pa.Table) -> pa.Table:
+        """``rows`` with the features appended, point-in-time correct (see the module docstring)."""
+        clash = sorted(set(self.spec.features) & set(rows.column_names))
+        if clash:
+            raise ConfigError("features.views", f"feature column(s) {clash} already exist in the rows.")
+        taken = self.features.take(self.lookup(rows))
+        for name in self.spec.features:
+            rows = rows.append_column(name, taken[name])
+        return rows
+
+    def lookup(self, rows: pa.Table) -> pa.Array:
+        """Per row, the index of its feature row (null where none qualifies)."""
+        codes = _codes(rows, self.spec.entities, self.dictionaries)
+        if self.spec.feature_time is None:
+            wanted, found = codes, codes >= 0
+        else:
+            column = rows[self.spec.event_time]
+            # The finer unit of the two, so that neither side is floored (the TTL edge must be exact).
+            unit = self.unit
+            if pa.types.is_timestamp(column.type) and _UNIT_RANK[column.type.unit] > _UNIT_RANK[unit]:
+                unit = column.type.unit
+            scale = 10 ** (3 * (_UNIT_RANK[unit] - _UNIT_RANK[self.unit]))
+            ticks, valid = _ticks(column, unit)
+            # How many distinct feature times are at or before each row's time: the as-of bound.
+            at_or_before = np.searchsorted(self.distinct_times * scale, ticks, side="right")
+            wanted = (codes + 1) * (len(self.distinct_times) + 1) + at_or_before
+            found = valid & (codes >= 0)
+        pos = np.searchsorted(self.sorted_key, wanted, side="right") - 1
+        pos_ok = np.clip(pos, 0, None)
+        if len(self.sorted_key) == 0:
+            return pa.nulls(rows.num_rows, pa.int64())
+        found &= pos >= 0
+        if self.spec.feature_time is None:
+            found &= self.sorted_key[pos_ok] == codes
+        else:
+            stride = len(self.distinct_times) + 1
+            found &= self.sorted_key[pos_ok] // stride == codes + 1  # the same key, not the one before
+            if self.spec.ttl is not None:
+                ttl = round(self.spec.ttl.total_seconds() * 10 ** (3 * _UNIT_RANK[unit]))
+                found &= ticks - self.times[pos_ok] * scale <= ttl
+        return pa.array(self.source_row[pos_ok], mask=~found)
+
+
 def asof_join_table(rows: pa.Table, features: pa.Table, spec: JoinSpec) -> pa.Table:
     """``rows`` with ``spec.features`` appended, point-in-time correct (single process, vectorised)."""
-    clash = sorted(set(spec.features) & set(rows.column_names))
-    if clash:
-        raise ConfigError("features.views", f"feature column(s) {clash} already exist in the rows.")
-    left_codes, right_codes = _joint_codes(rows, features, spec.entities)
-    if spec.feature_time is None:
-        index = _latest_per_key(left_codes, right_codes)
-    else:
-        index = _asof_index(rows, features, left_codes, right_codes, spec)
-    taken = features.select(list(spec.features)).take(index)
-    for name in spec.features:
-        rows = rows.append_column(name, taken[name])
-    return rows
+    return FeatureIndex.build(features, spec).join(rows)
 
 
-def _joint_codes(left: pa.Table, right: pa.Table, entities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Int64 codes equal across both tables for equal keys; -1 where any key is null."""
-    n = left.num_rows
-    codes = np.zeros(n + right.num_rows, dtype=np.int64)
-    null = np.zeros(n + right.num_rows, dtype=bool)
-    for name in entities:
-        lcol, rcol = left[name], right[name]
-        if rcol.type != lcol.type:  # e.g. an all-null block: take the other side's type
-            if pa.types.is_null(lcol.type):
-                lcol = pc.cast(lcol, rcol.type)
-            else:
-                rcol = pc.cast(rcol, lcol.type)
-        both = pa.chunked_array([*lcol.chunks, *rcol.chunks], type=lcol.type)
-        encoded = pc.dictionary_encode(both).combine_chunks()
-        index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        null |= index < 0
-        # Mixed radix: fits int64 for any realistic key space (the product of distinct values per column).
-        codes = codes * (len(encoded.dictionary) + 1) + index + 1
-    codes[null] = -1
-    return codes[:n], codes[n:]
-
-
-def _latest_per_key(left_codes: np.ndarray, right_codes: np.ndarray) -> pa.Array:
-    if len(right_codes) == 0:
-        return pa.nulls(len(left_codes), pa.int64())
-    order = np.argsort(right_codes, kind="stable")  # the last row of each key wins, as for ties in time
-    sorted_codes = right_codes[order]
-    pos = np.searchsorted(sorted_codes, left_codes, side="right") - 1
-    pos_ok = np.clip(pos, 0, None)
-    found = (pos >= 0) & (left_codes >= 0) & (sorted_codes[pos_ok] == left_codes)
-    return pa.array(order[pos_ok], mask=~found)
+def _codes(table: pa.Table, entities: tuple[str, ...], dictionaries: tuple[pa.Array, ...]) -> np.ndarray:
+    """One int64 per row for its keys, by position in ``dictionaries`` (mixed radix); -1 where a key is
+    null or not in the dictionary. Fits int64 for any realistic key space (the product of the numbers
+    of distinct values per column)."""
+    codes = np.zeros(table.num_rows, dtype=np.int64)
+    missing = np.zeros(table.num_rows, dtype=bool)
+    for name, dictionary in zip(entities, dictionaries, strict=True):
+        column = table[name]
+        if pa.types.is_null(column.type) or len(dictionary) == 0:
+            missing[:] = True
+            continue
+        if column.type != dictionary.type:  # e.g. int32 keys in one table, int64 in the other
+            column = pc.cast(column, dictionary.type)
+        index = pc.index_in(column, value_set=dictionary)
+        index = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        missing |= index < 0
+        codes = codes * (len(dictionary) + 1) + index + 1
+    codes[missing] = -1
+    return codes
 
 
 def _ticks(column: pa.ChunkedArray, unit: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,49 +186,6 @@ def _ticks(column: pa.ChunkedArray, unit: str) -> tuple[np.ndarray, np.ndarray]:
     ints = pc.cast(pc.cast(column, pa.timestamp(unit, column.type.tz)), pa.int64())
     valid = pc.is_valid(ints).to_numpy(zero_copy_only=False)
     return pc.fill_null(ints, 0).to_numpy(zero_copy_only=False), valid
-
-
-def _asof_index(
-    rows: pa.Table, features: pa.Table, left_codes: np.ndarray, right_codes: np.ndarray, spec: JoinSpec
-) -> pa.Array:
-    assert spec.feature_time is not None
-    lcol, rcol = rows[spec.event_time], features[spec.feature_time]
-    # The finer unit of the two: flooring a 10:00:00.5 feature to 10:00:00 would let it join a 10:00:00 row.
-    units = [t.unit for t in (lcol.type, rcol.type) if pa.types.is_timestamp(t)]
-    unit = max(units, key=_UNIT_RANK.__getitem__) if units else "s"
-    lt, lvalid = _ticks(lcol, unit)
-    rt, rvalid = _ticks(rcol, unit)
-    keep = np.flatnonzero(rvalid & (right_codes >= 0))
-    rc, rt = right_codes[keep], rt[keep]
-    order = np.lexsort((rt, rc))  # stable: among equal (key, time) the last in table order wins
-    rc, rt, source_row = rc[order], rt[order], keep[order]
-    if len(rc) == 0:
-        return pa.nulls(rows.num_rows, pa.int64())
-    rkey, lkey = _ordered_keys(rc, rt, left_codes, lt)
-    pos = np.searchsorted(rkey, lkey, side="right") - 1
-    pos_ok = np.clip(pos, 0, None)
-    found = (pos >= 0) & lvalid & (left_codes >= 0) & (rc[pos_ok] == left_codes)
-    if spec.ttl is not None:
-        ttl = round(spec.ttl.total_seconds() * 10 ** (3 * _UNIT_RANK[unit]))
-        found &= lt - rt[pos_ok] <= ttl
-    return pa.array(source_row[pos_ok], mask=~found)
-
-
-def _ordered_keys(
-    rc: np.ndarray, rt: np.ndarray, lc: np.ndarray, lt: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """One int64 per (code, time) that orders like the pair, so that one searchsorted does the as-of."""
-    lo = min(int(rt.min()), int(lt.min()) if len(lt) else int(rt.min()))
-    hi = max(int(rt.max()), int(lt.max()) if len(lt) else int(rt.max()))
-    span = hi - lo + 1
-    top = int(max(rc.max(), lc.max() if len(lc) else 0)) + 2
-    if top * span < 2**62:
-        return (rc + 1) * span + (rt - lo), (lc + 1) * span + (lt - lo)
-    # Times too far apart (e.g. nanoseconds): replace them by their rank among all times.
-    ranks = np.unique(np.concatenate([rt, lt]), return_inverse=True)[1].astype(np.int64)
-    span = int(ranks.max()) + 1
-    rr, lr = ranks[: len(rt)], ranks[len(rt) :]
-    return (rc + 1) * span + rr, (lc + 1) * span + lr
 
 
 # ---------------------------------------------------------------- hash partitioning
@@ -226,15 +246,16 @@ def _concat(tables: Any) -> pa.Table:
 
 
 class _BroadcastJoin:
-    """Map function: join each block of rows onto the broadcast feature table."""
+    """Map function: join each block of rows onto the broadcast, already sorted feature index."""
 
-    def __init__(self, features_ref: Any, spec: JoinSpec) -> None:
-        self.features_ref, self.spec = features_ref, spec
+    def __init__(self, index_ref: Any) -> None:
+        self.index_ref = index_ref
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
 
-        return asof_join_table(batch, ray.get(self.features_ref), self.spec)
+        index: FeatureIndex = ray.get(self.index_ref)  # zero-copy numpy arrays from the object store
+        return index.join(batch)
 
 
 def pit_join(
@@ -262,7 +283,7 @@ def pit_join(
     if strategy == "broadcast":
         table = features if isinstance(features, pa.Table) else _collect(features)
         return rows.map_batches(
-            _BroadcastJoin(ray.put(table), spec),
+            _BroadcastJoin(ray.put(FeatureIndex.build(table, spec))),
             batch_format="pyarrow",
             batch_size=None,
             zero_copy_batch=True,
