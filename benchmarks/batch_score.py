@@ -18,7 +18,6 @@ nice-15 actors: 0.36-0.49x at 1M rows). On a dedicated machine the niceness make
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 # Run as ``python benchmarks/batch_score.py``: Python puts this folder first on sys.path.
-from _harness import Figure, alternate, emit, log, parser, start_ray, summary, synthetic_flights
+from _harness import Figure, alternate, emit, log, parser, start_ray_at_nice_0, summary, synthetic_flights
 
 NAME = "batch_score"
 _PART_ROWS = 1_000_000
@@ -164,22 +163,12 @@ def run_size(rows: int, repeats: int, warmup: int, work: Path) -> Figure:
     )
 
 
-def _same_niceness_as_ray_workers() -> None:
-    import ray
-
-    worker = ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote())
-    os.nice(max(0, worker - os.nice(0)))
-    log(f"driver niceness {os.nice(0)}, Ray workers' {worker}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     repeats = args.repeats or (3 if rows <= 2_000_000 else 2)
     warmup = args.warmup if args.warmup is not None else 0  # the agreement check above warms both up
-    os.environ.setdefault("RAY_worker_niceness", "0")  # read by the raylet that start_ray starts
-    start_ray()
-    _same_niceness_as_ray_workers()
+    start_ray_at_nice_0()
     work = Path(tempfile.mkdtemp(prefix="raymlops-bench-batch-"))
     try:
         log(f"size {rows:,} rows; repeats={repeats} warmup={warmup}")

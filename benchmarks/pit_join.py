@@ -19,7 +19,6 @@ Both sides run at nice 0 (Ray's workers default to nice 15; see batch_score.py o
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from datetime import timedelta
 
@@ -27,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 # Run as ``python benchmarks/pit_join.py``: Python puts this folder first on sys.path.
-from _harness import Figure, alternate, emit, log, parser, start_ray, summary, synthetic_flights
+from _harness import Figure, alternate, emit, log, parser, start_ray_at_nice_0, summary, synthetic_flights
 
 NAME = "pit_join"
 TARGET = 1.3  # at 10M rows on 2 cores
@@ -153,22 +152,12 @@ def _label(rows: int) -> str:
     return f"{rows // 1_000_000}M" if rows >= 1_000_000 else f"{rows // 1000}k"
 
 
-def _same_niceness_as_ray_workers() -> None:
-    import ray
-
-    worker = ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote())
-    os.nice(max(0, worker - os.nice(0)))
-    log(f"driver niceness {os.nice(0)}, Ray workers' {worker}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     sizes = [args.rows] if args.rows else ([200_000] if args.quick else [1_000_000, 10_000_000])
     repeats = args.repeats or (3 if max(sizes) <= 2_000_000 else 2)
     warmup = args.warmup if args.warmup is not None else 0  # the agreement check warms both up
-    os.environ.setdefault("RAY_worker_niceness", "0")  # read by the raylet that start_ray starts
-    start_ray()
-    _same_niceness_as_ray_workers()
+    start_ray_at_nice_0()
     figures = []
     for rows in sizes:
         log(f"size {rows:,} rows; repeats={repeats} warmup={warmup}")
