@@ -25,7 +25,7 @@ class LakeFSConfig:
 
 @dataclass
 class ColumnTags:
-    pii: bool = False  # personal data: hashed or dropped (data.pii.action) before the prediction log and reports
+    pii: bool = False  # personal data: hashed or dropped (data.pii.action) before prediction log and reports
 
 
 class PIIAction(Enum):
@@ -37,7 +37,7 @@ class PIIAction(Enum):
 class PIIConfig:
     action: PIIAction = PIIAction.hash
     salt_env: str = "RAYMLOPS_PII_SALT"  # the hashing key; unset: a random one kept in <state_dir>/pii_salt
-    entity_columns: list[str] = field(default_factory=list)  # columns `data erase --entity COL=VALUE` may match
+    entity_columns: list[str] = field(default_factory=list)  # what `data erase --entity COL=VALUE` may match
 
 
 @dataclass
