@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             "use_gpu": _flag("use_gpu", keys["use_gpu"]),
         }
         cfg = compose_config(overrides)
+        from raymlops.security.roles import authorize
         from raymlops.serving.batch import batch_score
+
+        authorize(cfg.security, "batch.score", str(keys["model"]), why=f"{keys['input']} -> {keys['output']}")
 
         result = batch_score(keys["model"], keys["input"], keys["output"], cfg, **options)
     except (UsageError, RayMLOpsError) as exc:

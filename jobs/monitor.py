@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = _compose(overrides)
+        from raymlops.security.roles import authorize
+
+        authorize(cfg.security, "monitor.run", str(cfg.monitor.model))
         monitor = cfg.monitor
         if monitor.serve_port is None:
             report = run_once(cfg, args)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from raymlops.data.cli import add_data_commands, run_data_command
 from raymlops.errors import RayMLOpsError
@@ -22,17 +24,73 @@ from raymlops.registry.models_cli import add_models_commands, run_models_command
 from raymlops.registry.runs_cli import add_runs_commands, run_runs_command
 from raymlops.serving.serve_cli import add_serve_commands, run_serve_command
 
+# Config groups an override may start with: ``serve traffic NAME 1=95 env=prod`` puts the overrides in
+# the weights list (its nargs is greedy); they are moved back before anything reads them.
+_OVERRIDE_ROOTS = {"env", "state_dir", "ray", "serve", "registry", "security", "data", "monitor", "features"}
 
-def main(argv: list[str] | None = None) -> int:
+
+def command_name(args: argparse.Namespace) -> str:
+    """``GROUP COMMAND`` (``serve keys add`` for the key commands): the key of ``CLI_ACTIONS``."""
+    words = [args.group, getattr(args, "command", None), getattr(args, "keys_command", None)]
+    return " ".join(w for w in words if w)
+
+
+def authorize_cli(args: argparse.Namespace) -> None:
+    """The caller's role against the command's action (``security.roles.CLI_ACTIONS``), audited.
+
+    Runs before the command does anything: a refused command changes nothing. Unlisted commands need
+    admin. The first key of an empty key file may be created by anyone (bootstrap), and is audited.
+    """
+    from raymlops.config import compose
+    from raymlops.security.roles import CLI_ACTIONS, authorize
+
+    weights = getattr(args, "weights", None)
+    if weights:
+        moved = [w for w in weights if w.split("=", 1)[0].split(".", 1)[0].lstrip("+~") in _OVERRIDE_ROOTS]
+        args.weights = [w for w in weights if w not in moved]
+        args.overrides = [*moved, *args.overrides]
+    cfg = compose(list(args.overrides))
+    name = command_name(args)
+    action = CLI_ACTIONS.get(name, "roles.manage")  # unlisted: admin only
+    named = ("name", "model", "key_id", "ref")
+    target = " ".join(str(v) for k, v in sorted(vars(args).items()) if k in named)
+    if name == "serve keys add" and cfg.security.enabled:
+        from raymlops.serving.auth import KeyStore
+
+        if not KeyStore(cfg.security.keys_file).list():
+            from raymlops.registry.governance import current_user
+            from raymlops.security.roles import Principal
+
+            bootstrap = Principal(current_user(), "admin")
+            why = "bootstrap: the key file holds no key yet"
+            authorize(cfg.security, action, target, principal=bootstrap, why=why)
+            return
+    authorize(cfg.security, action, target or str(cfg.env.name), why=f"python -m raymlops {name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (``tests/unit/test_roles.py`` walks it against ``CLI_ACTIONS``)."""
     parser = argparse.ArgumentParser(
         prog="raymlops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="group", required=True)
-    add_models_commands(sub)
-    add_data_commands(sub)
-    add_features_commands(sub)
-    add_runs_commands(sub)
-    add_serve_commands(sub)
+    for add_commands, _ in GROUPS.values():
+        add_commands(sub)
+    return parser
+
+
+# group -> (adds its subcommands, runs one of them)
+GROUPS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
+    "models": (add_models_commands, run_models_command),
+    "data": (add_data_commands, run_data_command),
+    "features": (add_features_commands, run_features_command),
+    "runs": (add_runs_commands, run_runs_command),
+    "serve": (add_serve_commands, run_serve_command),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     # Overrides may follow options (``ingest FILE -m msg env=prod``): argparse would refuse them there.
     args, extra = parser.parse_known_args(argv)
     unknown = [e for e in extra if "=" not in e or e.startswith("-")]
@@ -40,15 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = [*args.overrides, *extra]
     try:
-        if args.group == "data":
-            return run_data_command(args)
-        if args.group == "features":
-            return run_features_command(args)
-        if args.group == "runs":
-            return run_runs_command(args)
-        if args.group == "serve":
-            return run_serve_command(args)
-        return run_models_command(args)
+        authorize_cli(args)
+        return GROUPS[args.group][1](args)
     except RayMLOpsError as exc:
         print(f"raymlops: {exc}", file=sys.stderr)
         return 2

@@ -197,12 +197,13 @@ class AliasConflictError(GovernanceError):
 class PermissionDeniedError(AuthError):
     """The caller's role may not perform an action (the refusal is audited)."""
 
-    def __init__(self, action: str, needed: str, who: str, role: str) -> None:
-        self.action, self.needed, self.who, self.role = action, needed, who, role
-        super().__init__(f"{who} (role {role}) may not {action}: it needs role {needed} or higher.")
+    def __init__(self, action: str, needed: str, who: str, role: str, hint: str = "") -> None:
+        self.action, self.needed, self.who, self.role, self.hint = action, needed, who, role, hint
+        message = f"{who} (role {role}) may not {action}: it needs role {needed} or higher"
+        super().__init__(message + (f" ({hint})." if hint else "."))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.action, self.needed, self.who, self.role))
+        return (type(self), (self.action, self.needed, self.who, self.role, self.hint))
 
 
 class IntegrityError(RayMLOpsError):

@@ -13,6 +13,7 @@ from typing import Any
 
 from raymlops.data.versioning import DataBackend
 from raymlops.errors import ConfigError
+from raymlops.security.names import check_ref_path
 
 __all__ = ["REF_FORMATS", "ParsedRef", "open_backend", "parse_ref"]
 
@@ -38,7 +39,11 @@ class ParsedRef:
 
 
 def parse_ref(ref: str, key: str = "data.ref") -> ParsedRef:
-    """Split a reference into backend, location and pin; a malformed one names the formats."""
+    """Split a reference into backend, location and pin; a malformed one names the formats.
+
+    NUL and control characters, '..' segments and look-alike Unicode are refused (``check_ref_path``).
+    """
+    check_ref_path(ref, key)
     if ref.startswith("delta:"):
         if match := _DELTA.match(ref):
             return ParsedRef("delta", match["path"], match["version"], key)

@@ -143,10 +143,12 @@ def run_retrain(
         progress: Called with one line per step (default: the log).
     """
     from raymlops.registry.governance import Governance
+    from raymlops.security.roles import authorize
 
+    model = str(cfg.registry.model_name)
+    authorize(cfg.security, "retrain.run", model, why="force" if force else "trigger check")
     governance = Governance.from_config(cfg)
     registry = governance.registry
-    model = str(cfg.registry.model_name)
     audit = _Auditor(governance, model)
     decisions = evaluate_triggers(cfg, now=now, report=report, since=since, until=until, registry=registry)
     if force:

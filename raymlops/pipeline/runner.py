@@ -15,6 +15,7 @@ from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.ray_session import connect_ray
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState
+from raymlops.security.roles import authorize_job
 
 __all__ = ["STAGES", "run_pipeline"]
 
@@ -63,6 +64,8 @@ def run_pipeline(
     stages = [_stage(name) for name in names]
     if not cfg.serve.enabled:
         stages = [s for s in stages if s.name != "deploy"]
+    # Every action of the job checked against the caller's role before anything runs (and audited).
+    authorize_job(cfg, [s.name for s in stages])
     ctx = ctx or RunContext(cfg)
     connect_ray(cfg.ray)
     logger.info(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import GovernanceError, ModelNotFoundError
+from raymlops.security.names import safe_name
 
 __all__ = ["ModelRegistry", "RegisteredVersion"]
 
@@ -126,6 +127,7 @@ class ModelRegistry:
         """
         from raymlops.registry.governance import ENV_TAG, check_owner
 
+        safe_name(model_name, "model name")
         if env is not None and self._has_model(model_name):
             check_owner(model_name, self.client.get_registered_model(model_name).tags.get(ENV_TAG), env)
         client = self.client
@@ -154,6 +156,7 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[RegisteredVersion]:
         """Every version of ``name``, oldest first, with its aliases."""
+        safe_name(name, "model name")  # also keeps quotes out of the MLflow filter string below
         if not self._has_model(name):
             known = [m.name for m in self.client.search_registered_models()]
             raise ModelNotFoundError(name, known)
@@ -172,6 +175,7 @@ class ModelRegistry:
 
     def version(self, name: str, version: str) -> RegisteredVersion:
         """One version; an unknown name or version is a ModelNotFoundError listing what exists."""
+        safe_name(str(version), "model version")
         known = self.versions(name)
         for v in known:
             if v.version == str(version):
@@ -182,6 +186,8 @@ class ModelRegistry:
         """The version holding ``alias``, or None when no version holds it."""
         from mlflow.exceptions import MlflowException
 
+        safe_name(name, "model name")
+        safe_name(alias, "alias")
         if not self._has_model(name):
             return None
         try:
@@ -195,6 +201,8 @@ class ModelRegistry:
     def local_artifact(self, version: RegisteredVersion, filename: str) -> Path:
         """The local path of a file in a version's model folder (embedded store: a file URI)."""
         from urllib.parse import urlparse
+
+        safe_name(filename, "artifact file name")
         from urllib.request import url2pathname
 
         if version.source.startswith("file:"):

@@ -1,7 +1,8 @@
 """API keys mapped to roles for the serving router (DESIGN §4); keys are stored hashed.
 
-Roles are ordered, ``viewer < predictor < operator < admin``: a key may call every route whose role is
-at or below its own. ``ROUTE_ROLES`` says which role each route needs; ``/v2/health/*`` needs none,
+Roles are ordered, ``viewer < predictor < data-scientist < operator < admin`` (one role model with the
+CLI and the job: ``raymlops.security.roles``): a key may call every route whose role is at or below
+its own. ``ROUTE_ROLES`` says which role each route needs; ``/v2/health/*`` needs none,
 and a route it does not list needs ``admin`` (default deny: a new endpoint nobody mapped is never
 open by accident; ``tests/unit/test_auth.py`` fails until it is mapped).
 
@@ -20,6 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raymlops.errors import AuthError, ConfigError, did_you_mean
+from raymlops.security.roles import ROLES
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -58,7 +61,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("viewer", "predictor", "operator", "admin")  # lowest first
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 OPEN = None  # the "role" of a route anyone may call
 # (method, path pattern as FastAPI writes it) -> the lowest role that may call it, or OPEN.
@@ -196,6 +198,7 @@ class AuthTable:
 
     enabled: bool = False
     keys: Mapping[str, KeyRecord] = field(default_factory=dict)
+    audit_log: str | None = None  # refusals are audit records here (security.audit_log)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AuthTable:
@@ -205,9 +208,14 @@ class AuthTable:
             return data
         if not isinstance(data, Mapping):
             raise ConfigError("serve.auth", f"must be a mapping with 'enabled' and 'keys', got {data!r}.")
-        unknown = sorted(set(data) - {"enabled", "keys"})
+        unknown = sorted(set(data) - {"enabled", "keys", "audit_log"})
         if unknown:
-            raise ConfigError(f"serve.auth.{unknown[0]}", "is not an auth setting.", ("enabled", "keys"))
+            raise ConfigError(
+                f"serve.auth.{unknown[0]}", "is not an auth setting.", ("enabled", "keys", "audit_log")
+            )
+        audit_log = data.get("audit_log")
+        if audit_log is not None and not isinstance(audit_log, str):
+            raise ConfigError("serve.auth.audit_log", f"must be a path or null, got {audit_log!r}.")
         enabled = data.get("enabled", False)
         if not isinstance(enabled, bool):
             raise ConfigError("serve.auth.enabled", f"must be true or false, got {enabled!r}.")
@@ -231,10 +239,12 @@ class AuthTable:
             keys[key_id] = KeyRecord(
                 key_id, record["role"], record["salt"], record["hash"], record.get("name", "")
             )
-        return cls(enabled, keys)
+        return cls(enabled, keys, audit_log)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "keys": {k: r.public() for k, r in self.keys.items()}}
+        keys = {k: r.public() for k, r in self.keys.items()}
+        table: dict[str, Any] = {"enabled": self.enabled, "keys": keys}
+        return table | ({"audit_log": self.audit_log} if self.audit_log else {})
 
 
 class _Verifier:
@@ -341,6 +351,7 @@ class ApiKeyMiddleware:
             key_id = parsed[0] if parsed else None
             logger.info("auth denied status=401 key_id=%s method=%s path=%s", key_id, method, path)
             what = f"key id {key_id!r}" if key_id else "not of the form rmk_<key_id>_<secret>"
+            await _audit(table, "authenticate", method, path, f"401 invalid API key ({what})", key_id or "")
             await _answer(
                 scope,
                 send,
@@ -361,11 +372,33 @@ class ApiKeyMiddleware:
             why = f"{method} {path} needs {needed} or higher"
             if not listed:
                 why = f"{method} {path} is no mapped route (or none at all): only {needed} keys may call it"
+            action = "predict" if needed == "predictor" else f"http:{needed}"
+            who = record.name or record.key_id
+            await _audit(table, action, method, path, f"403 {why}", record.key_id, who=who, role=record.role)
             await _answer(scope, send, 403, f"role {needed} needed, key has {record.role}: {why}.")
             return
         # For endpoints that record who called (request.state.api_key_id).
         scope.setdefault("state", {})["api_key_id"] = record.key_id
         await self.app(scope, receive, send)
+
+
+async def _audit(
+    table: AuthTable, action: str, method: str, path: str, why: str, key_id: str, **whom: str
+) -> None:
+    """A refusal as a security audit record (off the event loop: the append takes a lock and fsyncs)."""
+    if not table.audit_log:
+        return
+    from raymlops.security.audit import audit_event
+
+    try:
+        details = {"key_id": key_id} if key_id else {}
+        who, role = whom.get("who") or key_id or "anonymous", whom.get("role", "")
+        record = functools.partial(
+            audit_event, action, f"{method} {path}", "refused", why, who=who, role=role, details=details
+        )
+        await asyncio.to_thread(record, path=table.audit_log)
+    except OSError:  # an unwritable audit log must not turn a 401 into a 500
+        logger.exception("audit log %s not writable", table.audit_log)
 
 
 async def _answer(scope: Scope, send: Send, status: int, message: str, challenge: str | None = None) -> None:
@@ -438,6 +471,22 @@ class KeyStore:
             self._write(keys)
         logger.info("api key revoked key_id=%s name=%s", key_id, record.get("name", ""))
         return KeyInfo(key_id, record.get("name", ""), record["role"], record.get("created", ""))
+
+    def set_role(self, key_id: str, role: str) -> KeyInfo:
+        """Change a key's role (its secret stays valid); returns what it was."""
+        role = _check_role(role)
+        with self._locked():
+            keys = self._read()
+            if key_id not in keys:
+                raise AuthError(
+                    f"No API key {key_id!r} in {self.path}." + (did_you_mean(key_id, keys) if keys else "")
+                )
+            record = keys[key_id]
+            before = KeyInfo(key_id, record.get("name", ""), record["role"], record.get("created", ""))
+            record["role"] = role
+            self._write(keys)
+        logger.info("api key role changed key_id=%s %s -> %s", key_id, before.role, role)
+        return before
 
     def list(self) -> builtins.list[KeyInfo]:
         """Every key, oldest first: ids, names, roles and creation times; never secrets or hashes."""
@@ -517,15 +566,16 @@ class KeyStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def router_auth(enabled: bool, keys_file: str | Path) -> dict[str, Any]:
+def router_auth(enabled: bool, keys_file: str | Path, audit_log: str | Path | None = None) -> dict[str, Any]:
     """``deploy(auth=...)`` from the ``serve.auth`` config: the key file's public table when enabled.
 
     Raises:
         ConfigError: Auth is enabled and the key file holds no key (every route but health would be
             refused).
     """
+    audit = {"audit_log": str(audit_log)} if audit_log else {}
     if not enabled:
-        return {"enabled": False, "keys": {}}
+        return {"enabled": False, "keys": {}} | audit
     keys = KeyStore(keys_file).public_table()
     if not keys:
         raise ConfigError(
@@ -533,4 +583,4 @@ def router_auth(enabled: bool, keys_file: str | Path) -> dict[str, Any]:
             f"{keys_file} holds no API key while serve.auth.enabled is true: {_HINT} "
             "(with the job's overrides), or set serve.auth.enabled=false.",
         )
-    return {"enabled": True, "keys": keys}
+    return {"enabled": True, "keys": keys} | audit

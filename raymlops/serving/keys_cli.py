@@ -3,10 +3,11 @@
     serve keys add NAME --role ROLE   a new key, printed once (only its hash is kept)
     serve keys list                   key ids, names, roles, creation times
     serve keys revoke KEY_ID          remove a key
+    serve keys role KEY_ID ROLE       change a key's role (admin)
 
-ROLE is one of viewer < predictor < operator < admin. Trailing Hydra overrides (``env=prod``,
-``state_dir=...``) choose the key file (``serve.auth.keys_file``) the job's deploy stage reads. A
-running router sees a change on its next deploy.
+ROLE is one of viewer < predictor < data-scientist < operator < admin (``raymlops.security.roles``).
+Trailing Hydra overrides (``env=prod``, ``state_dir=...``) choose the key file (``security.keys_file``)
+the job's deploy stage and the CLI's role checks read. A running router sees a change on its next deploy.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ def add_keys_commands(sub: argparse._SubParsersAction) -> None:
     )
     add = keys.add_parser("add", help="create a key with a role; it is printed once, never stored")
     add.add_argument("name", help="who or what uses the key (e.g. checkout-service)")
-    add.add_argument("--role", required=True, choices=ROLES, help="viewer < predictor < operator < admin")
+    add.add_argument("--role", required=True, choices=ROLES, help=" < ".join(ROLES))
     listing = keys.add_parser("list", help="key ids, names, roles and creation times (no secrets)")
     revoke = keys.add_parser("revoke", help="remove a key; routers drop it on their next deploy")
     revoke.add_argument("key_id", help="the id shown by `keys list` (the part after rmk_)")
-    for parser in (add, listing, revoke):
+    role = keys.add_parser("role", help="change a key's role; routers apply it on their next deploy")
+    role.add_argument("key_id", help="the id shown by `keys list`")
+    role.add_argument("role", choices=ROLES, help=" < ".join(ROLES))
+    for parser in (add, listing, revoke, role):
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job")
 
 
@@ -47,6 +51,11 @@ def run_keys_command(args: argparse.Namespace) -> int:
             f"send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'. file: {store.path}; "
             f"auth {state}. running routers accept it after their next deploy."
         )
+        return 0
+    if args.keys_command == "role":
+        before = store.set_role(args.key_id, args.role)
+        change = f"role {before.role} -> {args.role}"
+        print(f"{args.key_id} ({before.name!r}): {change}; routers apply it on their next deploy.")
         return 0
     if args.keys_command == "revoke":
         info = store.revoke(args.key_id)

@@ -345,7 +345,7 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
         replica_cpus=serve_cfg.replica_cpus,
         use_gpu=serve_cfg.use_gpu,
         max_rows_per_request=serve_cfg.max_rows_per_request,
-        auth=router_auth(serve_cfg.auth.enabled, serve_cfg.auth.keys_file),
+        auth=router_auth(serve_cfg.auth.enabled, serve_cfg.auth.keys_file, cfg.security.audit_log),
         prediction_log=log,
         model_batch_size=serve_cfg.model_batch_size,
         model_batch_wait_us=serve_cfg.model_batch_wait_us,

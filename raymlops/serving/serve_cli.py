@@ -87,14 +87,9 @@ def run_serve_command(args: argparse.Namespace) -> int:
         from raymlops.serving.keys_cli import run_keys_command
 
         return int(run_keys_command(args))
-    # ``traffic NAME 1=95 2=5 env=prod``: the greedy weights list also took the overrides.
-    overrides = list(args.overrides)
-    if args.command == "traffic":
-        known = {"env", "state_dir", "ray", "serve", "registry"}
-        moved = [w for w in args.weights if w.split("=", 1)[0].split(".", 1)[0] in known]
-        args.weights = [w for w in args.weights if w not in moved]
-        overrides = moved + overrides
-    cfg = compose(overrides)
+    # ``traffic NAME 1=95 2=5 env=prod``: the greedy weights list also took the overrides; ``__main__``
+    # moved them back to args.overrides before the role check.
+    cfg = compose(list(args.overrides))
     from raymlops.pipeline.ray_session import connect_ray
 
     connect_ray(cfg.ray)

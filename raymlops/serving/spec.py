@@ -19,6 +19,7 @@ from raymlops.errors import ConfigError
 from raymlops.features.online.base import OnlineStoreSettings
 from raymlops.features.online.lookup import FeatureLookup
 from raymlops.models.export import INPUT_KINDS
+from raymlops.security.names import safe_name
 from raymlops.serving.auth import AuthTable
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 
@@ -89,6 +90,8 @@ class ModelSpec:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}.{name}", f"must be a non-empty string, got {value!r}.")
+        safe_name(self.name, "model name")  # names reach log partitions, metrics labels, deployment names
+        safe_name(self.version, "model version")
         if not isinstance(self.data_version, str):
             raise ConfigError(f"{key}.data_version", f"must be a string, got {self.data_version!r}.")
         if not self.input_columns:

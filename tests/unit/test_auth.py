@@ -97,7 +97,7 @@ def test_the_key_file_holds_no_plaintext_and_is_private(keys: Keys) -> None:
 
 
 def test_roles_are_ordered() -> None:
-    assert ROLES == ("viewer", "predictor", "operator", "admin")
+    assert ROLES == ("viewer", "predictor", "data-scientist", "operator", "admin")
     for i, role in enumerate(ROLES):
         for j, needed in enumerate(ROLES):
             assert has_role(role, needed) == (i >= j)
