@@ -38,11 +38,9 @@ def command_name(args: argparse.Namespace) -> str:
 def authorize_cli(args: argparse.Namespace) -> None:
     """The caller's role against the command's action (``security.roles.CLI_ACTIONS``), audited.
 
-    Runs before the command does anything: a refused command changes nothing. Unlisted commands need
-    admin. The first key of an empty key file may be created by anyone (bootstrap), and is audited.
+    Runs before the command does anything: a refused command changes nothing.
     """
     from raymlops.config import compose
-    from raymlops.security.roles import CLI_ACTIONS, authorize
 
     weights = getattr(args, "weights", None)
     if weights:
@@ -50,22 +48,28 @@ def authorize_cli(args: argparse.Namespace) -> None:
         args.weights = [w for w in weights if w not in moved]
         args.overrides = [*moved, *args.overrides]
     cfg = compose(list(args.overrides))
+    authorize_command(cfg.security, args, default_target=str(cfg.env.name))
+
+
+def authorize_command(security: Any, args: argparse.Namespace, default_target: str = "") -> None:
+    """``authorize`` for a parsed command. Unlisted commands need admin; the first key of an empty key
+    file may be created by anyone (bootstrap), and that is audited too."""
+    from raymlops.security.roles import CLI_ACTIONS, Principal, authorize
+
     name = command_name(args)
     action = CLI_ACTIONS.get(name, "roles.manage")  # unlisted: admin only
     named = ("name", "model", "key_id", "ref")
-    target = " ".join(str(v) for k, v in sorted(vars(args).items()) if k in named)
-    if name == "serve keys add" and cfg.security.enabled:
+    target = " ".join(str(v) for k, v in sorted(vars(args).items()) if k in named) or default_target
+    why = f"python -m raymlops {name}"
+    if name == "serve keys add" and security.get("enabled"):
+        from raymlops.registry.governance import current_user
         from raymlops.serving.auth import KeyStore
 
-        if not KeyStore(cfg.security.keys_file).list():
-            from raymlops.registry.governance import current_user
-            from raymlops.security.roles import Principal
-
-            bootstrap = Principal(current_user(), "admin")
+        if not KeyStore(security["keys_file"]).list():
             why = "bootstrap: the key file holds no key yet"
-            authorize(cfg.security, action, target, principal=bootstrap, why=why)
+            authorize(security, action, target, principal=Principal(current_user(), "admin"), why=why)
             return
-    authorize(cfg.security, action, target or str(cfg.env.name), why=f"python -m raymlops {name}")
+    authorize(security, action, target, why=why)
 
 
 def build_parser() -> argparse.ArgumentParser:

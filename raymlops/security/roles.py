@@ -278,3 +278,34 @@ def check_role_name(role: str, key: str = "role") -> str:
     if role not in _RANK:
         raise ConfigError(key, f"{role!r} is not a role." + did_you_mean(str(role), ROLES))
     return role
+
+
+def actions_markdown() -> str:
+    """The role matrix of ``docs/security.md``: every action, the role it needs, its CLI commands."""
+    commands: dict[str, list[str]] = {}
+    for command, action in CLI_ACTIONS.items():
+        commands.setdefault(action, []).append(f"`{command}`")
+    lines = [
+        "| action | lowest role | " + " | ".join(ROLES) + " | what | CLI |",
+        "|---" * (len(ROLES) + 4) + "|",
+    ]
+    for action, (needed, what) in sorted(ACTIONS.items(), key=lambda item: (_RANK[item[1][0]], item[0])):
+        marks = " | ".join("yes" if role_allows(role, needed) else "-" for role in ROLES)
+        lines.append(f"| `{action}` | {needed} | {marks} | {what} | {', '.join(commands.get(action, []))} |")
+    return "\n".join(lines) + "\n"
+
+
+
+
+def routes_markdown() -> str:
+    """The serving routes and the role each needs (``raymlops.serving.auth.ROUTE_ROLES``)."""
+    from raymlops.serving.auth import ROUTE_ROLES
+
+    lines = ["| route | lowest role |", "|---|---|"]
+    for (method, path), role in ROUTE_ROLES.items():
+        lines.append(f"| `{method} {path}` | {role or 'none (open)'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m raymlops.security.roles: the tables of docs/security.md
+    print(actions_markdown() + "\n" + routes_markdown(), end="")
