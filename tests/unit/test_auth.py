@@ -250,6 +250,30 @@ def test_middleware_answers_401_403_or_passes(keys: Keys, toy: Toy) -> None:
     assert client.post("/v1/admin/thing").status_code == 401  # an unlisted POST never passes anonymously
 
 
+def test_router_refusals_are_audit_records(keys: Keys, toy: Toy, tmp_path: Path) -> None:
+    from raymlops.security.audit import read_audit
+
+    client, original = toy.client, toy.holder["table"]
+    log = tmp_path / "audit.jsonl"
+    toy.holder["table"] = AuthTable(True, original.keys, audit_log=str(log))
+    try:
+        forged = f"rmk_{key_id_of(keys.admin)}_{'A' * 43}"
+        assert client.get("/v1/models", headers=bearer(forged)).status_code == 401
+        assert (
+            client.post("/v1/models/flights/predict", headers=bearer(keys.viewer), json={}).status_code == 403
+        )
+        assert client.get("/v1/models", headers=bearer(keys.viewer)).status_code == 200  # allowed: no record
+    finally:
+        toy.holder["table"] = original
+    records = read_audit(log)
+    assert [(r.action, r.target, r.outcome, r.who, r.role) for r in records] == [
+        ("authenticate", "GET /v1/models", "refused", key_id_of(keys.admin), ""),
+        ("predict", "POST /v1/models/flights/predict", "refused", "dashboard", "viewer"),
+    ]
+    assert records[1].why.startswith("403 POST /v1/models/flights/predict needs predictor")
+    assert forged not in log.read_text() and keys.viewer not in log.read_text()
+
+
 def test_middleware_caches_verification_and_follows_the_table(
     keys: Keys, toy: Toy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
