@@ -169,11 +169,19 @@ class XGBoostConfig:
     report_every: int = 10  # rounds between checkpoints (every round reports its metrics)
 
 
+class PlacementStrategy(Enum):  # Ray placement group strategies for the training workers
+    PACK = "PACK"  # as few nodes as possible (fast collectives); Ray Train's default
+    SPREAD = "SPREAD"  # across nodes where possible (one node's loss costs fewer workers)
+    STRICT_PACK = "STRICT_PACK"  # all on one node, or wait
+    STRICT_SPREAD = "STRICT_SPREAD"  # one node each, or wait
+
+
 @dataclass
 class ScalingConfig:
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 0.5  # < 1 keeps CPUs free for Ray Data tasks on small machines
+    placement_strategy: PlacementStrategy = PlacementStrategy.PACK
 
 
 class Precision(Enum):

@@ -57,7 +57,10 @@ def fit_with_ray_train(
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=_strategy(scaling),
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -81,3 +84,9 @@ def fit_with_ray_train(
     if result.error is not None:
         raise result.error
     return result
+
+
+def _strategy(scaling: Any) -> str:
+    """``trainer.scaling.placement_strategy`` (an enum from Hydra, a string or absent in ad-hoc configs)."""
+    value = getattr(scaling, "placement_strategy", None) or "PACK"
+    return str(getattr(value, "value", value))
