@@ -1,0 +1,65 @@
+"""jobs/ci_gate.py and the CI template that runs it: arguments, the dry run, the workflow's commands.
+
+Nothing trains here (CI time): the gate's pipeline is the job's own, tested in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOW = REPO / "templates" / "ci" / "github-actions.yml"
+
+
+@pytest.fixture(scope="module")
+def gate() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ci_gate", REPO / "jobs" / "ci_gate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dry_run_writes_the_plan_with_the_champion_gate(gate: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "plan.md"
+    argv = ["--dry-run", "--out", str(out), "--max-regression", "test/auc=0.01", "+experiment=quickstart"]
+    assert gate.main(argv) == 0
+    plan = out.read_text()
+    assert "ingest -> validate -> features -> train -> evaluate" in plan  # nothing registered or deployed
+    assert "`flights-delay@champion` (`test/auc` may drop 0.01)" in plan
+
+
+def test_bad_arguments_exit_2_naming_the_problem(gate: ModuleType, tmp_path: Path, capsys: Any) -> None:
+    out = str(tmp_path / "x.md")
+    assert gate.main(["--dry-run", "--out", out, "--max-regression", "auc=-1", "+experiment=quickstart"]) == 2
+    assert "--max-regression 'auc=-1'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        gate.parse_args(["--dryrun"])
+    assert info.value.code == 2 and "--dryrun" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gate.parse_args(["quickstart"])  # not key=value
+    assert "no Hydra override" in capsys.readouterr().err
+
+
+def test_the_workflow_runs_the_gate_with_arguments_it_accepts(gate: ModuleType) -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "pull_request" in triggers and workflow["permissions"]["pull-requests"] == "write"
+    [job] = workflow["jobs"].values()
+    commands = [line for step in job["steps"] for line in step.get("run", "").splitlines()]
+    gates = [
+        shlex.split(c.replace("$OVERRIDES", "+experiment=quickstart")) for c in commands if "ci_gate.py" in c
+    ]
+    assert len(gates) == 2
+    for argv in gates:
+        assert argv[:2] == ["python", "jobs/ci_gate.py"]
+        args, overrides = gate.parse_args(argv[2:])
+        assert overrides == ["+experiment=quickstart"] and args.out.suffix == ".md"
+    assert any("gh pr comment" in c and "ci_gate.md" in c for c in commands)
