@@ -5,6 +5,7 @@
     python -m raymlops features materialize|status|show ...
     python -m raymlops runs list|compare ...
     python -m raymlops serve run|status|deploy|traffic|rollout|rollback|keys ...
+    python -m raymlops security rotate-kek ...
     python -m raymlops state backup|restore ...
 
 Each group has ``--help``. Overrides are the job's Hydra overrides (e.g. ``env=prod``,
@@ -23,6 +24,7 @@ from raymlops.errors import RayMLOpsError
 from raymlops.features.cli import add_features_commands, run_features_command
 from raymlops.registry.models_cli import add_models_commands, run_models_command
 from raymlops.registry.runs_cli import add_runs_commands, run_runs_command
+from raymlops.security.cli import add_security_commands, run_security_command
 from raymlops.serving.serve_cli import add_serve_commands, run_serve_command
 from raymlops.state.cli import add_state_commands, run_state_command
 
@@ -93,6 +95,7 @@ GROUPS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], in
     "runs": (add_runs_commands, run_runs_command),
     "serve": (add_serve_commands, run_serve_command),
     "state": (add_state_commands, run_state_command),
+    "security": (add_security_commands, run_security_command),
 }
 
 

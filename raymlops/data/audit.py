@@ -85,8 +85,12 @@ def audit_dataset(
         out_dir / "validation_report.html",
         out_dir / "profile.json",
     )
-    result.report_path.write_text(json.dumps(report, indent=2, default=str))
-    result.html_path.write_text(render_data_report(report, report["drift"], f"Data report: {data_version}"))
+    from raymlops.security.crypto import write_sensitive
+
+    # Observed values, allowed lists, min/max: feature values, encrypted when encryption is on.
+    write_sensitive(result.report_path, json.dumps(report, indent=2, default=str))
+    html = render_data_report(report, report["drift"], f"Data report: {data_version}")
+    write_sensitive(result.html_path, html)
     profile.save(result.profile_path)
     for warning in report["warnings"]:
         logger.warning("validation warning: %s", warning)

@@ -199,9 +199,13 @@ class Profile:
         """Write the profile as compact JSON; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
-        return path
+        from raymlops.security.crypto import write_sensitive
+
+        # Top categories and quantiles are feature values: encrypted when encryption is on.
+        return write_sensitive(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        from raymlops.security.crypto import read_maybe_encrypted
+
+        return cls.from_dict(json.loads(read_maybe_encrypted(path)))

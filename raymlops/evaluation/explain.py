@@ -461,10 +461,12 @@ def load_explainer(folder: Path, onnx_path: Path | str | bytes, *, threads: int 
     """The explainer :meth:`OnnxExplainer.save` wrote to ``folder``, over the graph at ``onnx_path``."""
     import pyarrow.parquet as pq
 
+    from raymlops.security.crypto import read_maybe_encrypted
+
     folder = Path(folder)
     try:
-        manifest = json.loads((folder / EXPLAINER_JSON).read_text())
-        background = pq.read_table(folder / BACKGROUND_PARQUET)
+        manifest = json.loads(read_maybe_encrypted(folder / EXPLAINER_JSON))
+        background = pq.read_table(pa.BufferReader(read_maybe_encrypted(folder / BACKGROUND_PARQUET)))
     except (OSError, ValueError) as exc:
         raise RayMLOpsError(f"Cannot read the explainer saved in {folder}: {exc}") from exc
     if manifest.get("format") != _FORMAT or manifest.get("kind") != OnnxExplainer.method:

@@ -716,11 +716,14 @@ def render_html(card: ModelCard) -> str:
 
 def write_model_card(card: ModelCard, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``model_card.md`` and ``model_card.html`` (and ``shap_summary.png`` if any) into ``out_dir``."""
+    from raymlops.security.crypto import write_sensitive
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     markdown, page = out / "model_card.md", out / "model_card.html"
-    markdown.write_text(render_markdown(card), encoding="utf-8")
-    page.write_text(render_html(card), encoding="utf-8")
+    # Slices and the training data's summary name feature values: encrypted when encryption is on.
+    write_sensitive(markdown, render_markdown(card))
+    write_sensitive(page, render_html(card))
     if card.shap_png is not None:
-        (out / SHAP_PNG_NAME).write_bytes(card.shap_png)
+        write_sensitive(out / SHAP_PNG_NAME, card.shap_png)
     return markdown, page

@@ -84,7 +84,9 @@ def _offline_metrics(registry: Any, model: str, version: str, sample: Any, label
 
     registered = registry.version(model, version)
     columns = parse_input_columns(registered.tags.get("raymlops.input_columns", ""))
-    proba = predict_onnx(registry.local_artifact(registered, "model.onnx"), sample, columns)
+    from raymlops.security.integrity import registered_artifact
+
+    proba = predict_onnx(registered_artifact(registry, registered, "model.onnx"), sample, columns)
     truth = sample[str(label.column)].to_numpy(zero_copy_only=False) > float(label.threshold)
     metrics = binary_metrics(truth.astype(np.float64), np.asarray(proba, dtype=np.float64), "offline")
     return {"accuracy": float(metrics["offline/accuracy"]), "auc": float(metrics["offline/auc"])}

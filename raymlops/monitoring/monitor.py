@@ -210,7 +210,7 @@ def _log_dataset(root: str, model: str, since: Any, until: Any) -> tuple[Any, An
     import pyarrow.dataset as ds
     from pyarrow import fs
 
-    from raymlops.monitoring.parquet_log import resolve_root
+    from raymlops.monitoring.parquet_log import discover, resolve_root
     from raymlops.monitoring.prediction_log import PREDICTIONS_DIR, _window
 
     filesystem, base = resolve_root(f"{root.rstrip('/')}/{PREDICTIONS_DIR}")
@@ -218,7 +218,11 @@ def _log_dataset(root: str, model: str, since: Any, until: Any) -> tuple[Any, An
     if filesystem.get_file_info(base).type != fs.FileType.Directory:
         return None, row, 0
     partitioning = ds.partitioning(pa.schema([("model", pa.string()), ("date", pa.string())]), flavor="hive")
-    dataset = ds.dataset(base, format="parquet", filesystem=filesystem, partitioning=partitioning)
+    dataset, encrypted = discover(filesystem, base, partitioning)
+    if encrypted or dataset is None:
+        # Encrypted parts are decrypted in this process (read_predictions -> read_log): Ray Data's
+        # readers would need the KEK in every read task.
+        return None, row, 0
     wanted = ds.field("model") == model
     fragments = list(dataset.get_fragments(filter=wanted if partition is None else wanted & partition))
     if not fragments:
@@ -753,11 +757,15 @@ def write_outputs(report: MonitorReport, out_dir: str | os.PathLike[str]) -> dic
         "summary": folder / "summary.txt",
         "prom": Path(out_dir) / "textfile" / f"raymlops_monitor_{_SAFE.sub('_', report.model)}.prom",
     }
+    from raymlops.security.crypto import write_sensitive
+
+    # The report names feature values (drift per category): encrypted when encryption is on. The
+    # Prometheus textfile holds only figures and stays readable by the node exporter.
     for key in ("report", "history"):
         tmp = paths[key].with_suffix(".json.tmp")
-        tmp.write_text(text)
+        write_sensitive(tmp, text)
         tmp.replace(paths[key])
-    paths["summary"].write_text(report.summary() + "\n")
+    write_sensitive(paths["summary"], report.summary() + "\n")
     exporter = MonitorExporter()
     exporter.update(report)
     exporter.write_textfile(paths["prom"])

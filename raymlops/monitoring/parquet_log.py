@@ -106,6 +106,8 @@ class ParquetLog:
             and a random suffix.
         max_buffer_rows: Beyond this many buffered rows (writes failing) the oldest are dropped.
         time_column: The timestamp column ``"date"`` is derived from.
+        keyring: Encrypt each file (``part-....parquet.enc``, :mod:`raymlops.security.crypto`); default:
+            the process's keyring (``crypto.configure``), None when encryption is off.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class ParquetLog:
         name_prefix: str | None = None,
         max_buffer_rows: int = 100_000,
         time_column: str = "ts",
+        keyring: Any = None,  # raymlops.security.crypto.Keyring
     ) -> None:
         for key, value in (("flush_rows", flush_rows), ("max_buffer_rows", max_buffer_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -161,6 +164,11 @@ class ParquetLog:
         self.max_buffer_rows = max_buffer_rows
         self.time_column = time_column
         self._fs, self._base = resolve_root(root)
+        if keyring is None:
+            from raymlops.security.crypto import active_keyring
+
+            keyring = active_keyring()
+        self._keyring = keyring
         self._stored = pa.schema([f for f in schema if f.name not in self.partition_cols])
 
         self._cond = threading.Condition()  # guards the buffer and the counters below
@@ -410,10 +418,20 @@ class ParquetLog:
         for i, (values, rows) in enumerate(parts):
             directory = "/".join([self._base, *(f"{c}={v}" for c, v in values)])
             name = f"part-{self.name_prefix}-{self._seq:06d}.parquet"
+            if self._keyring is not None:
+                name += ENCRYPTED_SUFFIX
             temporary = f"{directory}/.{name}.tmp"
             try:
                 self._fs.create_dir(directory, recursive=True)
-                pq.write_table(rows, temporary, filesystem=self._fs)
+                if self._keyring is None:
+                    pq.write_table(rows, temporary, filesystem=self._fs)
+                else:  # the whole file encrypted: the feature values never reach the disk in the clear
+                    from raymlops.security.crypto import encrypt_bytes
+
+                    buffer = pa.BufferOutputStream()
+                    pq.write_table(rows, buffer)
+                    with self._fs.open_output_stream(temporary) as out:
+                        out.write(encrypt_bytes(buffer.getvalue().to_pybytes(), self._keyring))
                 self._fs.move(temporary, f"{directory}/{name}")
             except Exception as exc:
                 unwritten = [self._attach(v, r) for v, r in parts[i:]]
@@ -452,6 +470,9 @@ class ParquetLog:
         return out.select(self.schema.names)
 
 
+ENCRYPTED_SUFFIX = ".enc"  # an encrypted part: part-<prefix>-<seq>.parquet.enc
+
+
 def read_log(
     root: str | os.PathLike[str],
     partitions: Sequence[str],
@@ -475,15 +496,81 @@ def read_log(
     if filesystem.get_file_info(base).type != fs.FileType.Directory:
         return None
     partitioning = ds.partitioning(pa.schema([(p, pa.string()) for p in partitions]), flavor="hive")
-    dataset = ds.dataset(base, format="parquet", filesystem=filesystem, partitioning=partitioning)
-    fragments = list(dataset.get_fragments(filter=partition_filter))
-    if not fragments:
+    dataset, encrypted = discover(filesystem, base, partitioning)
+    fragments = list(dataset.get_fragments(filter=partition_filter)) if dataset is not None else []
+    tables = decrypt_parts(filesystem, base, encrypted, partitioning, partition_filter)
+    if not fragments and not tables:
         return None
     try:
         schema = pa.unify_schemas(
-            [f.physical_schema for f in fragments] + [partitioning.schema], promote_options="permissive"
+            [f.physical_schema for f in fragments] + [t.schema for t in tables] + [partitioning.schema],
+            promote_options="permissive",
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise RayMLOpsError(f"The log under {root} holds files whose columns conflict: {exc}") from exc
-    unified = ds.FileSystemDataset(fragments, schema, dataset.format, filesystem)
-    return unified.to_table(columns=list(columns) if columns is not None else None, filter=row_filter)
+    selected = list(columns) if columns is not None else None
+    parts = []
+    if fragments:
+        unified = ds.FileSystemDataset(fragments, schema, ds.ParquetFileFormat(), filesystem)
+        parts.append(unified.to_table(columns=selected, filter=row_filter))
+    if tables:
+        held = ds.dataset(
+            [t.select([c for c in schema.names if c in t.column_names]) for t in tables], schema=schema
+        )
+        parts.append(held.to_table(columns=selected, filter=row_filter))
+    return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+
+
+def discover(filesystem: Any, base: str, partitioning: Any) -> tuple[Any, list[str]]:
+    """(a parquet dataset of the plaintext files under ``base`` or None, the encrypted files' paths).
+
+    One listing, as ``ds.dataset(base)`` would make: the plaintext path costs what it did before
+    encryption existed. Files starting with ``.`` or ``_`` (in-flight temporaries) are skipped.
+    """
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    plain: list[str] = []
+    encrypted: list[str] = []
+    for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True)):
+        name = info.base_name
+        if info.type != fs.FileType.File or name.startswith((".", "_")):
+            continue
+        (encrypted if name.endswith(ENCRYPTED_SUFFIX) else plain).append(info.path)
+    if not plain:
+        return None, encrypted
+    dataset = ds.dataset(
+        plain, format="parquet", filesystem=filesystem, partitioning=partitioning, partition_base_dir=base
+    )
+    return dataset, encrypted
+
+
+def decrypt_parts(
+    filesystem: Any, base: str, paths: Sequence[str], partitioning: Any, partition_filter: Any = None
+) -> list[pa.Table]:
+    """The encrypted files among ``paths`` whose partition passes ``partition_filter``, decrypted into
+    tables with their partition columns (with the process's, environment's or cluster's keyring)."""
+    import posixpath
+
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from raymlops.security.crypto import decrypt_bytes, keyring_for
+
+    tables = []
+    for path in paths:
+        relative = posixpath.relpath(posixpath.dirname(path), base)
+        values = ds.get_partition_keys(partitioning.parse(relative + "/")) if relative != "." else {}
+        keys = {f.name: values.get(f.name) for f in partitioning.schema}
+        if partition_filter is not None:
+            probe = pa.table({k: pa.array([v], pa.string()) for k, v in keys.items()})
+            if probe.filter(partition_filter).num_rows == 0:
+                continue
+        with filesystem.open_input_file(path) as handle:
+            data = handle.read()
+        table = pq.read_table(pa.BufferReader(decrypt_bytes(data, keyring_for(data, path), path)))
+        for name, value in keys.items():
+            if name not in table.column_names:
+                table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        tables.append(table)
+    return tables

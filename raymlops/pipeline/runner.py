@@ -76,12 +76,18 @@ def run_pipeline(
     status = "failed"
     if ctx.tracker is None and _TRACKED_STAGES & {s.name for s in stages}:
         ctx.tracker = _start_tracking(ctx)
+    from raymlops.security import crypto
+
+    # security.encryption.enabled: reports, model artifacts and profiles this job writes are encrypted.
+    previous_keyring = crypto.active_keyring()
+    crypto.configure(crypto.Keyring.from_config(cfg))
     try:
         for index, stage in enumerate(stages, start=1):
             logger.info("[%d/%d] %s ...", index, len(stages), stage.name)
             state = stage.run(ctx, state)
         status = "succeeded"
     finally:
+        crypto.configure(previous_keyring)
         ctx.lineage["total_seconds"] = round(time.monotonic() - started, 2)
         _write_summary(ctx, status)
         if ctx.tracker is not None:

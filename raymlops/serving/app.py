@@ -712,7 +712,11 @@ class Router:
             if explainer is None:
                 from raymlops.evaluation.explain import load_explainer
 
-                explainer = self._explainers[spec.onnx_path] = load_explainer(folder, spec.onnx_path)
+                # The graph's bytes as served: decrypted, checked against the registered digest.
+                graph = read_artifact(
+                    spec.onnx_path, digest=spec.digest or None, what=f"{spec.name} v{spec.version}"
+                )
+                explainer = self._explainers[spec.onnx_path] = load_explainer(folder, graph)
         return explainer
 
     @app.post("/v1/models/{name}/explain", openapi_extra=_PREDICT_DOC)
@@ -922,3 +926,4 @@ class Router:
     async def infer_version(self, name: str, version: str, request: Request) -> JSONResponse:
         """Inference on one explicit version (weight 0 included), bypassing routing and shadowing."""
         return await self._score(name, request, _V2, version)
+                from raymlops.security.integrity import read_artifact

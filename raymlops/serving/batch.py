@@ -37,6 +37,7 @@ from raymlops.models.export import (
     providers_for,
 )
 from raymlops.registry.model_ref import parse_model_ref, resolve_model
+from raymlops.security.integrity import read_artifact, registered_artifact
 
 if TYPE_CHECKING:
     import ray.data
@@ -204,7 +205,7 @@ def _map(
     gpus = (1.0 if num_gpus is None else num_gpus) if use_gpu else 0.0
     useful = -(-expected_rows // batch_size) if expected_rows is not None else None
     kwargs = {
-        "model": Path(onnx_path).read_bytes(),
+        "model": read_artifact(onnx_path),  # decrypted when encrypted at rest
         "input_columns": dict(input_columns),
         "threshold": float(threshold),
         "use_gpu": use_gpu,
@@ -523,6 +524,7 @@ def batch_score(
     onnx_file = registry.local_artifact(version, "model.onnx")
     if not onnx_file.exists():
         raise ModelNotFoundError(f"{label}: model.onnx at {onnx_file}")
+    registered_artifact(registry, version, "model.onnx")  # IntegrityError (audited) when altered
 
     backend = open_backend(input_ref, cfg.data.get("lakefs"), key="input")
     data_version = backend.resolve()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -224,7 +225,9 @@ def parse_records(body: bytes) -> Any:
 class LoadedModel:
     """An onnxruntime session for one ``ModelSpec``, checked against the spec when loaded."""
 
-    def __init__(self, spec: ModelSpec, *, use_gpu: bool = False) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, use_gpu: bool = False, audit_log: str | os.PathLike[str] | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.spec = spec
@@ -234,10 +237,23 @@ class LoadedModel:
         # gain nothing from intra-op parallelism while thread wake-ups cost latency.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        from raymlops.security.integrity import read_artifact
+
+        # The bytes are read (and decrypted) once, checked against the registered digest, and only
+        # then handed to onnxruntime: a tampered graph raises IntegrityError before any session exists.
         try:
-            self.session = ort.InferenceSession(
-                spec.onnx_path, sess_options=options, providers=providers_for(use_gpu)
+            graph = read_artifact(
+                spec.onnx_path,
+                digest=spec.digest or None,
+                what=f"{spec.name} v{spec.version}",
+                audit_log=audit_log,
             )
+        except OSError as exc:
+            raise DeploymentError(
+                f"Cannot read ONNX model {spec.name!r} version {spec.version!r} from {spec.onnx_path}: {exc}"
+            ) from exc
+        try:
+            self.session = ort.InferenceSession(graph, sess_options=options, providers=providers_for(use_gpu))
         except Exception as exc:
             raise DeploymentError(
                 f"Cannot load ONNX model {spec.name!r} version {spec.version!r} from {spec.onnx_path}: {exc}"
@@ -264,10 +280,11 @@ class LoadedModel:
 
     def can_reuse_for(self, spec: ModelSpec, *, use_gpu: bool) -> bool:
         """Whether this session can serve ``spec`` (only weight, threshold or data version differ)."""
-        return (spec.name, spec.version, spec.onnx_path, spec.input_columns, use_gpu) == (
+        return (spec.name, spec.version, spec.onnx_path, spec.digest, spec.input_columns, use_gpu) == (
             self.spec.name,
             self.spec.version,
             self.spec.onnx_path,
+            self.spec.digest,
             self.spec.input_columns,
             self.use_gpu,
         )

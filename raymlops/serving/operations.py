@@ -19,6 +19,7 @@ __all__ = [
     "add_version",
     "api_key_headers",
     "check_app_env",
+    "check_artifacts",
     "deploy_from_config",
     "live_app",
     "progressive_rollout",
@@ -172,9 +173,17 @@ def undeploy_version(app_name: str, model: str, version: str, serve_cfg: Any = N
 
 
 def spec_from_registry(
-    registry: Any, name: str, ref: str, weight: float = 0.0, placement: str = "colocated"
+    registry: Any,
+    name: str,
+    ref: str,
+    weight: float = 0.0,
+    placement: str = "colocated",
+    signer: Any = None,  # raymlops.security.integrity.Signer; None: digests checked, no signature
 ) -> Any:  # -> ModelSpec
     """The ModelSpec of a registered version: ``ref`` is a version number or ``@alias``.
+
+    The spec carries model.onnx's recorded digest (its signature verified here, by ``signer``): every
+    replica refuses other bytes.
 
     A version trained with feature views carries its feature lookup (the ``raymlops.feature_lookup`` tag).
     """
@@ -186,6 +195,9 @@ def spec_from_registry(
     version = resolve_model(registry, parse_model_ref(f"{name}@{ref.removeprefix('@')}"))
     if version.lifecycle in ("rejected", "archived"):
         raise DeploymentError(f"{name} v{version.version} is {version.lifecycle}: it may not be served.")
+    from raymlops.security.integrity import Signer, onnx_digest
+
+    digest = onnx_digest(version.tags, signer or Signer(), f"{name} v{version.version}")
     return ModelSpec(
         name=name,
         version=version.version,
@@ -197,6 +209,7 @@ def spec_from_registry(
         feature_lookup=FeatureLookup.from_dict(lookup)
         if (lookup := version.tags.get(FEATURE_LOOKUP_TAG))
         else None,
+        digest=digest,
     )
 
 
@@ -327,6 +340,26 @@ def check_app_env(app_name: str, env: str) -> None:
         )
 
 
+def check_artifacts(cfg: Any, specs: list[Any]) -> None:
+    """Before anything is deployed: each graph's bytes against its digest (a refusal is audited in
+    ``security.audit_log`` and the live app is untouched), and, with encryption on, the KEKs put into
+    the cluster's key-value store, where the replicas read them (never into the user_config)."""
+    from raymlops.security.crypto import Keyring, publish_keyring
+    from raymlops.security.integrity import read_artifact
+
+    keyring = Keyring.from_config(cfg)
+    for spec in specs:
+        read_artifact(
+            spec.onnx_path,
+            digest=spec.digest or None,
+            what=f"{spec.name} v{spec.version}",
+            keyring=keyring,
+            audit_log=str(cfg.security.audit_log),
+        )
+    if keyring is not None:
+        publish_keyring(keyring)
+
+
 def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
     """``deploy()`` with every setting of the job's ``serve`` group (auth, prediction log included)."""
     from raymlops.serving.auth import router_auth
@@ -334,6 +367,7 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
 
     serve_cfg = cfg.serve
     check_app_env(serve_cfg.app_name, str(cfg.env.name))
+    check_artifacts(cfg, specs)
     log = {"root": str(cfg.monitor.log_root)} if serve_cfg.prediction_log else None
     return deploy(
         specs,

@@ -125,6 +125,13 @@ def _serve_new_app(cfg: Any, spec: Any) -> str:
     return deploy_from_config(cfg, [spec])
 
 
+def _signer(cfg: Any) -> Any:  # -> raymlops.security.integrity.Signer
+    """Verifies a version's artifact digests and signature (``security.signing``) before it is served."""
+    from raymlops.security.integrity import Signer
+
+    return Signer.from_config(cfg.security.signing)
+
+
 def _run(args: argparse.Namespace, cfg: Any) -> int:
     from ray import serve
 
@@ -132,7 +139,9 @@ def _run(args: argparse.Namespace, cfg: Any) -> int:
 
     governance = _governance(cfg)
     name, ref = _split_ref(args.model or "@champion", cfg.registry.model_name)
-    spec = spec_from_registry(governance.registry, name, ref, weight=1.0, placement=_placement(cfg))
+    spec = spec_from_registry(
+        governance.registry, name, ref, weight=1.0, placement=_placement(cfg), signer=_signer(cfg)
+    )
     url = _serve_new_app(cfg, spec)
     governance.record_deployment(name, cfg.serve.app_name, {spec.version}, why="serve run")
     print(f"serving {name} v{spec.version} at {url}/v1/models/{name}/predict (Ctrl-C stops)")
@@ -187,6 +196,7 @@ def _status(args: argparse.Namespace, cfg: Any) -> int:
 def _deploy(args: argparse.Namespace, cfg: Any) -> int:
     from raymlops.serving.operations import (
         add_version,
+        check_artifacts,
         online_store_settings,
         served_versions,
         spec_from_registry,
@@ -197,14 +207,25 @@ def _deploy(args: argparse.Namespace, cfg: Any) -> int:
     served = served_versions(cfg.serve.app_name, name)
     if served is None:  # no app yet: this version serves everything
         spec = spec_from_registry(
-            governance.registry, name, ref, weight=args.weight or 1.0, placement=_placement(cfg)
+            governance.registry,
+            name,
+            ref,
+            weight=args.weight or 1.0,
+            placement=_placement(cfg),
+            signer=_signer(cfg),
         )
         url = _serve_new_app(cfg, spec)
         versions = {spec.version}
     else:
         spec = spec_from_registry(
-            governance.registry, name, ref, weight=args.weight or 0.0, placement=_placement(cfg)
+            governance.registry,
+            name,
+            ref,
+            weight=args.weight or 0.0,
+            placement=_placement(cfg),
+            signer=_signer(cfg),
         )
+        check_artifacts(cfg, [spec])  # a tampered graph is refused (and audited) before the app changes
         url = add_version(cfg.serve.app_name, spec, online_store_settings(cfg, [spec])).url
         versions = {*served, spec.version}
     governance.record_deployment(name, cfg.serve.app_name, versions, why="serve deploy")
@@ -228,12 +249,15 @@ def _rollout(args: argparse.Namespace, cfg: Any) -> int:
 
     from omegaconf import OmegaConf
 
-    from raymlops.serving.operations import progressive_rollout, spec_from_registry
+    from raymlops.serving.operations import check_artifacts, progressive_rollout, spec_from_registry
     from raymlops.serving.rollout import RolloutPolicy
 
     governance = _governance(cfg)
     policy = RolloutPolicy.from_config(OmegaConf.to_container(cfg.serve.rollout))  # type: ignore[arg-type]
-    candidate = spec_from_registry(governance.registry, args.name, args.version, placement=_placement(cfg))
+    candidate = spec_from_registry(
+        governance.registry, args.name, args.version, placement=_placement(cfg), signer=_signer(cfg)
+    )
+    check_artifacts(cfg, [candidate])
     result = progressive_rollout(
         cfg.serve.app_name,
         args.name,
@@ -250,6 +274,7 @@ def _rollout(args: argparse.Namespace, cfg: Any) -> int:
 def _rollback(args: argparse.Namespace, cfg: Any) -> int:
     from raymlops.serving.operations import (
         add_version,
+        check_artifacts,
         live_app,
         online_store_settings,
         set_traffic,
@@ -262,7 +287,10 @@ def _rollback(args: argparse.Namespace, cfg: Any) -> int:
     served = live_app(cfg.serve.app_name).versions(args.name)
     if restored not in served:
         placement = _placement(cfg)
-        restored_spec = spec_from_registry(governance.registry, args.name, restored, placement=placement)
+        restored_spec = spec_from_registry(
+            governance.registry, args.name, restored, placement=placement, signer=_signer(cfg)
+        )
+        check_artifacts(cfg, [restored_spec])
         add_version(cfg.serve.app_name, restored_spec, online_store_settings(cfg, [restored_spec]))
     weights = {v: 0.0 for v in served} | {restored: 100.0}
     set_traffic(cfg.serve.app_name, args.name, weights)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -50,6 +51,7 @@ _SETTINGS: dict[str, int] = {
     # waiting at most this long (microseconds) for a batch to fill.
     "model_batch_wait_us": 1000,
 }
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _PREDICTION_LOG_KEYS = ("root", "flush_rows", "flush_interval_s")
 
 
@@ -72,6 +74,10 @@ class ModelSpec:
         feature_lookup: For a model trained with feature views: which of its inputs the router fetches
             from the online store by the request's entity keys (``FeatureLookup``); None: the request
             carries every input.
+        digest: SHA-256 (hex) of the ONNX graph's plaintext bytes as registered (the version's
+            ``raymlops.artifact_digests``); every load compares it and refuses other bytes
+            (:func:`raymlops.security.integrity.read_artifact`). "": not checked (a version
+            registered before digests existed).
     """
 
     name: str
@@ -83,9 +89,14 @@ class ModelSpec:
     threshold: float = 0.5
     placement: str = "colocated"
     feature_lookup: FeatureLookup | None = None
+    digest: str = ""
 
     def __post_init__(self) -> None:
         key = f"serving.models[{self.name!r}]"
+        if not isinstance(self.digest, str) or (self.digest and not _SHA256.fullmatch(self.digest)):
+            raise ConfigError(
+                f"{key}.digest", f"must be a SHA-256 in 64 hex digits or '', got {self.digest!r}."
+            )
         for name in ("name", "version", "onnx_path"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:

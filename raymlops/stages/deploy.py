@@ -23,16 +23,25 @@ class DeployStage(Stage):
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         from raymlops.features.online.lookup import lookup_for_config
         from raymlops.registry.governance import Governance
+        from raymlops.registry.mlflow_registry import ModelRegistry
+        from raymlops.security.integrity import Signer, onnx_digest
         from raymlops.serving import ModelSpec, sample_requests
         from raymlops.serving.operations import (
             api_key_headers,
             check_app_env,
+            check_artifacts,
             deploy_from_config,
             served_versions,
         )
 
         cfg = ctx.cfg.serve
         registered, exported = state.require("register"), state.require("export")
+        tags = (
+            ModelRegistry.from_config(ctx.cfg.registry)
+            .version(registered.model_name, registered.version)
+            .tags
+        )
+        label = f"{registered.model_name} v{registered.version}"
         spec = ModelSpec(
             name=registered.model_name,
             version=registered.version,
@@ -42,11 +51,14 @@ class DeployStage(Stage):
             placement=str(cfg.placement.value),
             # Trained with feature views: the router fetches them from the online store by entity key.
             feature_lookup=lookup_for_config(ctx.cfg, exported.input_columns),
+            # Serving loads only the bytes registered (digest checked; signature verified here).
+            digest=onnx_digest(tags, Signer.from_config(ctx.cfg.security.signing), label),
         )
         governance = Governance.from_config(ctx.cfg)
         check_app_env(cfg.app_name, str(ctx.cfg.env.name))  # an experiment never touches prod traffic
         if spec.feature_lookup is not None:
             self._materialize(ctx, [v.view for v in spec.feature_lookup.views])
+        check_artifacts(ctx.cfg, [spec])  # a tampered graph: IntegrityError, audited, nothing deployed
         strategy = str(cfg.strategy.value)
         live = (served_versions(cfg.app_name, spec.name) or {}) if strategy == "rollout" else {}
         if live and spec.version not in live:

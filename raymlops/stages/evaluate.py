@@ -55,7 +55,9 @@ def _score_champion(registry: Any, holder: Any, table: pa.Table, y: np.ndarray, 
     missing = sorted(set(columns) - set(table.column_names))
     if missing:
         return {"version": holder.version, "metrics": {}, "problem": f"needs column(s) {missing}"}
-    proba = predict_onnx(registry.local_artifact(holder, "model.onnx"), table, columns)
+    from raymlops.security.integrity import registered_artifact
+
+    proba = predict_onnx(registered_artifact(registry, holder, "model.onnx"), table, columns)
     return {"version": holder.version, "metrics": task_metrics(TASK, y, proba, split)}
 
 

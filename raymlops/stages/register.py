@@ -15,6 +15,8 @@ from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState, RegisterOutput
 from raymlops.registry.governance import UNCHANGED, Governance
 from raymlops.registry.mlflow_registry import ModelRegistry
+from raymlops.security.crypto import active_keyring, is_encrypted, read_maybe_encrypted, write_encrypted
+from raymlops.security.integrity import Signer, digest_bytes, integrity_tags
 
 
 class RegisterStage(Stage):
@@ -44,11 +46,21 @@ class RegisterStage(Stage):
             # The training data's profile travels with the model: monitoring compares live traffic to it.
             model_files.append(validation.profile_path)
             reports += [validation.report_path, validation.html_path]
-        tracker.log_artifacts("reports", reports)
         explained = state.explain
+        explainer_files: list[Path] = []
         if explained is not None:
             model_files += [explained.summary_json, explained.plot_png]
-            tracker.log_artifacts("model/explainer", sorted(explained.explainer_dir.iterdir()))
+            explainer_files = sorted(explained.explainer_dir.iterdir())
+        # Digests of the plaintext (a KEK rotation changes no digest); then, with encryption on, the
+        # files are encrypted in place: the run folder and the artifact store hold no plaintext.
+        digests = {p.name: _digest(p) for p in model_files}
+        digests |= {f"explainer/{p.name}": _digest(p) for p in explainer_files}
+        for path in [*reports, *model_files, *explainer_files]:
+            _seal(path)
+        signer = Signer.from_config(ctx.cfg.security.signing)
+        tracker.log_artifacts("reports", reports)
+        if explainer_files:
+            tracker.log_artifacts("model/explainer", explainer_files)
         passed = evaluated.passed
         tags = {
             "raymlops.run_id": ctx.run_id,
@@ -66,6 +78,7 @@ class RegisterStage(Stage):
             else "",
             "raymlops.gates": "passed" if passed else "failed",
             "raymlops.lifecycle": "candidate",
+            **integrity_tags(digests, signer),
         }
         views = ctx.lineage.get("feature_views")
         if views:  # the feature views joined in training, each at its resolved data version
@@ -117,7 +130,11 @@ class RegisterStage(Stage):
         ctx.lineage.update(tags | {"raymlops.lifecycle": lifecycle})
         card_dir = ctx.run_dir / "model_card"
         _write_card(ctx, state, version.version, {**tags, "raymlops.lifecycle": lifecycle}, card_dir)
-        tracker.log_artifacts("model", sorted(card_dir.glob("model_card.*")))
+        cards = sorted(card_dir.glob("model_card.*"))
+        tracker.log_artifacts("model", cards)
+        digests |= {p.name: _digest(p) for p in cards}  # the card comes after the version: tagged now
+        for key, value in integrity_tags(digests, signer).items():
+            registry.client.set_model_version_tag(name, version.version, key, value)
         ctx.record(
             self.name,
             model=f"{version.name} v{version.version}",
@@ -143,6 +160,20 @@ class RegisterStage(Stage):
                 registry.local_artifact(version, "model_card.html"),
             )
         )
+
+
+def _digest(path: Path) -> str:
+    return digest_bytes(read_maybe_encrypted(path))
+
+
+def _seal(path: Path) -> None:
+    """Encrypt ``path`` in place when the job encrypts (``security.encryption``) and it is plaintext."""
+    keyring = active_keyring()
+    if keyring is None:
+        return
+    data = path.read_bytes()
+    if not is_encrypted(data):
+        write_encrypted(path, data, keyring)
 
 
 def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[str, str], out: Path) -> None:
@@ -188,7 +219,7 @@ def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[
         gates=[g.to_dict() for g in evaluated.gates],
         champion=evaluated.champion,
         shap=explained.summary if explained else None,
-        shap_png=explained.plot_png.read_bytes() if explained else None,
+        shap_png=read_maybe_encrypted(explained.plot_png) if explained else None,
         validation={
             "passed": validation.passed,
             "failures": list(validation.failures),

@@ -259,3 +259,56 @@ def test_archive_with_undeploy_takes_the_version_out_of_serving(setup: Setup) ->
     )
     assert retired not in live_app(APP).versions(NAME)
     assert setup.registry.version(NAME, retired).lifecycle == "archived"
+
+
+def test_a_tampered_graph_is_refused_and_the_live_app_keeps_serving(
+    setup: Setup, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A registered version whose model.onnx lost one bit after registration: `serve deploy` refuses it
+    with IntegrityError (file, expected and actual digest) and an audit record; the app is untouched."""
+    import onnx
+
+    from raymlops.__main__ import main
+    from raymlops.errors import IntegrityError
+    from raymlops.models.export import compose_pipeline
+    from raymlops.security.audit import read_audit
+    from raymlops.security.integrity import Signer, digest_bytes, integrity_tags
+    from raymlops.serving.operations import add_version
+
+    path = tmp_path / "model.onnx"
+    onnx.save(compose_pipeline(PRE, graph(CHAMPION, bias=0.1)), str(path))
+    tags = {
+        "raymlops.input_columns": ",".join(f"{k}:{v}" for k, v in PRE.input_columns.items()),
+        **integrity_tags({"model.onnx": digest_bytes(path.read_bytes())}, Signer()),
+    }
+    run = setup.registry.client.create_run(setup.registry.experiment_id(), run_name="tampered")
+    version = setup.registry.register_version(
+        model_name=NAME, run_id=run.info.run_id, model_files=[path], tags=tags
+    )
+    stored = setup.registry.local_artifact(version, "model.onnx")
+    weight = np.asarray(CHAMPION[0], dtype=np.float32).tobytes()
+    data = bytearray(stored.read_bytes())
+    data[bytes(data).index(weight)] ^= 0x01  # the lowest bit of one weight: still a valid graph
+    stored.write_bytes(bytes(data))
+
+    before = live_app(APP).versions(NAME)
+    audit = tmp_path / "audit.jsonl"
+    code = main(
+        ["serve", "deploy", f"{NAME}@{version.version}", *setup.overrides, f"security.audit_log={audit}"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    expected, actual = json.loads(tags["raymlops.artifact_digests"])["model.onnx"], digest_bytes(bytes(data))
+    assert str(stored) in err and expected in err and actual in err
+    refused = [r for r in read_audit(audit) if r.action == "artifact-refused"]
+    assert [(r.target, r.outcome, r.details["actual"]) for r in refused] == [
+        (f"{NAME} v{version.version}", "refused", actual)
+    ]
+    with pytest.raises(IntegrityError):  # the library path refuses it too, before the app changes
+        add_version(APP, spec_from_registry(setup.registry, NAME, version.version))
+    assert live_app(APP).versions(NAME) == before  # nothing changed: the previous version answers
+    response = httpx.post(
+        f"{live_app(APP).url}/v1/models/{NAME}/predict", json={"records": ROWS[:2]}, timeout=30
+    )
+    assert response.status_code == 200
+    assert response.headers["model-version"] in {v for v, w in before.items() if w > 0}

@@ -58,6 +58,7 @@ class Writers:
         while not self.stop.is_set():
             write_deltalake(self.table, self._batch(i), mode="append")
             i += 1
+            self.stop.wait(0.01)  # paced: the test needs writes in flight, not thousands of commits
 
     def _sqlite(self) -> None:
         batch = 0
@@ -66,6 +67,7 @@ class Writers:
             with sqlite3.connect(self.db, timeout=30) as conn:  # one transaction of ROWS_PER_TXN rows
                 conn.executemany("INSERT INTO runs VALUES (?, ?)", [(batch, uri)] * ROWS_PER_TXN)
             batch += 1
+            self.stop.wait(0.002)
 
     def _log(self) -> None:
         while not self.stop.is_set():
@@ -75,6 +77,7 @@ class Writers:
     def _audit(self) -> None:
         while not self.stop.is_set():
             audit_event("job.run", "flights", "ok", "test", who="t", path=self.audit)
+            self.stop.wait(0.005)
 
     def __enter__(self) -> Writers:
         for thread in self.threads:
@@ -95,7 +98,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     (root / "api_keys.json").chmod(0o600)
     archive = tmp_path_factory.mktemp("backups") / "state.tar"
     with Writers(root) as writers:
-        threading.Event().wait(0.5)  # writers under way
+        threading.Event().wait(0.3)  # writers under way
         result = backup_state(root, archive)
         assert writers.threads[0].is_alive()  # the backup ran while the table was being written
     with tarfile.open(archive) as tar:
