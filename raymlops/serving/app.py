@@ -711,6 +711,7 @@ class Router:
             explainer = self._explainers.get(spec.onnx_path)
             if explainer is None:
                 from raymlops.evaluation.explain import load_explainer
+                from raymlops.security.integrity import read_artifact
 
                 # The graph's bytes as served: decrypted, checked against the registered digest.
                 graph = read_artifact(
@@ -926,4 +927,3 @@ class Router:
     async def infer_version(self, name: str, version: str, request: Request) -> JSONResponse:
         """Inference on one explicit version (weight 0 included), bypassing routing and shadowing."""
         return await self._score(name, request, _V2, version)
-                from raymlops.security.integrity import read_artifact
