@@ -15,6 +15,7 @@ from typing import Any
 
 from raymlops.data.stats import compute_dataset_stats
 from raymlops.data.validation import check_rules
+from raymlops.security.pii import PIIMasker, mask_profile
 
 __all__ = ["AuditResult", "audit_dataset"]
 
@@ -65,17 +66,29 @@ def _drift(profile, rules: dict[str, Any], report: dict[str, Any]) -> dict[str, 
 
 
 def audit_dataset(
-    ds, rules: dict[str, Any], data_version: str, out_dir: Path, now: datetime | None = None
+    ds,
+    rules: dict[str, Any],
+    data_version: str,
+    out_dir: Path,
+    now: datetime | None = None,
+    *,
+    pii: PIIMasker | None = None,
 ) -> AuditResult:  # ds: ray.data.Dataset
-    """Check ``rules`` (the ``validate`` config as a dict) on ``ds`` and write the three reports."""
+    """Check ``rules`` (the ``validate`` config as a dict) on ``ds`` and write the three reports.
+
+    ``pii`` columns are judged on their raw values but hashed or left out in all three reports (the
+    profile too: it is registered with the model and monitoring compares the hashed log with it).
+    """
     from raymlops.data.profile import Profile
     from raymlops.data.report_html import render_data_report
 
     key = list((rules.get("unique") or {}).get("key") or []) or None
     stats = compute_dataset_stats(ds, None, key)
-    report = check_rules(stats, rules, now)
+    report = check_rules(stats, rules, now, pii=pii)
     report["data_version"] = data_version
     profile = Profile.from_stats(stats.columns, stats.rows, data_version)
+    if pii:
+        profile = mask_profile(pii, profile)
     report["drift"] = _drift(profile, rules, report)
 
     out_dir.mkdir(parents=True, exist_ok=True)

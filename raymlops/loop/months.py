@@ -60,12 +60,15 @@ def publish_month(cfg: Any, uri: str, rows: pa.Table, month: int, out_dir: Any) 
     from raymlops.data.audit import audit_dataset
     from raymlops.data.delta import DeltaBackend
     from raymlops.data.publish import write_audit_publish
+    from raymlops.security.pii import PIIPolicy
 
     rules: Any = OmegaConf.to_container(cfg.validate, resolve=True, enum_to_str=True)
     return write_audit_publish(
         DeltaBackend(uri),
         rows,
-        lambda ds, version: audit_dataset(ds, rules, version, out_dir),
+        lambda ds, version: audit_dataset(
+            ds, rules, version, out_dir, pii=PIIPolicy.from_config(cfg).masker()
+        ),
         f"flights_loop: month {month} landed",
         {"month": str(month)},
     )

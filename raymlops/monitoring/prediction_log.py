@@ -20,7 +20,9 @@ Prediction rows (one per scored row; ``model`` lives in the directory name)::
     probability    float64         exactly the value answered (float32 widened)
     label          int8            probability >= the version's threshold
     latency_ms     float64         the request's handler time (served) or the shadow model's time
-    f_<column>     float64 | string  each raw input column as sent (``f_distance``, ``f_origin``)
+    f_<column>     float64 | string  each raw input column as sent (``f_distance``, ``f_origin``);
+                   a PII column (``data.columns.<c>.pii``) as its HMAC hex string, or left out
+                   (``data.pii.action``): see :mod:`raymlops.security.pii`
 
 Feedback rows (``POST /v1/feedback``): ``prediction_id`` string, ``row`` int32, ``outcome`` float64
 (the true label or value), ``ts`` timestamp[us, UTC] (when it arrived), ``model`` string (null when
@@ -52,6 +54,7 @@ from raymlops.errors import ConfigError, RequestError
 from raymlops.monitoring.parquet_log import ParquetLog, read_log
 
 if TYPE_CHECKING:
+    from raymlops.security.pii import PIIMasker
     from raymlops.serving.spec import ModelSpec
 
 __all__ = [
@@ -132,6 +135,7 @@ class ScoredRequest:
     probabilities: np.ndarray
     latency_ms: float
     ts_us: int
+    pii: PIIMasker | None = None  # hashes or drops PII columns here, on the writer thread
 
     @property
     def num_rows(self) -> int:
@@ -158,6 +162,10 @@ class ScoredRequest:
         features = pa.concat_tables(
             [r.features.select(columns) for r in requests], promote_options="permissive"
         )
+        pii = requests[0].pii
+        if pii:  # before anything is written: the raw values never reach a file
+            features = pii.apply(features)
+            columns = features.column_names
         arrays = [
             pa.array(each([r.prediction_id for r in requests]), pa.string()),
             pa.array((np.arange(total) - starts).astype(np.int32)),
@@ -294,11 +302,13 @@ class PredictionLogger:
         flush_rows: int = 1000,
         flush_interval_s: float = 2.0,
         writer_id: str | None = None,
+        pii: PIIMasker | None = None,
     ) -> None:
         self.root = root.rstrip("/") if "://" in root else os.fspath(root)
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self.writer_id = writer_id or f"{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.pii = pii if pii else None  # hashes or drops the f_ columns of PII columns
         self._lock = threading.Lock()
         self._logs: dict[tuple[str, str, tuple[tuple[str, str], ...]], ParquetLog] = {}
         self._feedback: ParquetLog | None = None
@@ -311,9 +321,12 @@ class PredictionLogger:
     def _open(self, key: tuple[str, str, tuple[tuple[str, str], ...]]) -> ParquetLog:
         _, version, columns = key
         self._opened += 1
+        schema = prediction_schema(dict(columns))
+        if self.pii is not None:
+            schema = self.pii.schema(schema, prefix=FEATURE_PREFIX)
         return ParquetLog(
             f"{self.root}/{PREDICTIONS_DIR}",
-            schema=prediction_schema(dict(columns)),
+            schema=schema,
             partition_cols=_PARTITIONS,
             flush_rows=self.flush_rows,
             flush_interval_s=self.flush_interval_s,
@@ -330,7 +343,9 @@ class PredictionLogger:
         latency_ms: float,
     ) -> None:
         """Buffer one scored request's rows (a few microseconds: the table is built when written)."""
-        rows = ScoredRequest(spec, route, prediction_id, features, probabilities, latency_ms, _now_us())
+        rows = ScoredRequest(
+            spec, route, prediction_id, features, probabilities, latency_ms, _now_us(), self.pii
+        )
         key = (spec.name, spec.version, tuple(spec.input_columns.items()))
         with self._lock:
             log = self._logs.get(key)

@@ -53,6 +53,7 @@ import raymlops
 from raymlops.errors import ModelNotFoundError, OnlineStoreError, RequestError, did_you_mean
 from raymlops.features.online import OnlineStore, open_online_store
 from raymlops.monitoring.prediction_log import PredictionLogger, parse_feedback
+from raymlops.security.pii import masker_from_settings
 from raymlops.serving import oip
 from raymlops.serving.app_logging import LOGGING_CONFIG
 from raymlops.serving.auth import ApiKeyMiddleware, AuthTable
@@ -632,7 +633,10 @@ class Router:
             None
             if settings is None
             else PredictionLogger(
-                settings.root, flush_rows=settings.flush_rows, flush_interval_s=settings.flush_interval_s
+                settings.root,
+                flush_rows=settings.flush_rows,
+                flush_interval_s=settings.flush_interval_s,
+                pii=masker_from_settings(settings.pii),  # the key from the cluster's store, never a setting
             )
         )
         self._log_settings = settings

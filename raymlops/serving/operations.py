@@ -368,7 +368,14 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
     serve_cfg = cfg.serve
     check_app_env(serve_cfg.app_name, str(cfg.env.name))
     check_artifacts(cfg, specs)
-    log = {"root": str(cfg.monitor.log_root)} if serve_cfg.prediction_log else None
+    log: dict[str, Any] | None = None
+    if serve_cfg.prediction_log:
+        from raymlops.security.pii import PIIPolicy
+
+        # PII columns are hashed (or dropped) by the router before a row is logged; the key goes to
+        # the replicas through the cluster's key-value store, never through the user_config.
+        pii = PIIPolicy.from_config(cfg).router_settings()
+        log = {"root": str(cfg.monitor.log_root), **({"pii": pii} if pii else {})}
     return deploy(
         specs,
         app_name=serve_cfg.app_name,

@@ -21,6 +21,7 @@ from raymlops.features.online.base import OnlineStoreSettings
 from raymlops.features.online.lookup import FeatureLookup
 from raymlops.models.export import INPUT_KINDS
 from raymlops.security.names import safe_name
+from raymlops.security.pii import check_pii_settings
 from raymlops.serving.auth import AuthTable
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 
@@ -52,7 +53,7 @@ _SETTINGS: dict[str, int] = {
     "model_batch_wait_us": 1000,
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_PREDICTION_LOG_KEYS = ("root", "flush_rows", "flush_interval_s")
+_PREDICTION_LOG_KEYS = ("root", "flush_rows", "flush_interval_s", "pii")
 
 
 @dataclass(frozen=True)
@@ -193,11 +194,15 @@ class PredictionLogSettings:
             logs go to ``<root>/predictions/`` and ``<root>/feedback/``.
         flush_rows: A replica writes a file once this many rows are buffered ...
         flush_interval_s: ... or once this long has passed since its last write.
+        pii: ``{"columns": [...], "action": "hash" | "drop", "key_id": ID}``: the PII columns to hash
+            or drop before a row is written (:mod:`raymlops.security.pii`); the key itself is not
+            here but in the cluster's key-value store under ``key_id``. None: log every column as sent.
     """
 
     root: str
     flush_rows: int = 1000
     flush_interval_s: float = 2.0
+    pii: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         key = "serving.prediction_log"
@@ -211,12 +216,14 @@ class PredictionLogSettings:
             isinstance(interval, int | float) and math.isfinite(interval) and interval > 0
         ):
             raise ConfigError(f"{key}.flush_interval_s", f"must be a number > 0, got {interval!r}.")
+        object.__setattr__(self, "pii", check_pii_settings(self.pii, f"{key}.pii"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "root": self.root,
             "flush_rows": self.flush_rows,
             "flush_interval_s": float(self.flush_interval_s),
+            **({"pii": dict(self.pii)} if self.pii else {}),
         }
 
     @classmethod

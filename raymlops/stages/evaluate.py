@@ -61,6 +61,29 @@ def _score_champion(registry: Any, holder: Any, table: pa.Table, y: np.ndarray, 
     return {"version": holder.version, "metrics": task_metrics(TASK, y, proba, split)}
 
 
+def _mask_pii_slices(cfg: Any, slices: dict[str, Any]) -> dict[str, Any]:
+    """Slices of PII columns (``data.columns.<c>.pii``) with their values hashed, or left out under
+    ``data.pii.action=drop``: the report and the model card name no subject ("<null>" stays)."""
+    from raymlops.security.pii import PIIPolicy
+
+    policy = PIIPolicy.from_config(cfg)
+    private = [c for c in slices if c in policy.columns]
+    if not private:
+        return slices
+    masker = policy.masker()
+    out: dict[str, Any] = {}
+    for column, rows in slices.items():  # in the report's order
+        if column not in private:
+            out[column] = rows
+        elif masker.action == "hash":
+            out[column] = [{**r, "value": _masked(masker, r["value"])} for r in rows]
+    return out
+
+
+def _masked(masker: Any, value: str) -> str:
+    return value if value == "<null>" else masker.mask_value(value)
+
+
 class EvaluateStage(Stage):
     name = "evaluate"
 
@@ -95,6 +118,7 @@ class EvaluateStage(Stage):
             min_rows=cfg.min_slice_rows,
             max_values=cfg.max_slice_values,
         )
+        slices = _mask_pii_slices(ctx.cfg, slices)
         gates = gate_results(metrics, cfg.gates)
         champion = _score_champion(registry, holder, table, y, split) if holder is not None else None
         if champion is not None:

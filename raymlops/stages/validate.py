@@ -12,6 +12,7 @@ from raymlops.errors import DataValidationError
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState, ValidateOutput
+from raymlops.security.pii import PIIPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ class ValidateStage(Stage):
         cfg = ctx.cfg.validate
         ingest = state.require("ingest")
         rules = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-        result = audit_dataset(ingest.dataset, rules, ingest.data_version, ctx.run_dir)
+        pii = PIIPolicy.from_config(ctx.cfg).masker()
+        result = audit_dataset(ingest.dataset, rules, ingest.data_version, ctx.run_dir, pii=pii)
         report = result.report
         ctx.lineage["profile"] = str(result.profile_path)
         ctx.record(
