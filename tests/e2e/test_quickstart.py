@@ -214,3 +214,61 @@ def test_operator_cli_lists_the_registered_version(served, capsys: pytest.Captur
     assert f"flights-delay v1  run={state.register.run_id}" in out and state.ingest.data_version in out
     assert main(["models", "versions", "flight-delay", f"state_dir={cfg.state_dir}"]) == 2
     assert "Did you mean 'flights-delay'" in capsys.readouterr().err
+
+
+def test_state_backup_restores_into_an_empty_root_that_serves_the_same_answers(
+    served, tmp_path: Path
+) -> None:
+    """Issue 10: `state backup` of the live root, `state restore` into an empty one; the champion deployed
+    from the restored root (its own app and route) answers exactly as the original app does, from the
+    restored files: the registry's artifact locations and data versions were moved to the new root."""
+    import copy
+    import sqlite3
+
+    from omegaconf import open_dict
+    from ray import serve
+
+    from raymlops.__main__ import main
+    from raymlops.serving.operations import deploy_from_config, spec_from_registry
+
+    cfg, _, state = served
+    archive, restored = tmp_path / "state.tar.gz", tmp_path / "restored"
+    assert main(["state", "backup", str(archive), f"state_dir={cfg.state_dir}"]) == 0
+    assert main(["state", "restore", str(archive), f"state_dir={restored}"]) == 0
+    moved = copy.deepcopy(cfg)
+    with open_dict(moved):
+        moved.state_dir = str(restored)
+        moved.serve.app_name, moved.serve.route_prefix = "restored-dev", "/restored"
+    assert moved.registry.tracking_uri == f"sqlite:///{restored}/mlflow.db"
+    spec = spec_from_registry(
+        ModelRegistry.from_config(moved.registry), cfg.registry.model_name, "@champion", 1.0
+    )
+    assert spec.version == "1" and spec.onnx_path.startswith(f"{restored}/")
+    assert spec.data_version == state.ingest.data_version.replace(str(cfg.state_dir), str(restored))
+    with sqlite3.connect(restored / "mlflow.db") as conn:  # nothing in the registry names the old root
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        old = [
+            (table, column)
+            for table in tables
+            for (_, column, *_) in conn.execute(f'PRAGMA table_info("{table}")')
+            if conn.execute(
+                f'SELECT 1 FROM "{table}" WHERE instr("{column}", ?) > 0', (f"{cfg.state_dir}/",)
+            ).fetchone()
+        ]
+    assert old == []
+    url = deploy_from_config(moved, [spec])
+    try:
+        sample = state.features.raw_sample.slice(0, 20)
+        records = [{k: row[k] for k in state.export.input_columns} for row in sample.to_pylist()]
+        answers = [
+            httpx.post(
+                f"{base}/v1/models/{cfg.registry.model_name}/predict", json={"records": records}, timeout=30
+            )
+            for base in (state.deploy.url, url)
+        ]
+        assert [a.status_code for a in answers] == [200, 200], answers[1].text
+        assert url.endswith("/restored") and answers[1].headers["model-version"] == "1"
+        original, again = ([p["probability"] for p in a.json()["predictions"]] for a in answers)
+        assert again == original
+    finally:
+        serve.delete(moved.serve.app_name)
