@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(f"## Model gate: FAILED\n\n```\n{exc}\n```\n")
         print(f"ci_gate.py: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a crash (Ray did not start, ...): a comment, then the traceback
+        args.out.write_text(f"## Model gate: FAILED (error)\n\n```\n{type(exc).__name__}: {exc}\n```\n")
+        raise
     evaluation = state.require("evaluate")
     args.out.write_text(result_markdown(cfg, evaluation))
     print(args.out.read_text())
