@@ -12,9 +12,8 @@ CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md
 
 
 def test_checked_in_reference_is_the_generated_one() -> None:
-    assert CHECKED_IN.read_text() == render(), (
-        "docs/config-reference.md is stale: run `python -m raymlops.config.reference > docs/config-reference.md`"
-    )
+    regenerate = "python -m raymlops.config.reference > docs/config-reference.md"
+    assert CHECKED_IN.read_text() == render(), f"docs/config-reference.md is stale: run `{regenerate}`"
 
 
 def test_every_key_is_documented_with_the_comment_on_its_line() -> None:
