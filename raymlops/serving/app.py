@@ -68,6 +68,7 @@ from raymlops.serving.onnx_model import (
     parse_records,
     records_to_inputs,
 )
+from raymlops.serving.ood import OODCheck
 from raymlops.serving.policy import (
     ShadowPool,
     agreement,
@@ -75,6 +76,7 @@ from raymlops.serving.policy import (
     sample_shadow,
     sticky_key_from_fields,
 )
+from raymlops.serving.rate_limit import RateLimitMiddleware, RateLimitSettings
 from raymlops.serving.spec import (
     ModelSpec,
     OnlineStoreSettings,
@@ -88,25 +90,149 @@ __all__ = ["LOGGING_CONFIG", "Router", "app", "choose_version"]
 logger = logging.getLogger(__name__)
 
 
+# Every error answer is {"error": "..."}; the OpenAPI document declares it for every 4xx a route can
+# give (and 503), so that clients, and the fuzz test's response checks, know every answer's shape.
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+_ERROR_STATUSES = {
+    400: "The body is not valid JSON (or binary tensor framing).",
+    401: "No API key, or an invalid one (auth on).",
+    403: "The key's role may not call this route.",
+    404: "No such model, version or route.",
+    405: "The route does not take this method.",
+    409: "Feedback without a prediction log.",
+    413: "The body exceeds max_body_bytes.",
+    422: "The request breaks the input schema, a limit, or (ood.action=reject) the training profile.",
+    429: "Rate limit exceeded; retry after Retry-After seconds.",
+    503: "Not ready, or the online store cannot be reached.",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds until the client's next request is allowed.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+        **({"headers": _RETRY_AFTER} if status == 429 else {}),
+    }
+    for status, description in _ERROR_STATUSES.items()
+}
+
 # tritonclient posts its JSON (or JSON + binary tensors) with no Content-Type header: every scoring
 # endpoint reads the raw body itself instead of letting FastAPI parse it.
-app = FastAPI(title="raymlops serving", version="1")
+app = FastAPI(title="raymlops serving", version="1", responses=_ERROR_RESPONSES)
 
 
-def _body_doc(schema: Mapping[str, Any], example: Any, description: str = "JSON") -> dict[str, Any]:
+def _body_doc(
+    schema: Mapping[str, Any],
+    example: Any,
+    description: str = "JSON",
+    answer: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """``openapi_extra`` declaring the JSON body a raw-body endpoint reads, so that the OpenAPI
     document (and the clients and fuzzers built from it) shows it; FastAPI neither parses nor checks it.
+    ``answer``: the JSON schema of its 200 answer (FastAPI cannot infer it from a JSONResponse).
     """
     content = {"application/json": {"schema": dict(schema), "example": example}}
-    return {"requestBody": {"required": True, "description": description, "content": content}}
+    extra: dict[str, Any] = {
+        "requestBody": {"required": True, "description": description, "content": content}
+    }
+    if answer is not None:
+        ok = {"description": "Successful Response", "content": {"application/json": {"schema": dict(answer)}}}
+        extra["responses"] = {"200": ok}
+    return extra
 
 
-_PREDICT_DOC = _body_doc(RECORDS_SCHEMA, {"records": [{"distance": 1400.0, "hour": 7, "origin": "JFK"}]})
+_COLUMNS = {"type": "array", "items": {"type": "string"}}
+_PREDICT_ANSWER = {
+    "type": "object",
+    "required": ["model_name", "model_version", "prediction_id", "predictions"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "prediction_id": {"type": "string"},
+        "predictions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["probability", "label"],
+                "additionalProperties": False,
+                "properties": {
+                    "probability": {"type": "number", "minimum": 0, "maximum": 1},
+                    "label": {"enum": [0, 1]},
+                    "imputed": {**_COLUMNS, "description": "Feature views the row was missing from."},
+                    "ood": {
+                        **_COLUMNS,
+                        "description": "Columns whose value lies outside the version's training profile "
+                        "(present when the version is checked: serve.ood.enabled and a registered profile).",
+                    },
+                },
+            },
+        },
+    },
+}
+_INFER_ANSWER = {
+    "type": "object",
+    "required": ["id", "model_name", "model_version", "parameters", "outputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "required": ["prediction_id"],
+            "properties": {
+                "prediction_id": {"type": "string"},
+                "imputed": {"type": "array", "items": _COLUMNS},
+                "ood_rows": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Rows flagged out of distribution.",
+                },
+                "ood": {
+                    "type": "string",
+                    "description": "JSON array: per row, the columns outside the training profile.",
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "datatype", "shape", "data"],
+                "properties": {
+                    "name": {"const": oip.OUTPUT_NAME},
+                    "datatype": {"const": "FP32"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "data": {"type": "array", "items": {"type": "number"}},
+                },
+            },
+        },
+    },
+}
+
+
+_PREDICT_DOC = _body_doc(
+    RECORDS_SCHEMA,
+    {"records": [{"distance": 1400.0, "hour": 7, "origin": "JFK"}]},
+    answer=_PREDICT_ANSWER,
+)
+_EXPLAIN_DOC = _body_doc(RECORDS_SCHEMA, {"records": [{"distance": 1400.0, "hour": 7, "origin": "JFK"}]})
 _INFER_DOC = _body_doc(
     oip.INFER_REQUEST_SCHEMA,
     {"inputs": [{"name": "distance", "datatype": "FP32", "shape": [1, 1], "data": [1400.0]}]},
     description="JSON; or, with an Inference-Header-Content-Length header, that many bytes of JSON "
     "followed by the tensors' raw bytes (the binary tensor extension, which tritonclient uses).",
+    answer=_INFER_ANSWER,
 )
 _FEEDBACK_ITEM = {
     "type": "object",
@@ -116,7 +242,7 @@ _FEEDBACK_ITEM = {
         "prediction_id": {"type": "string", "minLength": 1, "maxLength": 256},  # prediction_log's limits
         "outcome": {"type": "number"},
         "row": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-        "model": {"type": "string", "minLength": 1},
+        "model": {"type": ["string", "null"], "minLength": 1},  # null: not given
     },
 }
 _FEEDBACK_DOC = _body_doc(
@@ -142,6 +268,18 @@ def _auth_table() -> AuthTable:
     return router._routes.config.auth
 
 
+def _rate_limit() -> RateLimitSettings:
+    router: Any = serve.get_replica_context().servable_object
+    return router._routes.config.rate_limit
+
+
+def _rate_limited(label: str, key: str, retry_after_s: int, first: bool) -> None:
+    router: Any = serve.get_replica_context().servable_object
+    router._on_rate_limited(label, key, retry_after_s, first)
+
+
+# Starlette runs the middleware added last first: auth, then the rate limit by the verified key id.
+app.add_middleware(RateLimitMiddleware, settings=_rate_limit, on_limited=_rate_limited)
 app.add_middleware(ApiKeyMiddleware, table=_auth_table)  # API keys and roles (auth.ROUTE_ROLES)
 
 
@@ -181,6 +319,8 @@ class _Routes:
 
     config: RoutingConfig = field(default_factory=lambda: RoutingConfig(models={}))
     models: dict[tuple[str, str], "ServedModel"] = field(default_factory=dict)
+    # Out-of-distribution bounds of the versions checked (an input_profile, serve.ood.enabled).
+    ood: dict[tuple[str, str], OODCheck] = field(default_factory=dict)
 
     def specs(self, name: str) -> tuple[ModelSpec, ...]:
         specs = self.config.models.get(name)
@@ -223,6 +363,7 @@ class _Protocol:
         probabilities: np.ndarray,
         payload: Any,
         imputed: list[list[str]] | None = None,
+        ood: list[list[str]] | None = None,
     ) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -251,12 +392,16 @@ class _V1(_Protocol):
         probabilities: np.ndarray,
         payload: Any,
         imputed: list[list[str]] | None = None,
+        ood: list[list[str]] | None = None,
     ) -> dict[str, Any]:
         threshold = spec.threshold
         predictions = [{"probability": p, "label": int(p >= threshold)} for p in probabilities.tolist()]
         if imputed is not None:  # a version with a feature lookup: the views each row was missing from
             for prediction, views in zip(predictions, imputed, strict=True):
                 prediction["imputed"] = views
+        if ood is not None:  # a version checked against its training profile: the columns outside it
+            for prediction, columns in zip(predictions, ood, strict=True):
+                prediction["ood"] = columns
         return {
             "model_name": name,
             "model_version": spec.version,
@@ -288,10 +433,13 @@ class _V2(_Protocol):
         probabilities: np.ndarray,
         payload: Any,
         imputed: list[list[str]] | None = None,
+        ood: list[list[str]] | None = None,
     ) -> dict[str, Any]:
         answer = oip.infer_response(name, spec.version, payload.id, prediction_id, probabilities)
         if imputed is not None:
             answer["parameters"]["imputed"] = imputed
+        if ood is not None:
+            answer["parameters"].update(oip.ood_parameters(ood))
         return answer
 
 
@@ -392,7 +540,13 @@ class Router:
                 else:
                     models[(name, spec.version)] = LoadedModel(spec, use_gpu=config.use_gpu)
         self._stats.retain(models, config.stats_window)
-        self._routes = _Routes(config, models)
+        ood = {}
+        if config.ood.enabled:
+            for name, specs in config.models.items():
+                for spec in specs:
+                    if spec.input_profile:
+                        ood[(name, spec.version)] = OODCheck(spec.input_profile, config.ood.range_margin)
+        self._routes = _Routes(config, models, ood)
         self._generation += 1
         weights = {}
         for name, specs in config.models.items():
@@ -484,6 +638,7 @@ class Router:
             if not parsed:
                 payload = protocol.parse(body, request.headers)
             inputs, imputed = await self._inputs(protocol, payload, spec, config.max_rows_per_request)
+            ood = self._check_ood(routes, name, spec, inputs)
             probabilities = await model.apredict(inputs)
         except RequestError as exc:
             self._record_served(name, spec.version, started, exc.status)
@@ -514,6 +669,7 @@ class Router:
             started = time.perf_counter()
             try:
                 inputs, imputed = await self._inputs(protocol, payload, spec, config.max_rows_per_request)
+                ood = self._check_ood(routes, name, spec, inputs)
                 probabilities = await model.apredict(inputs)
             except RequestError as second_request:
                 self._record_served(name, spec.version, started, second_request.status)
@@ -526,7 +682,7 @@ class Router:
                 logger.exception("fallback model failed name=%s version=%s", name, spec.version)
                 return _error(500, f"model {name!r} versions {failed!r}, {spec.version!r} failed: {second}")
         prediction_id = uuid.uuid4().hex
-        body_out = protocol.answer(name, spec, prediction_id, probabilities, payload, imputed)
+        body_out = protocol.answer(name, spec, prediction_id, probabilities, payload, imputed, ood)
         self._record_served(name, spec.version, started, 200, probabilities)
         predictions = self._predictions
         if predictions is not None:  # a buffer push: the log's own thread writes the files
@@ -539,6 +695,62 @@ class Router:
             )
         headers["prediction-id"] = prediction_id
         return JSONResponse(body_out, headers=headers)
+
+    def _check_ood(
+        self, routes: _Routes, name: str, spec: ModelSpec, inputs: ModelInputs
+    ) -> list[list[str]] | None:
+        """Per row, the columns outside the version's training profile (None: not checked); counted
+        in metrics. With ``ood.action: reject`` a flagged row refuses the request (RequestError, 422)."""
+        check = routes.ood.get((name, spec.version))
+        if check is None:
+            return None
+        flags = check.flags(inputs)
+        if not any(flags):
+            return flags
+        self._metrics.ood_rows(name, spec.version, flags)
+        if routes.config.ood.action == "reject":
+            refusal = check.refusal(inputs, flags)
+            column = next(columns[0] for columns in flags if columns)
+            if (name, spec.version, f"ood:{column}") not in self._warned:  # one audit record per column
+                self._warned.add((name, spec.version, f"ood:{column}"))
+                self._audit_refusal(
+                    "predict", f"{name} v{spec.version}", refusal.message, {"column": column}, routes
+                )
+            raise refusal
+        return flags
+
+    def _on_rate_limited(self, label: str, key: str, retry_after_s: int, first: bool) -> None:
+        """A 429 of the rate limit: counted; the first of a client's run of refusals is audited."""
+        self._metrics.rate_limited(label)
+        if first:
+            logger.info("rate limited client=%s retry_after_s=%d", label, retry_after_s)
+            why = f"429 rate limit exceeded; retry after {retry_after_s} s"
+            details = {"key_id": label} if label != "anonymous" else {"client": key.removeprefix("addr:")}
+            self._audit_refusal("rate-limit", "serving", why, details, self._routes, who=label)
+
+    def _audit_refusal(
+        self,
+        action: str,
+        target: str,
+        why: str,
+        details: dict[str, Any],
+        routes: _Routes,
+        who: str = "anonymous",
+    ) -> None:
+        """A security audit record in ``serve.auth.audit_log`` (none configured: nothing), written on a
+        thread: the append takes a file lock and must not stall the event loop."""
+        path = routes.config.auth.audit_log
+        if not path:
+            return
+        from raymlops.security.audit import audit_event
+
+        def write() -> None:
+            try:
+                audit_event(action, target, "refused", why, who=who, details=details, path=path)
+            except OSError:  # an unwritable audit log must not fail the request
+                logger.exception("audit log %s not writable", path)
+
+        threading.Thread(target=write, name="raymlops-audit", daemon=True).start()
 
     def _warn_once(self, name: str, version: str, exc: Exception, route: str = "served") -> None:
         """Log a model's run-time failure once per (version, route), not once per request."""
@@ -724,7 +936,7 @@ class Router:
                 explainer = self._explainers[spec.onnx_path] = load_explainer(folder, graph)
         return explainer
 
-    @app.post("/v1/models/{name}/explain", openapi_extra=_PREDICT_DOC)
+    @app.post("/v1/models/{name}/explain", openapi_extra=_EXPLAIN_DOC)
     async def explain(self, name: str, request: Request, version: str | None = None) -> JSONResponse:
         """SHAP values of each row, per raw input column: ``{"explanations": [{"prediction",
         "base_value", "shap": {column: value}}, ...]}``, in probability space, with

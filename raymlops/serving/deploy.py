@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from raymlops.errors import DeploymentError
+from raymlops.errors import ConfigError, DeploymentError
 from raymlops.serving.policy import RoutePolicy
 from raymlops.serving.spec import ModelSpec, PredictionLogSettings, build_user_config
 
-__all__ = ["deploy", "deploy_user_config", "sample_requests"]
+__all__ = ["TLSSettings", "deploy", "deploy_user_config", "sample_requests"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,11 @@ _REPLICA_CODE = (
     "serving/policy.py",
     "serving/metrics.py",
     "serving/oip.py",
+    "serving/ood.py",
+    "serving/rate_limit.py",
+    "security/__init__.py",
+    "security/names.py",
+    "security/roles.py",
     "models/export.py",
     "features/preprocess.py",
     "features/online/__init__.py",
@@ -43,6 +50,72 @@ _REPLICA_CODE = (
     "monitoring/prediction_log.py",
     "evaluation/explain.py",
 )
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """``serve.tls``: the certificate (chain) and private key the Serve HTTP proxy speaks HTTPS with.
+
+    Fixed when Serve starts, for every application of the cluster (Ray Serve's ``HTTPOptions``). The
+    key's password, if any, is read from the environment variable ``keyfile_password_env`` on the
+    driver; Serve keeps it in its HTTP options, which ``serve status`` and the dashboard show, so
+    prefer an unencrypted key file of mode 0600 readable by the Ray user only.
+    """
+
+    certfile: str
+    keyfile: str
+    keyfile_password_env: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | TLSSettings | None) -> TLSSettings | None:
+        """From ``{"certfile", "keyfile", "keyfile_password_env"}``; None (or both paths unset): no TLS.
+
+        Raises:
+            ConfigError: One of certfile/keyfile without the other, a file that cannot be read, or a
+                password variable that is not set.
+        """
+        if data is None or isinstance(data, TLSSettings):
+            return data
+        keys = ("certfile", "keyfile", "keyfile_password_env")
+        unknown = sorted(str(k) for k in data if k not in keys)
+        if unknown:
+            raise ConfigError(f"serve.tls.{unknown[0]}", "is not a TLS setting.", keys)
+        certfile, keyfile = data.get("certfile"), data.get("keyfile")
+        password_env = data.get("keyfile_password_env")
+        if not certfile and not keyfile:
+            return None
+        if not certfile or not keyfile:
+            missing, given = ("certfile", "keyfile") if not certfile else ("keyfile", "certfile")
+            raise ConfigError(
+                f"serve.tls.{missing}",
+                f"is not set but serve.tls.{given} is: HTTPS needs both the certificate and its private "
+                "key (PEM files); set both, or neither for plain HTTP.",
+            )
+        for key, path in (("certfile", certfile), ("keyfile", keyfile)):
+            try:
+                with open(path, "rb") as handle:
+                    head = handle.read(64)
+            except OSError as exc:
+                raise ConfigError(
+                    f"serve.tls.{key}",
+                    f"{path!r} cannot be read ({exc.strerror or exc}); give a readable PEM file.",
+                ) from None
+            if b"-----BEGIN" not in head:
+                raise ConfigError(f"serve.tls.{key}", f"{path!r} is not a PEM file (no -----BEGIN line).")
+        if password_env and password_env not in os.environ:
+            raise ConfigError(
+                "serve.tls.keyfile_password_env",
+                f"names the environment variable {password_env!r}, which is not set: export it with the "
+                "key's password, or unset keyfile_password_env for an unencrypted key.",
+            )
+        return cls(str(certfile), str(keyfile), str(password_env) if password_env else None)
+
+    def http_options(self) -> dict[str, str]:
+        """The ``ssl_*`` fields of Serve's ``HTTPOptions``."""
+        options = {"ssl_certfile": self.certfile, "ssl_keyfile": self.keyfile}
+        if self.keyfile_password_env:
+            options["ssl_keyfile_password"] = os.environ[self.keyfile_password_env]
+        return options
 
 
 def _code_version() -> str:
@@ -86,6 +159,9 @@ def deploy(
     model_batch_wait_us: int | None = None,
     env: str | None = None,
     online_store: Mapping[str, Any] | None = None,
+    tls: Mapping[str, Any] | TLSSettings | None = None,
+    rate_limit: Mapping[str, Any] | None = None,
+    ood: Mapping[str, Any] | None = None,
 ) -> str:
     """Deploy (or update in place) the router serving ``models`` and wait until it is ready.
 
@@ -118,15 +194,22 @@ def deploy(
         auth: ``{"enabled": bool, "keys": KeyStore.public_table()}`` (``auth.router_auth`` builds it
             from the ``serve.auth`` config); None: no API keys needed. A new table (a revoked key)
             applies in place, like a routing change.
+        tls: ``{"certfile", "keyfile", "keyfile_password_env"}`` (``TLSSettings``): Serve's HTTP proxy
+            speaks HTTPS only. Like host and port, fixed by the first ``serve.start`` of the cluster:
+            deploying with TLS onto a Serve started without it (or the reverse) is refused.
+        rate_limit: ``{"requests_per_s": R, "burst": N}`` per client (API key id, else address) and
+            replica; beyond it 429 with ``Retry-After``. None or a rate of 0: no limit.
+        ood: ``{"enabled", "action": "flag"|"reject", "range_margin"}``: how versions with an
+            ``input_profile`` treat rows outside their training profile (``raymlops.serving.ood``).
         check_models: Load every ONNX file here first (on CPU). A replica whose reconfigure fails is
             replaced, and in Ray 2.60 a failed in-place update leaves no replica serving; a broken
             model must not get that far. Turn off only where the driver cannot read the paths.
 
     Returns:
-        The base URL, ``http://host:port`` + route prefix, without a trailing slash.
+        The base URL, ``http(s)://host:port`` + route prefix, without a trailing slash.
 
     Raises:
-        ConfigError: The specs do not form a valid routing table.
+        ConfigError: The specs do not form a valid routing table, or the TLS files are unusable.
         DeploymentError: Serve refused the application, it failed, or it was not ready in time.
     """
     settings: dict[str, Any] = {
@@ -146,8 +229,11 @@ def deploy(
         prediction_log=prediction_log,
         env=env,
         online_store=online_store,
+        rate_limit=rate_limit,
+        ood=ood,
         **{k: v for k, v in settings.items() if v is not None},
     )
+    tls_settings = TLSSettings.from_dict(tls)
     if check_models:
         from raymlops.serving.onnx_model import LoadedModel
 
@@ -163,6 +249,7 @@ def deploy(
         replica_cpus=replica_cpus,
         replica_gpus=replica_gpus if use_gpu else 0.0,
         timeout_s=timeout_s,
+        tls=tls_settings,
     )
 
 
@@ -177,12 +264,14 @@ def deploy_user_config(
     replica_cpus: float = 0.25,
     replica_gpus: float = 0.0,
     timeout_s: float = 120,
+    tls: TLSSettings | None = None,
 ) -> str:
     """Deploy the router with a ready ``user_config`` (``build_user_config``'s output, or a live app's
     config changed by ``raymlops.serving.operations``) and wait until it answers; returns the URL.
 
     Versions with ``placement: deployment`` become ``ModelServer`` deployments of the same app, bound
     into the router; a version dropped from ``user_config`` has its deployment removed with it.
+    ``tls`` applies only if this call starts Serve; a running Serve must already match it.
     """
     from ray import serve
 
@@ -196,8 +285,11 @@ def deploy_user_config(
         # Without a GPU reservation Ray hides every device from the actor and CUDA silently falls back.
         actor_options["num_gpus"] = replica_gpus
     try:
-        serve.start(http_options={"host": host, "port": port}, logging_config=LOGGING_CONFIG)
-        _check_http_port(port)
+        http_options: dict[str, Any] = {"host": host, "port": port}
+        if tls is not None:
+            http_options.update(tls.http_options())
+        serve.start(http_options=http_options, logging_config=LOGGING_CONFIG)
+        _check_http_port(port, tls)
         model_servers = [
             _versioned(
                 cast(serve.Deployment, ModelServer),
@@ -238,7 +330,8 @@ def deploy_user_config(
         raise
     except Exception as exc:
         raise DeploymentError(f"Serve refused application {app_name!r}: {exc}") from exc
-    url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+    scheme = "https" if tls is not None else "http"
+    url = f"{scheme}://{host}:{port}{route_prefix.rstrip('/')}"
     _wait_ready(app_name, url, timeout_s)
     logger.info(
         "deployed app=%s url=%s models=%s",
@@ -264,8 +357,12 @@ def _versioned(deployment: Any, **options: Any) -> Any:
         return deployment.options(**options)
 
 
-def _check_http_port(port: int) -> None:
-    """Serve keeps the HTTP options of its first start and ignores later ones; say so plainly."""
+def _check_http_port(port: int, tls: TLSSettings | None = None) -> None:
+    """Serve keeps the HTTP options of its first start and ignores later ones; say so plainly.
+
+    TLS above all: a deploy that asked for HTTPS must never end up serving plain HTTP because an
+    earlier ``serve.start`` had no certificate.
+    """
     try:
         from ray.serve.context import _get_global_client
 
@@ -273,12 +370,22 @@ def _check_http_port(port: int) -> None:
         if client is None:
             return
         running = client.http_config.port
+        running_cert = getattr(client.http_config, "ssl_certfile", None)
     except Exception:  # a private API: when it moves, fall back to the readiness timeout
         return
     if running != port:
         raise DeploymentError(
             f"Serve is already running with its HTTP proxy on port {running}, not {port}; "
             f"deploy with port={running} or call serve.shutdown() first."
+        )
+    wanted_cert = tls.certfile if tls is not None else None
+    if running_cert != wanted_cert:
+        now = f"HTTPS with {running_cert!r}" if running_cert else "plain HTTP"
+        asked = f"HTTPS with {wanted_cert!r}" if wanted_cert else "plain HTTP"
+        raise DeploymentError(
+            f"Serve is already running with {now}, but this deploy asks for {asked}; HTTP options are "
+            "fixed when Serve starts: call serve.shutdown() (or `serve shutdown`) first, or deploy "
+            "with the running TLS settings."
         )
 
 
@@ -299,7 +406,9 @@ def _wait_ready(app_name: str, url: str, timeout_s: float) -> None:
 
     deadline = time.monotonic() + timeout_s
     status, message = "UNKNOWN", ""
-    with httpx.Client(timeout=5.0) as client:
+    # An HTTPS probe does not verify the certificate: it asks our own proxy whether the app is up,
+    # sends nothing secret, and the URL's host (127.0.0.1 for 0.0.0.0) need not be in the certificate.
+    with httpx.Client(timeout=5.0, verify=False) as client:
         while time.monotonic() < deadline:
             status, message = _app_status(app_name)
             if status.endswith("DEPLOY_FAILED"):

@@ -100,6 +100,19 @@ METRICS = (
         "Sampled shadow calls dropped because shadow_max_in_flight calls were already running.",
         ("model", "version"),
     ),
+    MetricDef(
+        "raymlops_ood_rows_total",
+        "counter",
+        "Request rows with a value outside the version's training profile, by the column flagged "
+        "(a row flagged in two columns counts once in each).",
+        ("model", "version", "column"),
+    ),
+    MetricDef(
+        "raymlops_rate_limited_total",
+        "counter",
+        "Requests refused with 429 by the per-client rate limit, by API key id ('anonymous' with auth off).",
+        ("key",),
+    ),
 )
 
 
@@ -133,6 +146,8 @@ class ServingMetrics:
         self._weight = self._by_name["raymlops_routing_weight"]
         self._agreement = self._by_name["raymlops_shadow_agreement"]
         self._dropped = self._by_name["raymlops_shadow_dropped_total"]
+        self._ood = self._by_name["raymlops_ood_rows_total"]
+        self._limited = self._by_name["raymlops_rate_limited_total"]
         self._weighted: set[tuple[str, str]] = set()
         self._weights: dict[tuple[str, str], float] = {}
         # Tag dicts are built once per label combination, not per request.
@@ -175,6 +190,18 @@ class ServingMetrics:
 
     def shadow_dropped(self, model: str, version: str) -> None:
         self._dropped.inc(1, self._tag(model, version))
+
+    def ood_rows(self, model: str, version: str, flags: list[list[str]]) -> None:
+        """Count the rows flagged out of distribution (``ood.OODCheck.flags``), per column."""
+        counts: dict[str, int] = {}
+        for columns in flags:
+            for column in columns:
+                counts[column] = counts.get(column, 0) + 1
+        for column, count in counts.items():
+            self._ood.inc(count, {**self._tag(model, version), "column": column})
+
+    def rate_limited(self, key: str) -> None:
+        self._limited.inc(1, {"key": key})
 
     def routing_weights(self, weights: Mapping[tuple[str, str], float]) -> None:
         """Set the weight gauge of every (model, version) served; versions gone from the table get 0."""

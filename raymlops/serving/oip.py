@@ -182,6 +182,16 @@ def infer_response(
     }
 
 
+def ood_parameters(flags: list[list[str]]) -> dict[str, Any]:
+    """Out-of-distribution flags as response ``parameters``, which OIP allows to be strings, numbers or
+    booleans only: ``ood_rows`` counts the flagged rows; ``ood`` is a JSON array with, per row, the
+    columns outside the training profile (``[]`` for a row within it)."""
+    return {
+        "ood_rows": sum(1 for columns in flags if columns),
+        "ood": json.dumps(flags, separators=(",", ":")),
+    }
+
+
 def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
     """Parse an inference request body (JSON, or JSON header + binary tensors).
 

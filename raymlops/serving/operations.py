@@ -28,6 +28,7 @@ __all__ = [
     "spec_from_registry",
     "undeploy_version",
     "update_live_app",
+    "with_input_profile",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class LiveApp:
     replica_gpus: float
     host: str
     port: int
+    tls: tuple[str, str] | None = None  # (certfile, keyfile) Serve's proxy was started with
 
     def versions(self, model: str) -> dict[str, float]:
         """version -> weight of ``model``."""
@@ -90,9 +92,12 @@ def live_app(app_name: str) -> LiveApp:
     host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
     prefix = app.get("route_prefix") or "/"
     del serve
+    certfile, keyfile = http.get("ssl_certfile"), http.get("ssl_keyfile")
+    tls = (str(certfile), str(keyfile)) if certfile and keyfile else None
+    scheme = "https" if tls is not None else "http"
     return LiveApp(
         name=app_name,
-        url=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}{prefix.rstrip('/')}",
+        url=f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}{prefix.rstrip('/')}",
         route_prefix=prefix,
         status=str(app.get("status")),
         user_config=copy.deepcopy(dict(config.get("user_config") or {})),
@@ -101,12 +106,13 @@ def live_app(app_name: str) -> LiveApp:
         replica_gpus=float(options.get("num_gpus", 0.0) or 0.0),
         host=host,
         port=port,
+        tls=tls,
     )
 
 
 def update_live_app(app: LiveApp, change: Callable[[dict[str, Any]], None], timeout_s: float = 120) -> str:
     """Apply ``change`` to a copy of the app's ``user_config``, validate it, redeploy in place."""
-    from raymlops.serving.deploy import deploy_user_config
+    from raymlops.serving.deploy import TLSSettings, deploy_user_config
     from raymlops.serving.spec import parse_user_config
 
     user_config = copy.deepcopy(app.user_config)
@@ -122,6 +128,8 @@ def update_live_app(app: LiveApp, change: Callable[[dict[str, Any]], None], time
         replica_cpus=app.replica_cpus,
         replica_gpus=app.replica_gpus,
         timeout_s=timeout_s,
+        # Serve is running, so these are only compared with its own: an update stays on HTTPS.
+        tls=TLSSettings(*app.tls) if app.tls is not None else None,
     )
 
 
@@ -198,7 +206,7 @@ def spec_from_registry(
     from raymlops.security.integrity import Signer, onnx_digest
 
     digest = onnx_digest(version.tags, signer or Signer(), f"{name} v{version.version}")
-    return ModelSpec(
+    spec = ModelSpec(
         name=name,
         version=version.version,
         onnx_path=str(registry.local_artifact(version, "model.onnx")),
@@ -211,6 +219,29 @@ def spec_from_registry(
         else None,
         digest=digest,
     )
+    return with_input_profile(spec)
+
+
+def with_input_profile(spec: Any) -> Any:  # ModelSpec -> ModelSpec
+    """``spec`` with the ``input_profile`` of the training profile registered beside its ONNX file
+    (``profile.json``, a model file of the register stage), for out-of-distribution checks; unchanged
+    when it has one already or no profile is there (then its requests are not checked)."""
+    import dataclasses
+    from pathlib import Path
+
+    from raymlops.data.profile import Profile
+    from raymlops.monitoring.monitor import PROFILE
+    from raymlops.serving.ood import input_profile
+
+    if spec.input_profile is not None:
+        return spec
+    path = Path(spec.onnx_path).parent / PROFILE
+    if not path.is_file():
+        logger.info(
+            "no %s beside %s: v%s is served without OOD checks", PROFILE, spec.onnx_path, spec.version
+        )
+        return spec
+    return dataclasses.replace(spec, input_profile=input_profile(Profile.load(path), spec.input_columns))
 
 
 def online_store_settings(cfg: Any, specs: Any) -> dict[str, Any] | None:
@@ -344,7 +375,7 @@ def check_artifacts(cfg: Any, specs: list[Any]) -> None:
     """Before anything is deployed: each graph's bytes against its digest (a refusal is audited in
     ``security.audit_log`` and the live app is untouched), and, with encryption on, the KEKs put into
     the cluster's key-value store, where the replicas read them (never into the user_config)."""
-    from raymlops.security.crypto import Keyring, publish_keyring
+    from raymlops.security.crypto import Keyring, publish_keyring, unpublish_keyring
     from raymlops.security.integrity import read_artifact
 
     keyring = Keyring.from_config(cfg)
@@ -358,15 +389,21 @@ def check_artifacts(cfg: Any, specs: list[Any]) -> None:
         )
     if keyring is not None:
         publish_keyring(keyring)
+    else:
+        unpublish_keyring()
 
 
 def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
     """``deploy()`` with every setting of the job's ``serve`` group (auth, prediction log included)."""
+    from omegaconf import OmegaConf
+
     from raymlops.serving.auth import router_auth
     from raymlops.serving.deploy import deploy
 
     serve_cfg = cfg.serve
     check_app_env(serve_cfg.app_name, str(cfg.env.name))
+    if serve_cfg.ood.enabled:  # each version's training profile, reduced to bounds here on the driver
+        specs = [with_input_profile(s) for s in specs]
     check_artifacts(cfg, specs)
     log: dict[str, Any] | None = None
     if serve_cfg.prediction_log:
@@ -392,6 +429,10 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
         model_batch_wait_us=serve_cfg.model_batch_wait_us,
         env=str(cfg.env.name),
         online_store=online_store_settings(cfg, specs),
+        tls=OmegaConf.to_container(serve_cfg.tls, resolve=True),  # type: ignore[arg-type]
+        max_body_bytes=serve_cfg.max_body_bytes,
+        rate_limit=OmegaConf.to_container(serve_cfg.rate_limit, resolve=True),  # type: ignore[arg-type]
+        ood=OmegaConf.to_container(serve_cfg.ood, resolve=True),  # type: ignore[arg-type]
     )
 
 

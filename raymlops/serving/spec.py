@@ -23,13 +23,17 @@ from raymlops.models.export import INPUT_KINDS
 from raymlops.security.names import safe_name
 from raymlops.security.pii import check_pii_settings
 from raymlops.serving.auth import AuthTable
+from raymlops.serving.ood import OODSettings, check_input_profile
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
+from raymlops.serving.rate_limit import RateLimitSettings
 
 __all__ = [
     "INPUT_KINDS",
     "PLACEMENTS",
     "ModelSpec",
+    "OODSettings",
     "PredictionLogSettings",
+    "RateLimitSettings",
     "RoutePolicy",
     "RoutingConfig",
     "build_user_config",
@@ -75,6 +79,9 @@ class ModelSpec:
         feature_lookup: For a model trained with feature views: which of its inputs the router fetches
             from the online store by the request's entity keys (``FeatureLookup``); None: the request
             carries every input.
+        input_profile: The training data's reference per input column, for out-of-distribution
+            checks (``ood.input_profile`` builds it from the registered ``profile.json``): numeric
+            ``{"q01", "q99"}``, string ``{"categories": [...]}``; None: the version is not checked.
         digest: SHA-256 (hex) of the ONNX graph's plaintext bytes as registered (the version's
             ``raymlops.artifact_digests``); every load compares it and refuses other bytes
             (:func:`raymlops.security.integrity.read_artifact`). "": not checked (a version
@@ -90,6 +97,7 @@ class ModelSpec:
     threshold: float = 0.5
     placement: str = "colocated"
     feature_lookup: FeatureLookup | None = None
+    input_profile: dict[str, dict[str, Any]] | None = None
     digest: str = ""
 
     def __post_init__(self) -> None:
@@ -133,6 +141,14 @@ class ModelSpec:
                 raise ConfigError(
                     f"{key}.feature_lookup", f"supplies column(s) {unknown} that are not model inputs."
                 )
+        reference = check_input_profile(f"{key}.input_profile", self.input_profile)
+        if reference is not None:
+            unknown = sorted(set(reference) - set(self.input_columns))
+            if unknown:
+                raise ConfigError(
+                    f"{key}.input_profile", f"profiles column(s) {unknown} that are not model inputs."
+                )
+        object.__setattr__(self, "input_profile", reference)  # normalised (frozen dataclass)
 
     @cached_property
     def request_columns(self) -> dict[str, str]:
@@ -147,10 +163,12 @@ class ModelSpec:
         data = {
             f.name: copy.deepcopy(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.name != "feature_lookup"
+            if f.name not in ("feature_lookup", "input_profile")
         }
         if self.feature_lookup is not None:  # absent otherwise: configs without views stay as they were
             data["feature_lookup"] = self.feature_lookup.to_dict()
+        if self.input_profile is not None:  # likewise for versions without a training profile
+            data["input_profile"] = copy.deepcopy(self.input_profile)
         return data
 
     @classmethod
@@ -269,6 +287,8 @@ class RoutingConfig:
         online_store: Where versions with a ``feature_lookup`` fetch their features; None: no store
             (then no version may have a lookup).
         auth: API keys (hashed) and whether they are required (``auth.ApiKeyMiddleware``).
+        rate_limit: Requests per second and burst per client and replica (``rate_limit``).
+        ood: Out-of-distribution checks of versions with an ``input_profile`` (``ood``).
     """
 
     models: dict[str, tuple[ModelSpec, ...]]
@@ -284,6 +304,8 @@ class RoutingConfig:
     prediction_log: PredictionLogSettings | None = None
     auth: AuthTable = field(default_factory=AuthTable)
     online_store: OnlineStoreSettings | None = None
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    ood: OODSettings = field(default_factory=OODSettings)
 
 
 def _check_routing(models: Mapping[str, tuple[ModelSpec, ...]]) -> None:
@@ -341,6 +363,8 @@ def build_user_config(
     model_batch_wait_us: int = _SETTINGS["model_batch_wait_us"],
     env: str | None = None,
     online_store: OnlineStoreSettings | Mapping[str, Any] | None = None,
+    rate_limit: RateLimitSettings | Mapping[str, Any] | None = None,
+    ood: OODSettings | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The router's ``user_config``; the same checks as ``parse_user_config``, on the driver side.
 
@@ -362,8 +386,13 @@ def build_user_config(
           "online_store": {"kind": "sqlite", "path": "...", "url": "...",
                            "key_prefix": "...", "timeout_s": 0.5},           # optional
           "auth": {"enabled": true, "keys": {"<key_id>": {"role": "predictor", "salt": "...",
-                                                          "hash": "...", "name": "..."}}}  # optional
+                                                          "hash": "...", "name": "..."}}}, # optional
+          "rate_limit": {"requests_per_s": 20.0, "burst": 50},                # optional; 0: off
+          "ood": {"enabled": true, "action": "flag", "range_margin": 1.0}     # optional
         }
+
+    A spec may carry ``"input_profile": {"distance": {"q01": 80, "q99": 2900},
+    "origin": {"categories": ["EWR", "JFK", "LGA"]}}`` (``ood.input_profile``).
     """
     grouped: dict[str, list[ModelSpec]] = {}
     for spec in models:
@@ -403,12 +432,29 @@ def build_user_config(
             else {}
         ),
         **({"online_store": store.to_dict()} if store is not None else {}),
+        **(
+            {"rate_limit": RateLimitSettings.from_dict(rate_limit).to_dict()}
+            if rate_limit is not None
+            else {}
+        ),
+        **({"ood": OODSettings.from_dict(ood).to_dict()} if ood is not None else {}),
     }
 
 
 def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     """Validate a ``user_config`` dict (as ``build_user_config`` makes) into a ``RoutingConfig``."""
-    known = {"models", "policies", "use_gpu", "auth", "prediction_log", "env", "online_store", *_SETTINGS}
+    known = {
+        "models",
+        "policies",
+        "use_gpu",
+        "auth",
+        "prediction_log",
+        "env",
+        "online_store",
+        "rate_limit",
+        "ood",
+        *_SETTINGS,
+    }
     unknown = sorted(set(user_config) - known)
     if unknown:
         raise ConfigError(f"serving.user_config.{unknown[0]}", "is not a router setting.", known)
@@ -435,5 +481,7 @@ def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
         if user_config.get("prediction_log") is None
         else PredictionLogSettings.from_dict(user_config["prediction_log"]),
         online_store=store,
+        rate_limit=RateLimitSettings.from_dict(user_config.get("rate_limit")),
+        ood=OODSettings.from_dict(user_config.get("ood")),
         **settings,
     )

@@ -266,3 +266,74 @@ def test_new_user_config_switches_version_without_restarting_the_replica(served:
         deploy([v1], app_name="serving-test", host="127.0.0.1", port=served.port, timeout_s=60)
     assert httpx.post(f"{served.url}/v1/models/flights/predict", json=ROWS).headers["model-version"] == "1"
     assert httpx.get(f"{served.url}/v1/models").json()["replica"]["pid"] == before["pid"]
+
+
+# ---- hardening: out-of-distribution inputs, rate limits (in place on the module's app) -------------
+
+# The training profile of version 1, as ``ood.input_profile`` reduces a registered profile.json.
+PROFILE = {
+    "distance": {"q01": 100.0, "q99": 2900.0},
+    "hour": {"q01": 0.0, "q99": 23.0},
+    "origin": {"categories": ["EWR", "JFK", "LGA"]},
+}
+
+
+def test_ood_rows_are_flagged_then_rejected(served: Served) -> None:
+    from dataclasses import replace
+
+    checked = replace(served.specs["1"], input_profile=PROFILE)
+    deploy_ = {"app_name": "serving-test", "host": "127.0.0.1", "port": served.port, "timeout_s": 60}
+    try:
+        deploy([checked], **deploy_)  # ood: enabled, action flag, margin 1 (the config's defaults)
+        response = httpx.post(f"{served.url}/v1/models/flights/predict", json={"records": ROWS})
+        assert response.status_code == 200, response.text
+        # Row 3: 3000.25 is within 2900 + 2800; SFO was never seen in training.
+        assert [p["ood"] for p in response.json()["predictions"]] == [[], [], [], ["origin"]]
+        far = {"distance": 9000.0, "hour": 7, "origin": "JFK"}
+        infer = {
+            "inputs": [
+                {
+                    "name": c,
+                    "datatype": "BYTES" if k == "string" else "FP32",
+                    "shape": [2],
+                    "data": [r[c] for r in (ROWS[0], far)],
+                }
+                for c, k in PRE.input_columns.items()
+            ]
+        }
+        answer = httpx.post(f"{served.url}/v2/models/flights/infer", json=infer).json()
+        assert answer["parameters"]["ood_rows"] == 1
+        assert json.loads(answer["parameters"]["ood"]) == [[], ["distance"]]
+
+        deploy([checked], ood={"action": "reject"}, **deploy_)
+        refused = httpx.post(f"{served.url}/v1/models/flights/predict", json=[ROWS[0], far])
+        assert refused.status_code == 422
+        assert (
+            "row 1 column 'distance': value 9000 is outside the training range [-2700, 5700]"
+            in (refused.json()["error"])
+        )
+        assert refused.headers["model-version"] == "1"
+        assert httpx.post(f"{served.url}/v1/models/flights/predict", json=[ROWS[0]]).status_code == 200
+    finally:
+        deploy([served.specs["1"]], **deploy_)
+    # Without a profile the answers carry no flags, as before.
+    plain = httpx.post(f"{served.url}/v1/models/flights/predict", json=[ROWS[3]]).json()
+    assert "ood" not in plain["predictions"][0]
+
+
+def test_rate_limit_answers_429_with_retry_after(served: Served) -> None:
+    deploy_ = {"app_name": "serving-test", "host": "127.0.0.1", "port": served.port, "timeout_s": 60}
+    try:
+        # 0.2/s: the bucket cannot refill a token within the few milliseconds the test takes.
+        deploy([served.specs["1"]], rate_limit={"requests_per_s": 0.2, "burst": 2}, **deploy_)
+        with httpx.Client(base_url=served.url, timeout=10) as client:
+            statuses = [client.post("/v1/models/flights/predict", json=[ROWS[0]]) for _ in range(3)]
+            assert [r.status_code for r in statuses] == [200, 200, 429]
+            limited = statuses[2]
+            assert 1 <= int(limited.headers["retry-after"]) <= 5  # one token at 0.2/s
+            assert "rate limit exceeded" in limited.json()["error"]
+            assert client.get("/v1/models").status_code == 429  # every route but health
+            assert client.get("/v2/health/ready").status_code == 200
+    finally:
+        deploy([served.specs["1"]], **deploy_)
+    assert httpx.post(f"{served.url}/v1/models/flights/predict", json=[ROWS[0]]).status_code == 200

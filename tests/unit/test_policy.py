@@ -251,6 +251,8 @@ def test_metric_names_kinds_and_label_sets() -> None:
         "raymlops_routing_weight": ("gauge", ("model", "version")),
         "raymlops_shadow_agreement": ("histogram", ("model", "version")),
         "raymlops_shadow_dropped_total": ("counter", ("model", "version")),
+        "raymlops_ood_rows_total": ("counter", ("model", "version", "column")),
+        "raymlops_rate_limited_total": ("counter", ("key",)),
     }
     for definition in METRICS:
         if definition.kind == "histogram":  # Ray refuses boundaries <= 0
@@ -274,6 +276,8 @@ def test_serving_metrics_record_with_the_declared_labels() -> None:
     metrics.shadow_dropped("flights", "3")
     metrics.routing_weights({("flights", "1"): 0.8, ("flights", "2"): 0.2})
     metrics.routing_weights({("flights", "1"): 1.0})
+    metrics.ood_rows("flights", "1", [["distance"], [], ["distance", "origin"]])  # per column, not row
+    metrics.rate_limited("anonymous")
 
     calls = {name: r.calls for name, r in recorders.items()}
     assert len(calls["raymlops_requests_total"]) == 3
@@ -290,6 +294,11 @@ def test_serving_metrics_record_with_the_declared_labels() -> None:
         ("set", 0.0, {"model": "flights", "version": "2"}),  # undeployed: its gauge drops to 0
         ("set", 1.0, {"model": "flights", "version": "1"}),
     ]
+    assert sorted((c[1], c[2]["column"]) for c in calls["raymlops_ood_rows_total"]) == [
+        (1, "origin"),
+        (2, "distance"),
+    ]
+    assert calls["raymlops_rate_limited_total"] == [("inc", 1, {"key": "anonymous"})]
 
 
 def test_rolling_stats_window_and_snapshot() -> None:
