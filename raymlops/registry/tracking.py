@@ -64,10 +64,18 @@ class JobTracker:
     def start(
         cls, registry: ModelRegistry, run_name: str, tags: Mapping[str, str], config: Mapping[str, Any]
     ) -> JobTracker:
-        """Open the run with ``tags`` and log ``config`` (resolved) as params and as ``config.yaml``."""
+        """Open the run with ``tags`` and log ``config`` (resolved) as params and as ``config.yaml``.
+
+        Secret values (keys naming a secret, URL passwords) are replaced first
+        (:func:`raymlops.security.redact.redact_config`): the tracking store is read by everyone who
+        may read runs, and a secret resolved from the environment must not land in it.
+        """
         from mlflow.entities import Param
         from omegaconf import OmegaConf
 
+        from raymlops.security.redact import redact_config
+
+        config = redact_config(config)
         client = registry.client
         run = client.create_run(registry.experiment_id(), run_name=run_name, tags=dict(tags))
         params = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in flatten(config).items()]
