@@ -107,7 +107,8 @@ class ParquetLog:
         max_buffer_rows: Beyond this many buffered rows (writes failing) the oldest are dropped.
         time_column: The timestamp column ``"date"`` is derived from.
         keyring: Encrypt each file (``part-....parquet.enc``, :mod:`raymlops.security.crypto`); default:
-            the process's keyring (``crypto.configure``), None when encryption is off.
+            ``crypto.default_keyring()``: the process's keyring, else in a Ray cluster the one its
+            deploy published (serving replicas); None when encryption is off.
     """
 
     def __init__(
@@ -165,9 +166,10 @@ class ParquetLog:
         self.time_column = time_column
         self._fs, self._base = resolve_root(root)
         if keyring is None:
-            from raymlops.security.crypto import active_keyring
+            from raymlops.security.crypto import default_keyring
 
-            keyring = active_keyring()
+            # The job's keyring, or in a serving replica the one the deploy published to the cluster.
+            keyring = default_keyring()
         self._keyring = keyring
         self._stored = pa.schema([f for f in schema if f.name not in self.partition_cols])
 

@@ -60,8 +60,10 @@ __all__ = [
     "Keyring",
     "LocalKek",
     "active_keyring",
+    "cluster_keyring",
     "configure",
     "decrypt_bytes",
+    "default_keyring",
     "encrypt_bytes",
     "fetch_keyring",
     "is_encrypted",
@@ -71,6 +73,7 @@ __all__ = [
     "read_maybe_encrypted",
     "rewrap",
     "rotate_tree",
+    "unpublish_keyring",
     "write_encrypted",
     "write_sensitive",
 ]
@@ -84,6 +87,7 @@ _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _MAX_HEADER = 64 * 1024  # a header is ~250 bytes; anything larger is not ours
 _KV_NAMESPACE = "raymlops"
+_ACTIVE_KV = "kek:active"  # JSON list of the KEK ids that encrypt in this cluster (current first)
 _KEY_HELP = (
     "KEKs are looked up in security.encryption.kek_file (when set) or else in the environment "
     "variable security.encryption.kek_env (default RAYMLOPS_KEK); a replica gets them from the Ray "
@@ -429,7 +433,41 @@ def publish_keyring(keyring: Keyring) -> tuple[str, ...]:
             internal_kv._internal_kv_put(
                 _kv_name(kek.key_id), kek.key, overwrite=True, namespace=_KV_NAMESPACE
             )
+    # Which KEKs encrypt in this cluster: a replica's prediction log (ParquetLog) encrypts with them.
+    ids = json.dumps(list(keyring.ids)).encode()
+    internal_kv._internal_kv_put(_ACTIVE_KV, ids, overwrite=True, namespace=_KV_NAMESPACE)
     return keyring.ids
+
+
+def unpublish_keyring() -> None:
+    """Encryption is off for this cluster from now on: new prediction log files are written in the clear
+    (the KEKs stay in the store, so that files written before still decrypt)."""
+    import ray
+    from ray.experimental import internal_kv
+
+    if not ray.is_initialized():
+        ray.init()
+    internal_kv._internal_kv_del(_ACTIVE_KV, namespace=_KV_NAMESPACE)
+
+
+def cluster_keyring() -> Keyring | None:
+    """The keyring the deploying process published (:func:`publish_keyring`), in a process of a Ray
+    cluster; None outside one (Ray not even imported: nothing is imported here) or when none is."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    from ray.experimental import internal_kv
+
+    ids = internal_kv._internal_kv_get(_ACTIVE_KV, namespace=_KV_NAMESPACE)
+    return fetch_keyring(json.loads(ids)) if ids else None
+
+
+def default_keyring() -> Keyring | None:
+    """What a writer encrypts with when given no keyring: the process's (:func:`configure`), else, in
+    a Ray cluster, the one its deploying process published; None: write plaintext."""
+    return _ACTIVE if _ACTIVE is not None else cluster_keyring()
 
 
 def fetch_keyring(key_ids: Iterable[str]) -> Keyring:
