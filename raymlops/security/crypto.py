@@ -442,11 +442,13 @@ def publish_keyring(keyring: Keyring) -> tuple[str, ...]:
 def unpublish_keyring() -> None:
     """Encryption is off for this cluster from now on: new prediction log files are written in the clear
     (the KEKs stay in the store, so that files written before still decrypt)."""
-    import ray
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return  # no cluster connected: none holds a flag to withdraw (a new one starts without)
     from ray.experimental import internal_kv
 
-    if not ray.is_initialized():
-        ray.init()
     internal_kv._internal_kv_del(_ACTIVE_KV, namespace=_KV_NAMESPACE)
 
 

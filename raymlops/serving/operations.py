@@ -388,6 +388,9 @@ def check_artifacts(cfg: Any, specs: list[Any]) -> None:
             audit_log=str(cfg.security.audit_log),
         )
     if keyring is not None:
+        from raymlops.pipeline.ray_session import connect_ray
+
+        connect_ray(cfg.ray)  # the cluster the deploy goes to (a bare ray.init() could join another)
         publish_keyring(keyring)
     else:
         unpublish_keyring()
