@@ -133,8 +133,9 @@ class RegisterStage(Stage):
         cards = sorted(card_dir.glob("model_card.*"))
         tracker.log_artifacts("model", cards)
         digests |= {p.name: _digest(p) for p in cards}  # the card comes after the version: tagged now
-        for key, value in integrity_tags(digests, signer).items():
-            registry.client.set_model_version_tag(name, version.version, key, value)
+        with registry.locked():  # SQLite takes one writer at a time (see ModelRegistry.locked)
+            for key, value in integrity_tags(digests, signer).items():
+                registry.client.set_model_version_tag(name, version.version, key, value)
         ctx.record(
             self.name,
             model=f"{version.name} v{version.version}",
