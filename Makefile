@@ -34,11 +34,14 @@ typecheck: install
 	$(BIN)/mypy raymlops
 
 # Debian packages the tests run for real: Prometheus (a serving test checks that a real server scrapes
-# our metrics) and redis-server (the Redis online store). Only what is missing is installed.
+# our metrics), redis-server (the Redis online store) and PostgreSQL (the MLflow tracking server's
+# store in tests/integration/test_object_storage.py; its binaries are not on PATH, hence the path).
+# Only what is missing is installed.
 system-deps:
 	@missing=""; \
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -z "$$missing" ] || { \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \

@@ -7,6 +7,7 @@ the main table never see; publishing is one atomic Delta commit of its rows to t
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import uuid
 from datetime import datetime, timezone
@@ -17,11 +18,27 @@ import pyarrow as pa
 from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, version_diff
 from raymlops.errors import ConfigError
 
-__all__ = ["DeltaBackend", "ensure_table"]
+__all__ = ["DeltaBackend", "ensure_table", "storage_options"]
 
 logger = logging.getLogger(__name__)
 
 _META_PREFIX = "raymlops."  # our keys in a commit's custom metadata, next to delta-rs's own
+
+
+def storage_options(uri: str) -> dict[str, str] | None:
+    """The deltalake storage options ``uri`` needs beyond the standard environment, or None.
+
+    Credentials, region and endpoint come from the AWS environment variables (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``), never from config files. One
+    difference remains: pyarrow (the prediction log) talks plain HTTP to an ``http://`` endpoint
+    (MinIO, a local test endpoint) while deltalake refuses it ("URL scheme is not allowed") unless
+    ``AWS_ALLOW_HTTP`` is set; the endpoint the operator named is allowed here. Only this flag is
+    passed (it travels with the table to Ray workers), never a credential.
+    """
+    if not uri.startswith(("s3://", "s3a://")) or "AWS_ALLOW_HTTP" in os.environ:
+        return None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
+    return {"AWS_ALLOW_HTTP": "true"} if endpoint.startswith("http://") else None
 
 
 def _commit_properties(message: str, metadata: dict[str, str]):  # -> deltalake.CommitProperties
@@ -35,11 +52,18 @@ def ensure_table(uri: str, source_table: pa.Table, message: str) -> int:
     """Create the table from ``source_table`` if it does not exist; return its latest version."""
     from deltalake import DeltaTable, write_deltalake
 
-    if DeltaTable.is_deltatable(uri):
-        return DeltaTable(uri).version()
+    options = storage_options(uri)
+    if DeltaTable.is_deltatable(uri, storage_options=options):
+        return DeltaTable(uri, storage_options=options).version()
     logger.info("creating delta table uri=%s rows=%d", uri, source_table.num_rows)
-    write_deltalake(uri, source_table, mode="error", commit_properties=_commit_properties(message, {}))
-    return DeltaTable(uri).version()
+    write_deltalake(
+        uri,
+        source_table,
+        mode="error",
+        commit_properties=_commit_properties(message, {}),
+        storage_options=options,
+    )
+    return DeltaTable(uri, storage_options=options).version()
 
 
 class DeltaBackend:
@@ -52,9 +76,10 @@ class DeltaBackend:
     def _table(self):  # -> deltalake.DeltaTable, latest version
         from deltalake import DeltaTable
 
-        if not DeltaTable.is_deltatable(self.uri):
+        options = storage_options(self.uri)
+        if not DeltaTable.is_deltatable(self.uri, storage_options=options):
             raise ConfigError("data.ref", f"{self.uri!r} is not a Delta table (no _delta_log).")
-        return DeltaTable(self.uri)
+        return DeltaTable(self.uri, storage_options=options)
 
     def _version(self, n: int) -> DataVersion:
         return DataVersion("delta", self.uri, str(n))
@@ -66,7 +91,8 @@ class DeltaBackend:
 
         if version.backend != "delta":
             raise ConfigError("data.ref", f"{version} is not a Delta version.")
-        return DeltaTable(version.location, version=int(version.version))
+        options = storage_options(version.location)
+        return DeltaTable(version.location, version=int(version.version), storage_options=options)
 
     def resolve(self) -> DataVersion:
         latest = self._table().version()
@@ -121,14 +147,16 @@ class DeltaBackend:
         _check_mode(mode)
         handle = f"{self.uri.rstrip('/')}.candidates/{uuid.uuid4().hex[:12]}"
         props = _commit_properties(message, {**metadata, "publish_mode": mode})
-        write_deltalake(handle, table, mode="error", commit_properties=props)
+        write_deltalake(
+            handle, table, mode="error", commit_properties=props, storage_options=storage_options(handle)
+        )
         return Candidate(DataVersion("delta", handle, "0"), handle)
 
     def publish(self, candidate: Candidate, message: str, metadata: dict[str, str]) -> DataVersion:
         """One Delta commit of the candidate's rows, streamed (not collected) into the main table."""
         from deltalake import DeltaTable
 
-        staged = DeltaTable(candidate.handle)
+        staged = DeltaTable(candidate.handle, storage_options=storage_options(candidate.handle))
         mode = staged.history(1)[0].get(f"{_META_PREFIX}publish_mode", "append")
         reader = staged.to_pyarrow_dataset().scanner().to_reader()
         props = _commit_properties(message, {**metadata, "candidate": candidate.handle})
@@ -147,7 +175,14 @@ def _write(uri: str, data, mode: str, props) -> None:  # data: pa.Table | Record
 
     _check_mode(mode)
     schema_mode = "merge" if mode == "append" else "overwrite"
-    write_deltalake(uri, data, mode=mode, schema_mode=schema_mode, commit_properties=props)  # type: ignore[call-overload]
+    write_deltalake(  # type: ignore[call-overload]
+        uri,
+        data,
+        mode=mode,
+        schema_mode=schema_mode,
+        commit_properties=props,
+        storage_options=storage_options(uri),
+    )
 
 
 def _check_mode(mode: str) -> None:

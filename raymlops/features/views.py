@@ -293,8 +293,11 @@ def _source_schema(view: FeatureView) -> pa.Schema:
     if parsed.backend == "delta":
         from deltalake import DeltaTable
 
-        if DeltaTable.is_deltatable(parsed.location):
-            return pa.schema(DeltaTable(parsed.location).schema().to_arrow())
+        from raymlops.data.delta import storage_options
+
+        options = storage_options(parsed.location)
+        if DeltaTable.is_deltatable(parsed.location, storage_options=options):
+            return pa.schema(DeltaTable(parsed.location, storage_options=options).schema().to_arrow())
     if view.source.source:
         return _raw_schema(view.source.source)
     from raymlops.data.refs import open_backend
@@ -322,8 +325,9 @@ def _backend(view: FeatureView, lakefs: Any = None) -> DataBackend:
     if parsed.backend == "delta" and view.source.source:
         from deltalake import DeltaTable
 
-        if not DeltaTable.is_deltatable(parsed.location):
-            from raymlops.data.delta import ensure_table
+        from raymlops.data.delta import ensure_table, storage_options
+
+        if not DeltaTable.is_deltatable(parsed.location, storage_options=storage_options(parsed.location)):
             from raymlops.data.sources import load_source
 
             source = view.source.source

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from raymlops.security.names import safe_name
 __all__ = ["ModelRegistry", "RegisteredVersion"]
 
 logger = logging.getLogger(__name__)
+
+# s3://, gs://, file:, mlflow-artifacts:/; two letters at least, so C:\ stays a path.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,22 @@ class ModelRegistry:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
-        # An explicit artifact location: MLflow's default is ./mlruns under the working directory.
-        location = Path(self.artifact_root).expanduser().resolve() / self.experiment
-        return self.client.create_experiment(self.experiment, artifact_location=location.as_uri())
+        return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location())
+
+    def _artifact_location(self) -> str | None:
+        """Where the experiment's artifacts go: ``<artifact_root>/<experiment>``.
+
+        A local folder becomes a file URI (MLflow's default would be ./mlruns under the working
+        directory); a URI (``s3://bucket/prefix``: the client writes to S3 itself; ``mlflow-artifacts:/``:
+        through a tracking server started with ``--artifacts-destination``) is kept as it is, since
+        ``Path`` would fold ``s3://`` into ``s3:/``; an empty root leaves the choice to the server.
+        """
+        root = self.artifact_root.strip()
+        if not root:
+            return None
+        if _URI.match(root):
+            return f"{root.rstrip('/')}/{self.experiment}"
+        return (Path(root).expanduser().resolve() / self.experiment).as_uri()
 
     def register_version(
         self,
@@ -199,14 +216,29 @@ class ModelRegistry:
         return sorted(m.name for m in self.client.search_registered_models())
 
     def local_artifact(self, version: RegisteredVersion, filename: str) -> Path:
-        """The local path of a file in a version's model folder (embedded store: a file URI)."""
-        from urllib.parse import urlparse
+        """The local path of a file in a version's model folder.
 
-        safe_name(filename, "artifact file name")
+        Embedded store (a file URI): the file where it lies. Remote store (``s3://``, a tracking
+        server's ``mlflow-artifacts:/``): the whole model folder is downloaded once per version into a
+        temporary folder, so the files read beside the ONNX graph (``profile.json`` for the OOD checks,
+        the explainer) are there too.
+        """
+        from urllib.parse import urlparse
         from urllib.request import url2pathname
 
+        safe_name(filename, "artifact file name")
         if version.source.startswith("file:"):
             return Path(url2pathname(urlparse(version.source).path)) / filename
+        return self._downloaded(version.source) / filename
+
+    def _downloaded(self, source: str) -> Path:
+        import tempfile
+
         from mlflow.artifacts import download_artifacts
 
-        return Path(download_artifacts(f"{version.source}/{filename}", tracking_uri=self.tracking_uri))
+        cache: dict[str, Path] = self.__dict__.setdefault("_downloads", {})
+        if source not in cache:
+            folder = tempfile.mkdtemp(prefix="raymlops-model-")
+            cache[source] = Path(download_artifacts(source, dst_path=folder, tracking_uri=self.tracking_uri))
+            logger.info("downloaded model folder source=%s path=%s", source, cache[source])
+        return cache[source]

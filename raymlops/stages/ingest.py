@@ -18,10 +18,15 @@ def _seed_delta_table(ref: str, source: str | None) -> None:
     """First run on the embedded default: write the raw source as version 0 of the Delta table."""
     from deltalake import DeltaTable
 
-    from raymlops.data.delta import ensure_table
+    from raymlops.data.delta import ensure_table, storage_options
 
     parsed = parse_ref(ref)
-    if parsed.backend == "delta" and source and not DeltaTable.is_deltatable(parsed.location):
+    location = parsed.location
+    if (
+        parsed.backend == "delta"
+        and source
+        and not DeltaTable.is_deltatable(location, storage_options=storage_options(location))
+    ):
         ensure_table(parsed.location, load_source(source), message=f"initial load from {source}")
 
 
