@@ -46,7 +46,8 @@ import os
 import secrets
 import stat
 import struct
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -442,10 +443,7 @@ def publish_keyring(keyring: Keyring) -> tuple[str, ...]:
 def unpublish_keyring() -> None:
     """Encryption is off for this cluster from now on: new prediction log files are written in the clear
     (the KEKs stay in the store, so that files written before still decrypt)."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    if not _in_cluster():
         return  # no cluster connected: none holds a flag to withdraw (a new one starts without)
     from ray.experimental import internal_kv
 
@@ -455,10 +453,7 @@ def unpublish_keyring() -> None:
 def cluster_keyring() -> Keyring | None:
     """The keyring the deploying process published (:func:`publish_keyring`), in a process of a Ray
     cluster; None outside one (Ray not even imported: nothing is imported here) or when none is."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    if not _in_cluster():
         return None
     from ray.experimental import internal_kv
 
@@ -499,13 +494,7 @@ def keyring_for(data: bytes, where: str) -> Keyring:
     if env.strip():
         return Keyring.parse(env, "$RAYMLOPS_KEK")
     kek_id = read_header(data, where)[0]["kek_id"]
-    try:
-        import ray
-
-        in_cluster = ray.is_initialized()
-    except ImportError:  # pragma: no cover - ray is a dependency
-        in_cluster = False
-    if in_cluster:
+    if _in_cluster():
         return fetch_keyring([kek_id])
     raise ConfigError(
         "security.encryption.kek_file",
@@ -513,6 +502,7 @@ def keyring_for(data: bytes, where: str) -> Keyring:
     )
 
 
-def keyring_settings(keyring: Keyring | None) -> Mapping[str, Any] | None:
-    """What a replica needs to find the keyring (the KEK ids, never a key), or None without one."""
-    return {"kek_ids": list(keyring.ids)} if keyring is not None else None
+def _in_cluster() -> bool:
+    """Connected to a Ray cluster? Looked up, not imported: a process that never imported Ray is not."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
