@@ -272,3 +272,28 @@ def test_state_backup_restores_into_an_empty_root_that_serves_the_same_answers(
         assert again == original
     finally:
         serve.delete(moved.serve.app_name)
+
+
+def test_example_notebook_runs_against_the_quickstart_state(served) -> None:
+    """Issue 10: docs/notebooks/quickstart.ipynb runs under nbclient. The pipeline cells are the served
+    fixture's run (RUN_JOB=False: a second Ray and training in the kernel would cost minutes of CI time);
+    the registry, lineage, model card and ONNX cells run for real against its state."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cfg, _, state = served
+    notebook = nbformat.read(
+        Path(__file__).parents[2] / "docs" / "notebooks" / "quickstart.ipynb", as_version=4
+    )
+    [parameters] = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    parameters.source = (
+        f"STATE_DIR = {str(cfg.state_dir)!r}\nRUN_JOB = False\nSAMPLE_FRACTION = 0.1\nSERVE_PORT = 0"
+    )
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    printed = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert f"champion: {cfg.registry.model_name} v1" in printed
+    assert f"data version: {state.ingest.data_version}" in printed
+    probabilities = re.search(r"probabilities \(ONNX\): \[([^\]]*)\]", printed)
+    assert probabilities is not None and len(probabilities.group(1).split(",")) == 5
