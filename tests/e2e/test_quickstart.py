@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import json
+import logging
 import re
+import secrets
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.compute
 import pytest
 
 from raymlops.config import compose
@@ -25,6 +36,58 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 SMALL = ["data.sample_fraction=0.1", "ray.progress_bars=false", "evaluate.gates=['test/auc>=0.55']"]
 # SHAP over fewer rows than the default: the explain stage is under test, not the precision of its means.
 MLP = [*SMALL, "model.epochs=2", "explain.background_rows=30", "explain.rows=50"]
+# A model input tagged as personal data: the router logs it hashed (test_no_secret_...).
+PII = ["+data.columns={dest: {pii: true}}"]
+SECRETS: dict[str, str] = {}  # planted in the environment before the run: none may appear in any output
+_ENV: dict[str, pytest.MonkeyPatch] = {}  # the module's environment changes, undone at its end
+CAPTURED = io.StringIO()  # the module's stdout, stderr and log records, for the same scan
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the stream it wraps and to CAPTURED (so pytest still shows what was printed)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        CAPTURED.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def captured_output() -> Iterator[None]:
+    """Capture the whole module's output and log records (autouse: set up before ``served`` runs)."""
+    handler = logging.StreamHandler(CAPTURED)
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    with (
+        pytest.MonkeyPatch.context() as env,
+        contextlib.redirect_stdout(_Tee(sys.stdout)),
+        contextlib.redirect_stderr(_Tee(sys.stderr)),
+    ):
+        _ENV["env"] = env  # plant_secrets sets variables through it
+        yield
+    logging.getLogger().removeHandler(handler)
+    SECRETS.clear()
+    _ENV.clear()
+
+
+def plant_secrets(state_dir: Path) -> None:
+    """An API key made by KeyStore, a lakeFS secret, a KEK and the PII key, in the run's environment."""
+    from raymlops.serving.auth import KeyStore
+
+    env = _ENV["env"]
+    SECRETS["api key"] = KeyStore(state_dir / "api_keys.json").create("ci-operator", "operator")
+    SECRETS["lakefs secret"] = "lakefsSECRETvalue" + secrets.token_hex(12)
+    SECRETS["kek"] = base64.b64encode(secrets.token_bytes(32)).decode()
+    SECRETS["pii salt"] = "piiSALTvalue" + secrets.token_hex(16)
+    env.setenv("RAYMLOPS_API_KEY", SECRETS["api key"])  # the deploy stage's smoke requests send it
+    env.setenv("LAKEFS_SECRET_ACCESS_KEY", SECRETS["lakefs secret"])
+    env.setenv("RAYMLOPS_KEK", f"ci:{SECRETS['kek']}")
+    env.setenv("RAYMLOPS_PII_SALT", SECRETS["pii salt"])
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +95,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     from ray import serve
 
     state_dir = tmp_path_factory.mktemp("state")
+    plant_secrets(state_dir)
     port = free_port()
-    cfg = compose(["+experiment=quickstart", f"state_dir={state_dir}", f"serve.port={port}", *MLP])
+    cfg = compose(["+experiment=quickstart", f"state_dir={state_dir}", f"serve.port={port}", *MLP, *PII])
     ctx, state = run_pipeline(cfg)
     yield cfg, ctx, state
     serve.shutdown()
@@ -297,3 +361,66 @@ def test_example_notebook_runs_against_the_quickstart_state(served) -> None:
     assert f"data version: {state.ingest.data_version}" in printed
     probabilities = re.search(r"probabilities \(ONNX\): \[([^\]]*)\]", printed)
     assert probabilities is not None and len(probabilities.group(1).split(",")) == 5
+
+
+def test_no_secret_in_anything_the_run_and_serving_wrote(served) -> None:
+    """Issue 9: the planted secrets appear in no file under the state dir (MLflow's database and
+    artifacts, the model card, reports, the prediction log, the audit log), in no run param or tag,
+    in no Ray log of the session (Serve's included) and in nothing printed or logged; the PII
+    column reached the prediction log hashed with the PII key, which the replicas got from the
+    cluster's key-value store."""
+    import hashlib
+    import hmac
+
+    import ray
+
+    from raymlops.monitoring.prediction_log import read_predictions
+
+    cfg, _, state = served
+    planted = dict(SECRETS)
+    assert set(planted) == {"api key", "lakefs secret", "kek", "pii salt"}
+    sent = [
+        {k: row[k] for k in state.export.input_columns} for row in state.features.raw_sample.to_pylist()[:5]
+    ]
+    response = httpx.post(
+        f"{state.deploy.url}/v1/models/{cfg.registry.model_name}/predict", json={"records": sent}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    prediction_id = response.headers["prediction-id"]
+    deadline = time.monotonic() + 15  # the router writes its buffer every 2 s
+    while time.monotonic() < deadline:
+        logged = read_predictions(cfg.monitor.log_root, cfg.registry.model_name)
+        if prediction_id in logged["prediction_id"].to_pylist():
+            break
+        time.sleep(0.5)
+    mine = logged.filter(pa.compute.equal(logged["prediction_id"], prediction_id))
+    key = SECRETS["pii salt"].encode()
+    assert mine["f_dest"].to_pylist() == [
+        hmac.new(key, r["dest"].encode(), hashlib.sha256).hexdigest() for r in sent
+    ]  # hashed with the env's key, which reached the replica
+    assert mine["f_origin"].to_pylist() == [r["origin"] for r in sent]  # not PII: as sent
+
+    files = [p for p in Path(cfg.state_dir).rglob("*") if p.is_file()]
+    assert any(p.name == "model_card.md" for p in files) and any(p.name == "mlflow.db" for p in files)
+    logs_dir = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    assert (logs_dir / "serve").is_dir()
+    files += [p for p in logs_dir.rglob("*") if p.is_file()]
+    hits = []
+    for path in files:
+        data = path.read_bytes()
+        hits += [f"{name} in {path}" for name, value in planted.items() if value.encode() in data]
+    registry = ModelRegistry.from_config(cfg.registry)
+    for run in registry.client.search_runs(
+        [e.experiment_id for e in registry.client.search_experiments()], max_results=1000
+    ):
+        texts = {**run.data.params, **run.data.tags}
+        hits += [
+            f"{name} in run {run.info.run_id} {k}"
+            for k, v in texts.items()
+            for name, value in planted.items()
+            if value in v
+        ]
+    printed = CAPTURED.getvalue()
+    assert "mlflow" in printed and "Serve" in printed  # the capture did see the run and the deploy
+    hits += [f"{name} printed or logged" for name, value in planted.items() if value in printed]
+    assert hits == []
