@@ -119,7 +119,7 @@ class PIIMasker:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ConfigError("data.pii.action", f"must be one of {ACTIONS}, got {self.action!r}.", ACTIONS)
-        if self.action == "hash" and len(self.key) < 16:
+        if self.action == "hash" and self.columns and len(self.key) < 16:  # no PII columns: no key needed
             raise ConfigError("data.pii.salt_env", "hashing PII needs a key of at least 16 bytes.")
 
     def __bool__(self) -> bool:

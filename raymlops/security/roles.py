@@ -295,8 +295,6 @@ def actions_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-
-
 def routes_markdown() -> str:
     """The serving routes and the role each needs (``raymlops.serving.auth.ROUTE_ROLES``)."""
     from raymlops.serving.auth import ROUTE_ROLES
