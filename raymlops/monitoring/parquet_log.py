@@ -534,7 +534,10 @@ def discover(filesystem: Any, base: str, partitioning: Any) -> tuple[Any, list[s
 
     plain: list[str] = []
     encrypted: list[str] = []
-    for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True)):
+    # Sorted: a listing comes in directory order, and the unified schema's column order (the
+    # feature columns readers see) follows the first file that has each column.
+    infos = sorted(filesystem.get_file_info(fs.FileSelector(base, recursive=True)), key=lambda i: i.path)
+    for info in infos:
         name = info.base_name
         if info.type != fs.FileType.File or name.startswith((".", "_")):
             continue

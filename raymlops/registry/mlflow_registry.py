@@ -216,7 +216,8 @@ class ModelRegistry:
         return sorted(m.name for m in self.client.search_registered_models())
 
     def local_artifact(self, version: RegisteredVersion, filename: str) -> Path:
-        """The local path of a file in a version's model folder.
+        """The local path of a file in a version's model folder (``filename``: safe names joined by
+        ``/``; ``..``, absolute paths and the like are refused).
 
         Embedded store (a file URI): the file where it lies. Remote store (``s3://``, a tracking
         server's ``mlflow-artifacts:/``): the whole model folder is downloaded once per version into a
@@ -226,7 +227,8 @@ class ModelRegistry:
         from urllib.parse import urlparse
         from urllib.request import url2pathname
 
-        safe_name(filename, "artifact file name")
+        for part in filename.split("/"):  # a file in a sub-folder ("explainer/explainer.json") is fine
+            safe_name(part, "artifact file name")
         if version.source.startswith("file:"):
             return Path(url2pathname(urlparse(version.source).path)) / filename
         return self._downloaded(version.source) / filename

@@ -494,12 +494,13 @@ def keyring_for(data: bytes, where: str) -> Keyring:
     if env.strip():
         return Keyring.parse(env, "$RAYMLOPS_KEK")
     kek_id = read_header(data, where)[0]["kek_id"]
+    unconfigured = f"{where} is encrypted under KEK {kek_id!r} and no keyring is configured"
     if _in_cluster():
-        return fetch_keyring([kek_id])
-    raise ConfigError(
-        "security.encryption.kek_file",
-        f"{where} is encrypted under KEK {kek_id!r} and no keyring is configured. {_KEY_HELP}.",
-    )
+        try:
+            return fetch_keyring([kek_id])
+        except ConfigError as exc:  # say which file first; the cluster's message says why
+            raise ConfigError("security.encryption.kek_file", f"{unconfigured}; {exc.problem}") from None
+    raise ConfigError("security.encryption.kek_file", f"{unconfigured}. {_KEY_HELP}.")
 
 
 def _in_cluster() -> bool:

@@ -62,7 +62,13 @@ def captured_output() -> Iterator[None]:
     """Capture the whole module's output and log records (autouse: set up before ``served`` runs)."""
     handler = logging.StreamHandler(CAPTURED)
     handler.setLevel(logging.DEBUG)
-    logging.getLogger().addHandler(handler)
+    # Every record at any level: the root (our own loggers propagate to it) and Ray's loggers, which
+    # do not propagate and write to the stderr of the moment Ray was first imported (an earlier module).
+    loggers = [logging.getLogger(name) for name in ("", "ray", "ray.serve")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
     with (
         pytest.MonkeyPatch.context() as env,
         contextlib.redirect_stdout(_Tee(sys.stdout)),
@@ -70,7 +76,9 @@ def captured_output() -> Iterator[None]:
     ):
         _ENV["env"] = env  # plant_secrets sets variables through it
         yield
-    logging.getLogger().removeHandler(handler)
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.removeHandler(handler)
+        lg.setLevel(level)
     SECRETS.clear()
     _ENV.clear()
 
@@ -421,6 +429,7 @@ def test_no_secret_in_anything_the_run_and_serving_wrote(served) -> None:
             if value in v
         ]
     printed = CAPTURED.getvalue()
-    assert "mlflow" in printed and "Serve" in printed  # the capture did see the run and the deploy
+    # The capture did see the run (our own stage logs, MLflow's) and the deploy (Serve's driver logs).
+    assert "ingest data_version=" in printed and "mlflow" in printed and "Serve" in printed
     hits += [f"{name} printed or logged" for name, value in planted.items() if value in printed]
     assert hits == []

@@ -86,6 +86,11 @@ def test_registry_and_serving_refuse_unsafe_names_before_touching_anything(tmp_p
     assert not (tmp_path / "mlflow.db").exists()  # refused before the registry was even opened
     with pytest.raises(UnsafeNameError, match="model version"):
         ModelSpec("flights", "../1", "/m.onnx", "3", {"distance": "float"})
-    with pytest.raises(UnsafeNameError, match="artifact file name"):
-        version = RegisteredVersion("m", "1", "run", "file:///srv/artifacts/1/model", {})
-        registry.local_artifact(version, "../../api_keys.json")
+    version = RegisteredVersion("m", "1", "run", "file:///srv/artifacts/1/model", {})
+    for bad in ("../../api_keys.json", "explainer/../../api_keys.json", "/etc/passwd", "explainer//x"):
+        with pytest.raises(UnsafeNameError, match="artifact file name"):
+            registry.local_artifact(version, bad)
+    # A file in a sub-folder of the model folder is a path of safe names.
+    assert registry.local_artifact(version, "explainer/explainer.json") == Path(
+        "/srv/artifacts/1/model/explainer/explainer.json"
+    )
