@@ -2,7 +2,8 @@
 
     RAY_ADDRESS=http://127.0.0.1:8265 python jobs/submit.py +experiment=quickstart [overrides ...]
 
-Uploads this repository as the job's working directory (respecting .gitignore), streams the job's logs
+Uploads this repository as the job's working directory (respecting .gitignore; ``--installed``: not,
+the nodes' image has the package), streams the job's logs
 and exits with its status (0 only if it SUCCEEDED). Ray 2.60 enables token authentication: when a token
 is at hand (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) this script sends it
 (RAY_AUTH_MODE=token); RAY_AUTH_MODE=disabled where the cluster runs without auth.
@@ -45,6 +46,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="RAYMLOPS_HOME for the job: an absolute path on the cluster (default: %(default)s)",
     )
     parser.add_argument("--no-wait", action="store_true", help="submit and print the job id without waiting")
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="the cluster's nodes have raymlops installed (the container image): upload no working directory",
+    )
     return parser.parse_known_args(argv)
 
 
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     job_id = client.submit_job(
         entrypoint=entrypoint,
         runtime_env={
-            "working_dir": str(REPO),
+            **({} if args.installed else {"working_dir": str(REPO)}),
             # The working directory is a temporary unpacked copy: state must live at an absolute path.
             "env_vars": {"RAYMLOPS_HOME": args.state_dir, "RAYMLOPS_PROGRESS": "0"},
         },

@@ -1,10 +1,13 @@
 """The real commands: `python -m raymlops.job` on embedded Ray (its failure path; `make demo` and the
 in-process tests/e2e/test_quickstart.py cover a whole embedded run); jobs/submit.py and `ray job submit`
-against `ray start --head`, where the job command runs a whole pipeline to a served model."""
+against a multi-node Ray cluster on this machine (a head and two worker nodes, token auth on), where the
+job command runs a whole pipeline to a served model with its Ray Data tasks, training workers and Serve
+replicas on both worker nodes, the state on a path every node reads."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -57,68 +61,83 @@ def test_job_command_reports_a_failed_gate_and_exits_non_zero(tmp_path: Path) ->
     assert "column 'origin'" in done.stderr and "LGA" in done.stderr, done.stderr[-3000:]
 
 
+@dataclass(frozen=True)
+class RayCluster:
+    """A running multi-node cluster: its job server (dashboard) address, the token file, the node ids."""
+
+    address: str
+    token: Path
+    head: str
+    workers: tuple[str, ...]
+
+
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A real `ray start --head` cluster with a dashboard (the job server) and token auth on, stopped by
-    PID afterwards. Yields (dashboard address, token file); the token file stands in for ~/.ray/auth_token,
-    so the test neither depends on nor touches the user's."""
-    tmp_path = tmp_path_factory.mktemp("ray_head")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A real Ray cluster of three nodes on this machine (tests/e2e/ray_cluster.py: a head with no CPUs
+    and two worker nodes), a dashboard (the job server) and token auth on; stopped by its process group
+    afterwards. The token file stands in for ~/.ray/auth_token, so the test neither depends on nor
+    touches the user's."""
+    tmp_path = tmp_path_factory.mktemp("ray_cluster")
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     dashboard = free_port()
-    ports = [
-        f"--port={free_port()}",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-    ]
-    log = (tmp_path / "ray_head.log").open("w")
-    head = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--num-cpus=2",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            "--disable-usage-stats",
-            *ports,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={
-            **os.environ,
-            "RAY_ADDRESS": "",
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(token),
-            # A job's entrypoint is `python -m ...` run by the cluster: like a real node, the cluster
-            # has the project's environment first on PATH (CI runs .venv/bin/python un-activated).
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        },
-    )
+    out = tmp_path / "ray_cluster.log"
+    with out.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.ray_cluster",
+                "run",
+                f"--port={free_port()}",
+                f"--dashboard-port={dashboard}",
+                f"--agent-port={free_port()}",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "RAY_ADDRESS": "",
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(token),
+                # A job's entrypoint is `python -m ...` run by the cluster: like a real node, the cluster
+                # has the project's environment first on PATH (CI runs .venv/bin/python un-activated).
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+        )
     address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{address}/api/version", timeout=2).status_code < 500:
-                break
-        except httpx.HTTPError:
-            time.sleep(1)
+    nodes = None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        lines = [line for line in out.read_text().splitlines() if line.startswith('{"head"')]
+        if lines:
+            nodes = json.loads(lines[0])
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{address}/api/version", timeout=2).status_code < 500:
+                    break
+        time.sleep(1)
     else:
-        head.kill()
-        pytest.fail("ray start --head did not come up: " + (tmp_path / "ray_head.log").read_text()[-2000:])
-    yield address, token
-    os.killpg(head.pid, signal.SIGTERM)
+        _stop(process)
+        pytest.fail("the Ray cluster did not come up: " + out.read_text()[-3000:])
+    assert nodes is not None
+    yield RayCluster(address, token, nodes["head"], tuple(nodes["workers"]))
+    _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the cluster shuts its nodes down), then SIGKILL to the group after 10 s: a drain can hang."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=10)
-    os.killpg(head.pid, signal.SIGKILL)  # the drain can take 30 s; everything it started is in its group
-    log.close()
+        process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_submit_without_the_token_is_refused(ray_head: tuple[str, Path]) -> None:
-    address, _ = ray_head
+def test_submit_without_the_token_is_refused(ray_cluster: RayCluster) -> None:
+    address = ray_cluster.address
     done = subprocess.run(
         [sys.executable, "jobs/submit.py", "--address", address, "--no-wait", "+experiment=quickstart"],
         cwd=REPO,
@@ -131,10 +150,11 @@ def test_submit_without_the_token_is_refused(ray_head: tuple[str, Path]) -> None
     assert "uthenticat" in done.stderr or "401" in done.stderr or "403" in done.stderr, done.stderr[-2000:]
 
 
-def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
-    ray_head: tuple[str, Path], tmp_path: Path
+@pytest.mark.cluster
+def test_submit_through_the_job_api_runs_across_the_nodes_and_the_served_app_outlives_the_job(
+    ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
-    address, token = ray_head
+    address, token = ray_cluster.address, ray_cluster.token
     port = free_port()
     done = subprocess.run(
         [
@@ -142,6 +162,10 @@ def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
             "jobs/submit.py",
             "--address",
             address,
+            # The nodes run this environment, as a cluster runs the image. (A working directory would
+            # also do on real nodes; here the nodes share /tmp/ray/session_*/runtime_resources, and a
+            # node's runtime-env agent may delete a package directory another node's job runs in.)
+            "--installed",
             "--state-dir",
             str(tmp_path / "state"),
             *SMALL,
@@ -149,6 +173,9 @@ def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
             # The job API is under test here; the explain stage runs in the command test above.
             "stages=[ingest,validate,features,train,evaluate,export,register,deploy]",
             f"serve.port={port}",
+            # One training worker per node, two replicas (Serve spreads them by default).
+            "trainer.scaling.placement_strategy=STRICT_SPREAD",
+            "serve.num_replicas=2",
         ],
         cwd=REPO,
         # Only the token's whereabouts: submit.py switches token auth on by itself when it finds one.
@@ -189,13 +216,26 @@ def test_submit_through_the_job_api_and_the_served_app_outlives_the_job(
     )
     assert response.status_code == 200, response.text
     assert 0.0 <= response.json()["predictions"][0]["probability"] <= 1.0
+    # Where the work ran, from Ray's state API: on both worker nodes, nothing on the head (no CPUs).
+    where = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.ray_cluster", "placement", address],
+        cwd=REPO,
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert where.returncode == 0, where.stderr[-2000:]
+    placed = json.loads(where.stdout.strip().splitlines()[-1])
+    workers = set(ray_cluster.workers)
+    assert {k: set(v) for k, v in placed.items()} == {"data": workers, "train": workers, "serve": workers}
 
 
 def test_ray_job_submit_cli_with_the_documented_token_setting(
-    ray_head: tuple[str, Path], tmp_path: Path
+    ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     # README: `export RAY_AUTH_MODE=token` (and the token: ~/.ray/auth_token or RAY_AUTH_TOKEN_PATH).
-    address, token = ray_head
+    address, token = ray_cluster.address, ray_cluster.token
     env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     runtime_env = '{"env_vars": {"RAYMLOPS_HOME": "%s", "RAYMLOPS_PROGRESS": "0"}}' % (tmp_path / "state")
     done = subprocess.run(
