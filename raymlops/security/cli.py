@@ -1,7 +1,9 @@
 """``python -m raymlops security ...``: key procedures.
 
-    security rotate-kek [PATH ...] [overrides]   re-wrap every encrypted file's data key under the
-                                                 current (first) KEK; the data is not re-encrypted
+    security rotate-kek [--path P ...] [overrides]   re-wrap every encrypted file's data key under the
+                                                     current (first) KEK; the data is not re-encrypted
+    security audit [--tail N] [--action A] [overrides]   the last N audit records, then whether the hash
+                                                     chain is intact (exit 1 when it is broken)
 
 Without PATHs it walks the places the job writes encrypted files: ``state_dir`` (run folders, the
 registry's artifacts, reports) and, where they lie elsewhere, ``registry.artifact_root``,
@@ -32,6 +34,10 @@ def add_security_commands(sub: argparse._SubParsersAction) -> None:
         help="a file or folder to rotate (repeatable; default: state_dir, the artifact root, the logs)",
     )
     rotate.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job")
+    audit = security.add_parser("audit", help="show the audit log's last records and verify its hash chain")
+    audit.add_argument("--tail", type=int, default=20, help="records to show (default: %(default)s; 0: none)")
+    audit.add_argument("--action", default=None, help="only records of this action (e.g. serve.traffic)")
+    audit.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job")
 
 
 def run_security_command(args: argparse.Namespace) -> int:
@@ -60,7 +66,27 @@ def run_security_command(args: argparse.Namespace) -> int:
             f"(under {', '.join(str(r) for r in roots)})"
         )
         return 0
+    if args.command == "audit":
+        return _show_audit(str(cfg.security.audit_log), args.tail, args.action)
     raise AssertionError(f"unhandled security command {args.command!r}")  # argparse lists the choices
+
+
+def _show_audit(path: str, tail: int, action: str | None) -> int:
+    """Print the last ``tail`` records (of ``action``), then the chain's state; 1 when it is broken."""
+    from raymlops.security.audit import read_audit, verify_chain
+
+    broken = verify_chain(path)
+    records = [r for r in read_audit(path) if action is None or r.action == action] if broken is None else []
+    for record in records[-tail:] if tail > 0 else []:
+        print(
+            f"{record.when}  {record.outcome:<7} {record.action:<18} {record.who} ({record.role or '-'}) "
+            f"{record.target}  {record.why}"
+        )
+    if broken is not None:
+        print(f"{path}: the hash chain breaks at line {broken}: a line was edited, removed or inserted")
+        return 1
+    print(f"{path}: {len(read_audit(path))} record(s), hash chain intact")
+    return 0
 
 
 def _roots(cfg) -> list[Path]:  # cfg: the composed job config
