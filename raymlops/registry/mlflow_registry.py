@@ -231,16 +231,6 @@ class ModelRegistry:
             safe_name(part, "artifact file name")
         if version.source.startswith("file:"):
             return Path(url2pathname(urlparse(version.source).path)) / filename
-        return self._downloaded(version.source) / filename
+        from raymlops.registry.downloads import model_folder
 
-    def _downloaded(self, source: str) -> Path:
-        import tempfile
-
-        from mlflow.artifacts import download_artifacts
-
-        cache: dict[str, Path] = self.__dict__.setdefault("_downloads", {})
-        if source not in cache:
-            folder = tempfile.mkdtemp(prefix="raymlops-model-")
-            cache[source] = Path(download_artifacts(source, dst_path=folder, tracking_uri=self.tracking_uri))
-            logger.info("downloaded model folder source=%s path=%s", source, cache[source])
-        return cache[source]
+        return model_folder(version.source, self.tracking_uri) / filename

@@ -29,6 +29,7 @@ headers; errors are ``{"error": "..."}`` with a 4xx status for anything the clie
 # (``request: Request`` silently turns into a required query parameter).
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -82,6 +83,7 @@ from raymlops.serving.spec import (
     OnlineStoreSettings,
     PredictionLogSettings,
     RoutingConfig,
+    node_local,
     parse_user_config,
 )
 
@@ -526,6 +528,9 @@ class Router:
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Load the versions of a new routing table, reusing sessions already loaded, then swap."""
         config = parse_user_config(user_config)
+        # A version downloaded by the deploying process from a remote store: this node's own copy.
+        local = {name: tuple(node_local(s) for s in specs) for name, specs in config.models.items()}
+        config = dataclasses.replace(config, models=local)
         self._reconfigure_store(config)  # before the swap: the new table's lookups need it
         old = self._routes
         models: dict[tuple[str, str], ServedModel] = {}

@@ -236,9 +236,10 @@ def deploy(
     tls_settings = TLSSettings.from_dict(tls)
     if check_models:
         from raymlops.serving.onnx_model import LoadedModel
+        from raymlops.serving.spec import node_local
 
-        for spec in models:
-            LoadedModel(spec, use_gpu=False)  # raises DeploymentError naming the model and the problem
+        for spec in models:  # as a replica loads it (its own copy of a remote version included)
+            LoadedModel(node_local(spec), use_gpu=False)  # raises DeploymentError naming the problem
     return deploy_user_config(
         user_config,
         app_name=app_name,

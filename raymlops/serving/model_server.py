@@ -23,7 +23,7 @@ from ray import serve
 
 from raymlops.serving.app_logging import LOGGING_CONFIG
 from raymlops.serving.onnx_model import LoadedModel, ModelInputs
-from raymlops.serving.spec import ModelSpec
+from raymlops.serving.spec import ModelSpec, node_local
 
 __all__ = ["ModelServer", "RemoteModel", "deployment_name", "remote_specs"]
 
@@ -63,7 +63,7 @@ class ModelServer:
         self._model: LoadedModel | None = None
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
-        spec = ModelSpec.from_dict(user_config["spec"])
+        spec = node_local(ModelSpec.from_dict(user_config["spec"]))
         use_gpu = bool(user_config.get("use_gpu", False))
         if self._model is None or not self._model.can_reuse_for(spec, use_gpu=use_gpu):
             self._model = LoadedModel(spec, use_gpu=use_gpu)

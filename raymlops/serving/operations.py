@@ -218,8 +218,23 @@ def spec_from_registry(
         if (lookup := version.tags.get(FEATURE_LOOKUP_TAG))
         else None,
         digest=digest,
+        source=(remote := _remote_source(registry, version.source))[0],
+        tracking_uri=remote[1],
     )
     return with_input_profile(spec)
+
+
+def _remote_source(registry: Any, source: str) -> tuple[str, str]:
+    """(``source``, ``tracking_uri``) for a version in a remote artifact store (replicas on other nodes
+    download their own copy); ("", "") for a local one. The URI's credentials, if any, are left out."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from raymlops.registry.downloads import is_local_source
+
+    if is_local_source(source):
+        return "", ""
+    parts = urlsplit(str(registry.tracking_uri))
+    return source, urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def with_input_profile(spec: Any) -> Any:  # ModelSpec -> ModelSpec

@@ -86,6 +86,12 @@ class ModelSpec:
             ``raymlops.artifact_digests``); every load compares it and refuses other bytes
             (:func:`raymlops.security.integrity.read_artifact`). "": not checked (a version
             registered before digests existed).
+        source: The version's model folder in a remote artifact store (``s3://...``,
+            ``mlflow-artifacts:/...``) when ``onnx_path`` is the deploying process's downloaded copy;
+            a replica that cannot read ``onnx_path`` (another node) serves from its own copy of it
+            (:func:`node_local`). "": ``onnx_path`` is on a path every node reads.
+        tracking_uri: The tracking server that resolves an ``mlflow-artifacts:`` ``source`` (no
+            credentials: MLflow reads those from its environment variables).
     """
 
     name: str
@@ -99,6 +105,8 @@ class ModelSpec:
     feature_lookup: FeatureLookup | None = None
     input_profile: dict[str, dict[str, Any]] | None = None
     digest: str = ""
+    source: str = ""
+    tracking_uri: str = ""
 
     def __post_init__(self) -> None:
         key = f"serving.models[{self.name!r}]"
@@ -110,6 +118,9 @@ class ModelSpec:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}.{name}", f"must be a non-empty string, got {value!r}.")
+        for name in ("source", "tracking_uri"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{key}.{name}", f"must be a string, got {getattr(self, name)!r}.")
         safe_name(self.name, "model name")  # names reach log partitions, metrics labels, deployment names
         safe_name(self.version, "model version")
         if not isinstance(self.data_version, str):
@@ -485,3 +496,16 @@ def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
         ood=OODSettings.from_dict(user_config.get("ood")),
         **settings,
     )
+
+
+def node_local(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with an ``onnx_path`` this process can read: as given when it exists (a shared path,
+    or this is the node that deployed), else the same file in this node's own download of ``source``."""
+    from pathlib import Path
+
+    if not spec.source or Path(spec.onnx_path).exists():
+        return spec
+    from raymlops.registry.downloads import model_folder
+
+    folder = model_folder(spec.source, spec.tracking_uri)
+    return dataclasses.replace(spec, onnx_path=str(folder / Path(spec.onnx_path).name))

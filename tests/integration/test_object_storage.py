@@ -312,3 +312,17 @@ def test_registry_on_a_tracking_server_with_s3_artifacts_serves(
     answered = [p["probability"] for p in response.json()["predictions"]]
     np.testing.assert_allclose(answered, direct_probabilities(str(files / "model.onnx"), ROWS), atol=1e-6)
     assert response.headers["model-version"] == "2"
+
+    # A replica on another node cannot read the folder this process downloaded: it downloads its own
+    # copy from the version's source, through the tracking server for mlflow-artifacts:/.
+    from dataclasses import replace
+
+    proxied_spec = spec_from_registry(proxied, NAME, "1", weight=1.0)
+    assert proxied_spec.source == versions[0].source and proxied_spec.tracking_uri == stack.tracking_uri()
+    elsewhere = replace(proxied_spec, onnx_path="/not/on/this/node/model.onnx")
+    url = deploy([elsewhere], app_name="object-storage-test", host="127.0.0.1", port=serve_port, timeout_s=90)
+    response = httpx.post(f"{url}/v1/models/{NAME}/predict", json={"records": ROWS}, timeout=30)
+    assert response.status_code == 200, response.text
+    answered = [p["probability"] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(answered, direct_probabilities(str(files / "model.onnx"), ROWS), atol=1e-6)
+    assert response.headers["model-version"] == "1"
