@@ -39,8 +39,9 @@ class RedisServer:
                 self.process.wait(timeout=5)
 
 
-def start_redis(folder: Path, port: int | None = None) -> RedisServer:
-    """Start ``redis-server`` on 127.0.0.1 and wait until it answers PING (well under a second)."""
+def start_redis(folder: Path, port: int | None = None, password: str | None = None) -> RedisServer:
+    """Start ``redis-server`` on 127.0.0.1 (``password``: it requires it) and wait until it answers PING
+    (well under a second)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
@@ -51,6 +52,7 @@ def start_redis(folder: Path, port: int | None = None) -> RedisServer:
     # --save '' and --appendonly no: nothing written to disk; --dir: its own folder all the same.
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     command += ["--dir", str(folder), "--daemonize", "no", "--loglevel", "warning"]
+    command += ["--requirepass", password] if password else []
     log = (folder / "redis.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     server = RedisServer(process, port)
@@ -63,7 +65,7 @@ def start_redis(folder: Path, port: int | None = None) -> RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
+                if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (and wanting the password)
                     return server
         except OSError:
             pass

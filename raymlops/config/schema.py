@@ -120,7 +120,8 @@ class SplitConfig:
 class OnlineStoreConfig:  # raymlops.features.online.OnlineStoreSettings
     kind: str = "sqlite"  # sqlite (an embedded file, zero setup) | redis (a Redis server, at scale)
     path: str = "${state_dir}/online_store/${env.name}.db"  # sqlite
-    url: str = "redis://127.0.0.1:6379/0"  # redis: redis://[:password@]host:port/db, rediss:// for TLS
+    url: str = "redis://127.0.0.1:6379/0"  # redis: redis://host:port/db, rediss:// for TLS; no password here
+    password_env: str = "RAYMLOPS_REDIS_PASSWORD"  # redis: the variable holding the password (every node)
     key_prefix: str = "raymlops:${env.name}"  # redis: every key under it, so envs can share a server
     timeout_s: float = 0.5  # serving: a slower lookup answers 503 instead of holding the request
 

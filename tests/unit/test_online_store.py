@@ -130,6 +130,26 @@ def test_redis_outage_is_an_online_store_error(tmp_path: Path) -> None:
         store.lookup({"a": ["k"]})
 
 
+def test_redis_password_comes_from_the_environment_never_the_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_redis(tmp_path / "redis-auth", password="s3cret-pw")
+    try:
+        settings = {"kind": "redis", "url": server.url, "timeout_s": 0.5, "password_env": "TEST_REDIS_PW"}
+        monkeypatch.delenv("TEST_REDIS_PW", raising=False)
+        with pytest.raises(OnlineStoreError, match="uthenticat"):  # no password: the server refuses
+            open_online_store(settings).write("a", [("k", 1, {"x": 1})])
+        monkeypatch.setenv("TEST_REDIS_PW", "s3cret-pw")
+        store = open_online_store(settings)
+        store.write("a", [("k", 1, {"x": 1})])
+        assert store.lookup({"a": ["k"]})["a"] == [{"x": 1, TS_FIELD: 1}]
+        assert "s3cret-pw" not in repr(store) and "s3cret-pw" not in str(
+            OnlineStoreSettings.from_dict(settings).to_dict()
+        )  # what reaches Serve's user_config and the logs
+    finally:
+        server.stop()
+
+
 def test_entity_keys_are_the_same_from_json_and_arrow() -> None:
     assert entity_key(["JFK"]) == "JFK"
     assert entity_key([1.0]) == entity_key([1]) == "1"
@@ -146,6 +166,7 @@ def test_entity_keys_are_the_same_from_json_and_arrow() -> None:
         ({"kind": "redis", "url": "http://x"}, "must be a redis://"),
         ({"kind": "sqlite", "path": "x.db", "timeout": 1}, "'features.online_store.timeout'"),
         ({"kind": "redis", "timeout_s": 0}, "must be a number > 0"),
+        ({"kind": "redis", "url": "redis://:s3cret@127.0.0.1:6379/0"}, "$RAYMLOPS_REDIS_PASSWORD"),
     ],
 )
 def test_bad_settings_name_the_key(settings: dict[str, object], fragment: str) -> None:

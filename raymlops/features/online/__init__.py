@@ -40,9 +40,16 @@ def open_online_store(settings: OnlineStoreSettings | Mapping[str, Any]) -> Onli
     """
     settings = OnlineStoreSettings.from_dict(settings)
     if settings.kind == "redis":
+        import os
+
         from raymlops.features.online.redis_store import RedisStore
 
-        return RedisStore(settings.url, key_prefix=settings.key_prefix, timeout_s=settings.timeout_s)
+        return RedisStore(
+            settings.url,
+            key_prefix=settings.key_prefix,
+            timeout_s=settings.timeout_s,
+            password=os.environ.get(settings.password_env) or None,
+        )
     from raymlops.features.online.sqlite_store import SQLiteStore
 
     return SQLiteStore(settings.path, timeout_s=settings.timeout_s)

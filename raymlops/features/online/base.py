@@ -149,7 +149,10 @@ class OnlineStoreSettings:
     Attributes:
         kind: ``sqlite`` (an embedded file, the default) or ``redis`` (a Redis server, at scale).
         path: SQLite: the database file.
-        url: Redis: ``redis://host:port/db`` (``rediss://`` for TLS).
+        url: Redis: ``redis://host:port/db`` (``rediss://`` for TLS); no password in it: the URL reaches
+            Serve's application config, which the dashboard shows.
+        password_env: Redis: the environment variable holding the server's password (on every node
+            that serves or materializes); unset or empty: no password.
         key_prefix: Redis: namespace of every key, so several envs can share a server.
         timeout_s: A lookup (or connect) slower than this fails: the router answers 503 rather than hang.
     """
@@ -159,6 +162,7 @@ class OnlineStoreSettings:
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "raymlops"
     timeout_s: float = 0.5
+    password_env: str = "RAYMLOPS_REDIS_PASSWORD"
 
     def __post_init__(self) -> None:
         key = "features.online_store"
@@ -174,6 +178,12 @@ class OnlineStoreSettings:
         ):
             raise ConfigError(
                 f"{key}.url", f"must be a redis://, rediss:// or unix:// URL, got {self.url!r}."
+            )
+        if self.kind == "redis" and _has_password(self.url):
+            raise ConfigError(
+                f"{key}.url",
+                "holds a password: put it in the environment variable features.online_store.password_env "
+                f"(${self.password_env}) instead; the URL reaches Serve's config and the dashboard.",
             )
         timeout = self.timeout_s
         if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
@@ -191,8 +201,17 @@ class OnlineStoreSettings:
             raise ConfigError(
                 "features.online_store", f'must be {{"kind": "sqlite"|"redis", ...}}, got {data!r}.'
             )
-        fields = ("kind", "path", "url", "key_prefix", "timeout_s")
+        fields = ("kind", "path", "url", "key_prefix", "timeout_s", "password_env")
         unknown = sorted(str(k) for k in data if k not in fields)
         if unknown:
             raise ConfigError(f"features.online_store.{unknown[0]}", "is not a setting here.", fields)
         return cls(**{k: v for k, v in data.items() if v is not None})
+
+
+def _has_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # an unparsable port: redis-py reports it with the URL on connect
+        return False

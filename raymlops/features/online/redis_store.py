@@ -41,7 +41,9 @@ _WRITE_CHUNK = 1000  # entities per script call: bounded server time per call, f
 class RedisStore:
     """``OnlineStore`` on a Redis server; ``url`` as ``redis.Redis.from_url`` takes it."""
 
-    def __init__(self, url: str, *, key_prefix: str = "raymlops", timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, *, key_prefix: str = "raymlops", timeout_s: float = 0.5, password: str | None = None
+    ) -> None:
         try:
             import redis
         except ImportError as exc:
@@ -51,7 +53,11 @@ class RedisStore:
         # Short timeouts on purpose: a store that does not answer must cost a request a fast 503, not a
         # hung replica. The pool keeps connections open between lookups (one round trip each).
         self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
+            url,
+            password=password,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
         )
         self._upsert = self._client.register_script(_UPSERT)
 
