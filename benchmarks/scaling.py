@@ -1,0 +1,158 @@
+"""scaling: the quickstart on one node vs on a head and two worker nodes, with the same cores.
+
+Ours: a ``ray.cluster_utils.Cluster`` on this machine: a head with no CPUs (it schedules and runs the
+driver, as a cluster's head pod does) and two worker nodes with one CPU each. Baseline: one embedded
+local Ray with two CPUs. Both run ``run_pipeline`` with the quickstart's stages up to ``register``
+(``serve.enabled=false``: a deployment would outlive the run) on the same Delta table, seeded before
+timing. Each run is a fresh child process, so each pays its own Ray start-up, which is left out of the
+figure: only ``run_pipeline`` is timed.
+
+Same cores, so this measures what spreading over nodes costs (object transfers between the nodes'
+object stores, scheduling across raylets, one more set of Ray processes), not speed-up. ``ratio`` =
+one node's seconds / the cluster's (higher is better); target >= 0.85. Per-stage figures say where the
+time goes.
+
+``--quick``: a 10% sample, one epoch, the AUC gate at 0.5, one timed run per side, no warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _harness import Figure, emit, log, parser, start_ray, summary
+
+NAME = "scaling"
+STAGES = ["ingest", "validate", "features", "train", "evaluate", "export", "register"]
+OBJECT_STORE = 300 * 1024**2  # per node on the cluster side; start_ray gives the single node its default
+
+
+def _child(mode: str, state: str, table: str, quick: bool) -> None:
+    """One pipeline run on a fresh Ray (``mode``: single | cluster); prints its timings as JSON."""
+    import os
+
+    import ray
+
+    from raymlops.pipeline.ray_session import TRAIN_HEALTH_CHECK_ENV
+
+    cluster = None
+
+    os.environ[TRAIN_HEALTH_CHECK_ENV] = "0.1"  # as start_ray does for the single node (RAY-NOTES)
+    if mode == "cluster":
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": OBJECT_STORE},
+        )
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
+        cluster.wait_for_nodes()
+        # Workers are told the address, as start_local_ray does (Ray Train's cleaner joins it).
+        env = {TRAIN_HEALTH_CHECK_ENV: "0.1", "RAY_ADDRESS": cluster.address}
+        ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": env})
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
+    else:
+        start_ray(num_cpus=2)
+    from raymlops.config import compose
+    from raymlops.pipeline.runner import run_pipeline
+
+    overrides = [
+        "+experiment=quickstart",
+        f"state_dir={state}",
+        f"data.ref=delta:{table}",
+        "serve.enabled=false",
+        f"stages=[{','.join(STAGES)}]",
+        "ray.progress_bars=false",
+    ]
+    if quick:
+        overrides += ["data.sample_fraction=0.1", "model.epochs=1", "evaluate.gates=['test/auc>=0.5']"]
+    cfg = compose(overrides)
+    started = time.perf_counter()
+    ctx, _ = run_pipeline(cfg)
+    total = time.perf_counter() - started
+    nodes = len([n for n in ray.nodes() if n["Alive"]])
+    print(
+        json.dumps({"total": total, "stages": ctx.lineage.get("stage_seconds", {}), "nodes": nodes}),
+        flush=True,
+    )
+    ray.shutdown()  # before the nodes go: a driver outliving them exits 1 (lost objects)
+    if cluster is not None:
+        cluster.shutdown()
+
+
+def _run(mode: str, table: str, quick: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"scaling-{mode}-") as state:
+        args = [sys.executable, __file__, "--child", mode, "--state", state, "--table", table]
+        done = subprocess.run(
+            args + (["--quick"] if quick else []), capture_output=True, text=True, timeout=1800
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} run failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    log(f"{mode}: {result['total']:.1f} s on {result['nodes']} node(s) {result['stages']}")
+    return result
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--child", choices=["single", "cluster"], help=argparse.SUPPRESS)
+    p.add_argument("--state", help=argparse.SUPPRESS)
+    p.add_argument("--table", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        _child(args.child, args.state, args.table, args.quick)
+        return
+    repeats = args.repeats or (1 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
+    with tempfile.TemporaryDirectory(prefix="scaling-data-") as data:
+        table = str(Path(data) / "flights")
+        log("seeding the Delta table (untimed)")
+        seed = [sys.executable, "-m", "raymlops.job", "+experiment=quickstart", f"state_dir={data}/seed",
+                f"data.ref=delta:{table}", "stages=[ingest]", "ray.progress_bars=false"]  # fmt: skip
+        subprocess.run(seed, check=True, capture_output=True, timeout=900)
+        for index in range(warmup):
+            log(f"warm-up {index + 1}/{warmup}")
+            _run("cluster", table, args.quick)
+            _run("single", table, args.quick)
+        cluster, single = [], []
+        for _ in range(repeats):  # alternating, as the harness does
+            cluster.append(_run("cluster", table, args.quick))
+            single.append(_run("single", table, args.quick))
+    figures = [
+        Figure(
+            NAME,
+            "end_to_end_seconds",
+            statistics.median(r["total"] for r in cluster),
+            statistics.median(r["total"] for r in single),
+            "s",
+            higher_is_better=False,
+            target=0.85,
+        )
+    ]
+    for stage in STAGES:
+        figures.append(
+            Figure(
+                NAME,
+                f"stage_seconds.{stage}",
+                statistics.median(r["stages"].get(stage, 0.0) for r in cluster),
+                statistics.median(r["stages"].get(stage, 0.0) for r in single),
+                "s",
+                higher_is_better=False,
+            )
+        )
+    for figure in figures:
+        emit(figure)
+    summary(figures, "ours = head + 2 worker nodes x 1 CPU; baseline = 1 node x 2 CPUs")
+
+
+if __name__ == "__main__":
+    main()
