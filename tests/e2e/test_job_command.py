@@ -136,6 +136,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.mark.cluster
 def test_submit_without_the_token_is_refused(ray_cluster: RayCluster) -> None:
     address = ray_cluster.address
     done = subprocess.run(
@@ -231,6 +232,7 @@ def test_submit_through_the_job_api_runs_across_the_nodes_and_the_served_app_out
     assert {k: set(v) for k, v in placed.items()} == {"data": workers, "train": workers, "serve": workers}
 
 
+@pytest.mark.cluster
 def test_ray_job_submit_cli_with_the_documented_token_setting(
     ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
@@ -243,8 +245,9 @@ def test_ray_job_submit_cli_with_the_documented_token_setting(
             str(Path(sys.executable).parent / "ray"),
             "job",
             "submit",
-            "--working-dir",
-            ".",
+            # No --working-dir: this cluster's three nodes share one /tmp/ray/session_*/runtime_resources,
+            # and a node's runtime-env agent re-extracting the package under a running job made its
+            # imports fail (ImportError in CI). The nodes run this environment, as nodes run the image.
             "--runtime-env-json",
             runtime_env,
             "--",
