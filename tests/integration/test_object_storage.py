@@ -306,12 +306,7 @@ def test_registry_on_a_tracking_server_with_s3_artifacts_serves(
     spec = spec_from_registry(direct, NAME, "@champion", weight=1.0)
     assert spec.version == "2" and not spec.onnx_path.startswith(str(tmp_path))  # the downloaded copy
     assert spec.input_profile is not None  # profile.json came with the model folder: OOD checks kept
-    url = deploy([spec], app_name="object-storage-test", host="127.0.0.1", port=serve_port, timeout_s=120)
-    response = httpx.post(f"{url}/v1/models/{NAME}/predict", json={"records": ROWS}, timeout=30)
-    assert response.status_code == 200, response.text
-    answered = [p["probability"] for p in response.json()["predictions"]]
-    np.testing.assert_allclose(answered, direct_probabilities(str(files / "model.onnx"), ROWS), atol=1e-6)
-    assert response.headers["model-version"] == "2"
+    _served_answers_like_onnxruntime(spec, serve_port, files / "model.onnx")
 
     # A replica on another node cannot read the folder this process downloaded: it downloads its own
     # copy from the version's source, through the tracking server for mlflow-artifacts:/.
@@ -320,9 +315,14 @@ def test_registry_on_a_tracking_server_with_s3_artifacts_serves(
     proxied_spec = spec_from_registry(proxied, NAME, "1", weight=1.0)
     assert proxied_spec.source == versions[0].source and proxied_spec.tracking_uri == stack.tracking_uri()
     elsewhere = replace(proxied_spec, onnx_path="/not/on/this/node/model.onnx")
-    url = deploy([elsewhere], app_name="object-storage-test", host="127.0.0.1", port=serve_port, timeout_s=90)
+    _served_answers_like_onnxruntime(elsewhere, serve_port, files / "model.onnx")
+
+
+def _served_answers_like_onnxruntime(spec: ModelSpec, port: int, onnx_file: Path) -> None:
+    """Deploy ``spec`` alone and check its answers over HTTP equal onnxruntime's on ``onnx_file``."""
+    url = deploy([spec], app_name="object-storage-test", host="127.0.0.1", port=port, timeout_s=120)
     response = httpx.post(f"{url}/v1/models/{NAME}/predict", json={"records": ROWS}, timeout=30)
     assert response.status_code == 200, response.text
     answered = [p["probability"] for p in response.json()["predictions"]]
-    np.testing.assert_allclose(answered, direct_probabilities(str(files / "model.onnx"), ROWS), atol=1e-6)
-    assert response.headers["model-version"] == "1"
+    np.testing.assert_allclose(answered, direct_probabilities(str(onnx_file), ROWS), atol=1e-6)
+    assert response.headers["model-version"] == spec.version
