@@ -13,9 +13,10 @@ same overrides as a child process (its own embedded Ray, or the cluster of ``RAY
 it, and goes on checking. The retrain job evaluates the triggers again and writes every audit record,
 so a scheduled retrain is audited exactly like a manual one.
 
-Ctrl-C or SIGTERM stops it cleanly: a running retrain is interrupted (SIGINT, as Ctrl-C; killed if it
-has not exited after 60 s) and waited for. On Kubernetes or with cron, run ``jobs/retrain.py`` on a
-schedule instead (a CronJob / RayJob, or a crontab line; see the README): the triggers are the same.
+Ctrl-C or SIGTERM stops it cleanly: a running retrain is interrupted (SIGINT, as Ctrl-C, repeated every
+10 s; killed if it has not exited after 60 s) and waited for. On Kubernetes or with cron, run
+``jobs/retrain.py`` on a schedule instead (a CronJob / RayJob, or a crontab line; see the README): the
+triggers are the same.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 RETRAIN = Path(__file__).resolve().parent / "retrain.py"
 CHILD_GRACE_S = 60.0
+CHILD_REINTERRUPT_S = 10.0
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -77,7 +80,8 @@ class Scheduler:
             _say(f"check {number}: fired {names}; not started: {cooling}")
             return
         # Its own session: a Ctrl-C at the terminal reaches the scheduler only, which then interrupts the
-        # retrain exactly once (a second interrupt could cut its clean-up short).
+        # retrain itself, again only if it is still running 10 s later (an interrupt during the job's
+        # clean-up would cut that short).
         self.child = subprocess.Popen([sys.executable, str(RETRAIN), *self.overrides], start_new_session=True)
         _say(f"check {number}: fired {names} -> retrain started (pid {self.child.pid})")
         code = self._wait_child()
@@ -94,14 +98,30 @@ class Scheduler:
                 if not self.stop.is_set():
                     continue
             _say(f"stopping the running retrain (pid {self.child.pid})")
-            # SIGINT, as Ctrl-C would: Ray's own SIGTERM handler in the child's driver aborts the process,
-            # a KeyboardInterrupt lets the job audit the interruption and shut its embedded Ray down.
+            return self._interrupt_child()
+
+    def _interrupt_child(self) -> int:
+        """SIGINT, as Ctrl-C would: Ray's own SIGTERM handler in the child's driver aborts the process,
+        a KeyboardInterrupt lets the job audit the interruption and shut its embedded Ray down.
+
+        Repeated every ``CHILD_REINTERRUPT_S`` while the child runs: a KeyboardInterrupt that lands inside
+        a finalizer is swallowed by Python ("Exception ignored in ..."), and one that landed in logging's
+        lock release left the lock held and the job waiting forever on Ray Data threads (seen ~1 in 4
+        runs with SIGINT at the start of the validate stage). Killed after ``CHILD_GRACE_S``.
+        """
+        assert self.child is not None
+        deadline = time.monotonic() + CHILD_GRACE_S
+        while True:
             self.child.send_signal(signal.SIGINT)
+            left = deadline - time.monotonic()
             try:
-                return self.child.wait(timeout=CHILD_GRACE_S)
+                return self.child.wait(timeout=max(0.0, min(CHILD_REINTERRUPT_S, left)))
             except subprocess.TimeoutExpired:
-                self.child.kill()
-                return self.child.wait()
+                if left <= CHILD_REINTERRUPT_S:
+                    _say(f"retrain pid {self.child.pid} still running after {CHILD_GRACE_S:g} s: killed")
+                    self.child.kill()
+                    return self.child.wait()
+                _say(f"retrain pid {self.child.pid} still running: interrupting it again")
 
     def run(self, max_checks: int | None) -> None:
         from raymlops.errors import RayMLOpsError

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,8 +84,8 @@ def test_scheduler_checks_then_starts_a_retrain_on_new_data_and_stops_it_on_sigt
     assert "fired new_data (no champion has a data version yet; data is delta:" in started
     child = int(started.rsplit("(pid ", 1)[1].split(")")[0])
     assert "trigger new_data: FIRED" in text  # the child evaluated the triggers itself
-    assert "stopping the running retrain" in text and "retrain.py: interrupted" in text
-    assert f"retrain pid {child} exited 130" in text
+    assert "stopping the running retrain" in text and "retrain.py: interrupted" in text, text[-4000:]
+    assert f"retrain pid {child} exited 130" in text, text[-4000:]
     assert code == 0 and "scheduler stopped after" in text
     with pytest.raises(ProcessLookupError):  # the scheduler waited for its child: it is gone
         os.kill(child, 0)
@@ -102,3 +104,62 @@ def test_bad_schedule_exits_2_naming_the_key(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 2 and "'retrain.schedule'" in done.stderr and "hour value '25'" in done.stderr
+
+
+# A job whose first KeyboardInterrupt is lost, as when it lands in a finalizer (Python prints "Exception
+# ignored in ..." and goes on): here the first SIGINT is swallowed outright, the second one ends it.
+_LOSES_FIRST_INTERRUPT = """
+import signal, sys, time
+seen = []
+def handler(signum, frame):
+    seen.append(signum)
+    if len(seen) > 1:
+        print("interrupted", flush=True)
+        sys.exit(130)
+signal.signal(signal.SIGINT, handler)
+print("running", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _scheduler_module() -> Any:
+    spec = importlib.util.spec_from_file_location("scheduler", REPO / "jobs" / "scheduler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_IGNORES_INTERRUPTS = """
+import signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+print("running", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [(_LOSES_FIRST_INTERRUPT, 130), (_IGNORES_INTERRUPTS, -9)],
+    ids=["lost-once", "ignored"],
+)
+def test_a_retrain_that_misses_the_interrupt_is_interrupted_again_then_killed(
+    script: str, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = _scheduler_module()
+    monkeypatch.setattr(module, "CHILD_REINTERRUPT_S", 0.5)
+    monkeypatch.setattr(module, "CHILD_GRACE_S", 2.0)
+    scheduler = module.Scheduler(cfg=None, overrides=[])
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "running\n"  # its handler is in place
+    scheduler.child = child
+    try:
+        assert scheduler._interrupt_child() == code
+    finally:
+        if child.poll() is None:
+            child.kill()
+    out = capsys.readouterr().out
+    assert "interrupting it again" in out
+    assert ("killed" in out) == (code == -9)
