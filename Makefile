@@ -47,8 +47,12 @@ system-deps:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
+# Two pytest processes (pytest-xdist), each with its own local Ray, one test file at a time: see pyproject.
+# TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
+
 test: lint typecheck system-deps
-	$(RUN) $(BIN)/python -m pytest -q -ra
+	$(RUN) $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	for b in benchmarks/[a-z]*.py; do $(RUN) $(BIN)/python $$b --quick || exit 1; done
