@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.conftest import load_script
 
 pytestmark = pytest.mark.slow
 
@@ -123,14 +123,6 @@ while True:
 """
 
 
-def _scheduler_module() -> Any:
-    spec = importlib.util.spec_from_file_location("scheduler", REPO / "jobs" / "scheduler.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 _IGNORES_INTERRUPTS = """
 import signal, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -147,7 +139,7 @@ time.sleep(60)
 def test_a_retrain_that_misses_the_interrupt_is_interrupted_again_then_killed(
     script: str, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = _scheduler_module()
+    module = load_script("jobs/scheduler.py", "scheduler_job")
     monkeypatch.setattr(module, "CHILD_REINTERRUPT_S", 0.5)
     monkeypatch.setattr(module, "CHILD_GRACE_S", 2.0)
     scheduler = module.Scheduler(cfg=None, overrides=[])

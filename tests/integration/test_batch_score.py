@@ -4,7 +4,6 @@ onnxruntime run by hand on the same rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from raymlops.errors import ConfigError
 from raymlops.registry.mlflow_registry import ModelRegistry
 from raymlops.registry.model_ref import parse_model_ref
 from raymlops.serving.batch import METADATA_FILE, batch_score, score_dataset
+from tests.conftest import load_script
 from tests.integration.test_serving import PRE, WEIGHTS, direct_probabilities, model_graph
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -176,11 +176,7 @@ def test_score_dataset_appends_scores_and_keeps_the_asked_columns(setup: Setup) 
 
 
 def _job_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("batch_score_job", REPO / "jobs" / "batch_score.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("jobs/batch_score.py", "batch_score_job")
 
 
 def test_unknown_alias_exits_2_naming_it_and_what_exists(

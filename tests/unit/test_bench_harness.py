@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "_harness.py"
+from tests.conftest import load_script
 
 
 def _load() -> ModuleType:
-    # benchmarks/ is a folder of scripts, not a package: load the harness from its file.
-    spec = importlib.util.spec_from_file_location("bench_harness", _PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/_harness.py", "bench_harness")
 
 
 h = _load()

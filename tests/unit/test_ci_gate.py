@@ -5,7 +5,6 @@ Nothing trains here (CI time): the gate's pipeline is the job's own, tested in t
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 from pathlib import Path
 from types import ModuleType
@@ -14,17 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "templates" / "ci" / "github-actions.yml"
 
 
 @pytest.fixture(scope="module")
 def gate() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ci_gate", REPO / "jobs" / "ci_gate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("jobs/ci_gate.py", "ci_gate")
 
 
 def test_dry_run_writes_the_plan_with_the_champion_gate(gate: ModuleType, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from raymlops.errors import ConfigError
 from raymlops.monitoring.cron import parse_cron
 from raymlops.monitoring.monitor import MonitorReport
 from raymlops.monitoring.triggers import fired, monitor_decisions, new_data_decision, schedule_decision
+from tests.conftest import load_script
 
 UTC = dt.UTC
 
@@ -162,15 +163,7 @@ def test_schedule_fires_once_a_fire_time_passed_since_the_last_retrain() -> None
 
 
 def _retrain_job():  # -> module jobs/retrain.py
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "jobs" / "retrain.py"
-    spec = importlib.util.spec_from_file_location("retrain_job", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("jobs/retrain.py", "retrain_job")
 
 
 @pytest.mark.parametrize(
