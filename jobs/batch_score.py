@@ -86,7 +86,7 @@ def compose_config(overrides: list[str]) -> Any:  # -> DictConfig
         cause = exc.__cause__
         bad = getattr(cause, "full_key", None)
         if not isinstance(cause, ConfigKeyError | ConfigAttributeError) or not bad or "." in bad:
-            from raymlops.job import misspelt_key_message
+            from raymlops.config.overrides import misspelt_key_message
 
             raise UsageError(misspelt_key_message(overrides) or str(exc)) from None
         # ``model`` is this job's key here, not the config group (the model family) of the same name.

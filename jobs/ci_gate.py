@@ -80,7 +80,7 @@ def compose_config(overrides: list[str], max_regression: dict[str, float]) -> An
     try:
         cfg = compose([*overrides, f"stages=[{','.join(GATE_STAGES)}]"])
     except ConfigCompositionException as exc:
-        from raymlops.job import misspelt_key_message
+        from raymlops.config.overrides import misspelt_key_message
 
         raise UsageError(misspelt_key_message(overrides) or f"{exc} {exc.__cause__ or ''}".strip()) from None
     configured = OmegaConf.to_container(cfg.evaluate.champion.max_regression)

@@ -57,7 +57,7 @@ def _compose(overrides: list[str]) -> Any:  # -> DictConfig
     try:
         return compose(overrides)
     except ConfigCompositionException as exc:
-        from raymlops.job import misspelt_key_message
+        from raymlops.config.overrides import misspelt_key_message
 
         raise UsageError(misspelt_key_message(overrides) or str(exc)) from None
 

@@ -60,7 +60,7 @@ def compose_config(overrides: list[str]) -> Any:  # -> DictConfig
     try:
         return compose(overrides)
     except ConfigCompositionException as exc:
-        from raymlops.job import misspelt_key_message
+        from raymlops.config.overrides import misspelt_key_message
 
         raise UsageError(misspelt_key_message(overrides) or f"{exc} {exc.__cause__ or ''}".strip()) from None
 

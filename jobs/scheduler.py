@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from raymlops.config import compose
     from raymlops.errors import RayMLOpsError
-    from raymlops.job import misspelt_key_message
+    from raymlops.config.overrides import misspelt_key_message
 
     try:
         cfg = compose(overrides)

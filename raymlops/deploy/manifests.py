@@ -155,7 +155,7 @@ def job_config(settings: DeploySettings, overrides: list[str]) -> Any:  # -> Dic
     try:
         return compose([*overrides, f"state_dir={settings.state_volume.mount_path}"])
     except ConfigCompositionException as exc:
-        from raymlops.job import misspelt_key_message
+        from raymlops.config.overrides import misspelt_key_message
 
         problem = misspelt_key_message(overrides) or f"{exc} {exc.__cause__ or ''}".strip()
         raise ConfigError("job_overrides", problem) from None

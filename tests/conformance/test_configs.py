@@ -109,7 +109,7 @@ def test_gates_override_replaces_the_list_and_parses() -> None:
 
 
 def test_job_names_the_misspelt_key_and_the_valid_ones() -> None:
-    from raymlops.job import misspelt_key_message
+    from raymlops.config.overrides import misspelt_key_message
 
     message = misspelt_key_message(["+experiment=quickstart", "trainer.scaling.num_workerz=3"])
     assert message is not None
