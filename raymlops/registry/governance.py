@@ -15,9 +15,7 @@ Changes happen under the registry lock and compare-and-set: a change that races 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raymlops.errors import AliasConflictError, ConfigError, GovernanceError
-from raymlops.registry.mlflow_registry import ModelRegistry, RegisteredVersion
+from raymlops.registry.mlflow_registry import ModelRegistry, RegisteredVersion, check_owner
+from raymlops.registry.tags import AUDIT_PREFIX, DEPLOYED_TAG, ENV_TAG, LIFECYCLE_TAG
+from raymlops.security.audit import current_user
 
 __all__ = [
     "ALIASES",
@@ -34,16 +34,11 @@ __all__ = [
     "UNCHANGED",
     "AuditRecord",
     "Governance",
-    "current_user",
 ]
 
 ALIASES = ("champion", "challenger", "shadow")
 LIFECYCLE = ("candidate", "staging", "production", "archived", "rejected")
 ALIAS_LIFECYCLE = {"champion": "production", "challenger": "staging", "shadow": "staging"}
-AUDIT_PREFIX = "raymlops.audit."
-LIFECYCLE_TAG = "raymlops.lifecycle"
-DEPLOYED_TAG = "raymlops.deployed_apps"  # comma-separated Serve applications serving the version
-ENV_TAG = "raymlops.env"  # on a registered model: the env (dev/staging/prod) that owns it
 
 
 class _Unchanged:
@@ -52,11 +47,6 @@ class _Unchanged:
 
 
 UNCHANGED: Any = _Unchanged()  # ``expected=UNCHANGED``: no compare-and-set
-
-
-def current_user() -> str:
-    """Who acts: ``RAYMLOPS_USER`` (set by a job runner or the API layer), else the OS user."""
-    return os.environ.get("RAYMLOPS_USER") or getpass.getuser()
 
 
 @dataclass(frozen=True)
@@ -88,16 +78,6 @@ def _check_alias(alias: str) -> None:
         raise ConfigError("alias", f"{alias!r} is not an alias raymlops manages.", ALIASES)
 
 
-def check_owner(name: str, owner: str | None, env: str) -> None:
-    """Refuse a change to a model that another env owns: an experiment (env=dev) must not move a
-    prod alias, register into prod's model or change its lifecycle. A model without owner is open."""
-    if owner is not None and owner != env:
-        raise GovernanceError(
-            f"{name} belongs to env={owner}; this run is env={env} and may not change it. "
-            f"Run with env={owner}, or use this env's own model name (registry.model_name)."
-        )
-
-
 class Governance:
     """Alias moves, lifecycle changes and their audit trail for the models of one registry.
 
@@ -112,8 +92,6 @@ class Governance:
     @classmethod
     def from_config(cls, cfg: Any) -> Governance:
         """The governance of the job config's registry, acting as its ``env``."""
-        from raymlops.registry.mlflow_registry import ModelRegistry
-
         return cls(ModelRegistry.from_config(cfg.registry), env=str(cfg.env.name))
 
     def check_env(self, name: str, action: str, why: str, **fields: Any) -> None:

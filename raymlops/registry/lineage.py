@@ -12,21 +12,33 @@ from typing import Any
 
 from raymlops.errors import GovernanceError
 from raymlops.registry.mlflow_registry import ModelRegistry, RegisteredVersion
+from raymlops.registry.tags import (
+    CONFIG_DIGEST_TAG,
+    DATA_VERSION_TAG,
+    ENV_TAG,
+    EVALUATION_REPORT_TAG,
+    GIT_SHA_TAG,
+    LIFECYCLE_TAG,
+    PARENT_TAG,
+    RUN_ID_TAG,
+    SEED_TAG,
+    VALIDATION_REPORT_TAG,
+)
 
 __all__ = ["LINEAGE_TAGS", "Lineage", "lineage_of", "training_config"]
 
 # Lineage field -> the version tag that holds it.
 LINEAGE_TAGS = {
-    "data_version": "raymlops.data_version",
-    "git_sha": "raymlops.git_sha",
-    "config_digest": "raymlops.config_digest",
-    "job_run_id": "raymlops.run_id",
-    "env": "raymlops.env",
-    "seed": "raymlops.seed",
-    "parent": "raymlops.parent",
-    "validation_report": "raymlops.validation_report",
-    "evaluation_report": "raymlops.evaluation_report",
-    "lifecycle": "raymlops.lifecycle",
+    "data_version": DATA_VERSION_TAG,
+    "git_sha": GIT_SHA_TAG,
+    "config_digest": CONFIG_DIGEST_TAG,
+    "job_run_id": RUN_ID_TAG,
+    "env": ENV_TAG,
+    "seed": SEED_TAG,
+    "parent": PARENT_TAG,
+    "validation_report": VALIDATION_REPORT_TAG,
+    "evaluation_report": EVALUATION_REPORT_TAG,
+    "lifecycle": LIFECYCLE_TAG,
 }
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import GovernanceError, ModelNotFoundError
+from raymlops.registry.tags import ENV_TAG, LIFECYCLE_TAG
 from raymlops.security.names import safe_name
 
-__all__ = ["ModelRegistry", "RegisteredVersion"]
+__all__ = ["ModelRegistry", "RegisteredVersion", "check_owner"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class RegisteredVersion:
 
     @property
     def lifecycle(self) -> str:
-        return self.tags.get("raymlops.lifecycle", "candidate")
+        return self.tags.get(LIFECYCLE_TAG, "candidate")
 
 
 def _version(v: Any) -> RegisteredVersion:  # v: mlflow ModelVersion
@@ -70,6 +71,16 @@ def file_lock(path: Path, timeout_s: float = 60.0) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_owner(name: str, owner: str | None, env: str) -> None:
+    """Refuse a change to a model that another env owns: an experiment (env=dev) must not move a
+    prod alias, register into prod's model or change its lifecycle. A model without owner is open."""
+    if owner is not None and owner != env:
+        raise GovernanceError(
+            f"{name} belongs to env={owner}; this run is env={env} and may not change it. "
+            f"Run with env={owner}, or use this env's own model name (registry.model_name)."
+        )
 
 
 class ModelRegistry:
@@ -142,8 +153,6 @@ class ModelRegistry:
         refused before anything is logged (``Governance.check_env``).
         If anything fails no version is created (the caller's run is closed FAILED by its tracker).
         """
-        from raymlops.registry.governance import ENV_TAG, check_owner
-
         safe_name(model_name, "model name")
         if env is not None and self._has_model(model_name):
             check_owner(model_name, self.client.get_registered_model(model_name).tags.get(ENV_TAG), env)

@@ -15,6 +15,17 @@ from typing import Any
 
 from raymlops.errors import ConfigError, RayMLOpsError
 from raymlops.registry.mlflow_registry import ModelRegistry
+from raymlops.registry.tags import (
+    DATA_VERSION_TAG,
+    ENV_TAG,
+    GIT_DIRTY_TAG,
+    GIT_SHA_TAG,
+    MODEL_NAME_TAG,
+    MODEL_VERSION_TAG,
+    RUN_ID_TAG,
+    RUN_NAME_TAG,
+    TRIAL_TAG,
+)
 
 __all__ = [
     "RunNotFoundError",
@@ -70,7 +81,7 @@ class RunSummary:
 
     @property
     def job_id(self) -> str:
-        return self.tags.get("raymlops.run_id", "")
+        return self.tags.get(RUN_ID_TAG, "")
 
     @property
     def parent_id(self) -> str | None:
@@ -78,14 +89,14 @@ class RunSummary:
 
     @property
     def git(self) -> str:
-        sha = self.tags.get("raymlops.git_sha", "")
-        dirty = self.tags.get("raymlops.git_dirty") == "true" or sha.endswith("-dirty")
+        sha = self.tags.get(GIT_SHA_TAG, "")
+        dirty = self.tags.get(GIT_DIRTY_TAG) == "true" or sha.endswith("-dirty")
         sha = sha.removesuffix("-dirty")
         return (sha[:8] if sha != "unknown" else sha) + ("*" if dirty else "") if sha else "-"
 
     @property
     def model(self) -> str:
-        name, version = self.tags.get("raymlops.model_name"), self.tags.get("raymlops.model_version")
+        name, version = self.tags.get(MODEL_NAME_TAG), self.tags.get(MODEL_VERSION_TAG)
         return f"{name} v{version}" if name and version else "-"
 
     @property
@@ -106,7 +117,7 @@ def _summary(run: Any) -> RunSummary:
     tags = dict(run.data.tags)
     return RunSummary(
         run_id=run.info.run_id,
-        name=tags.get("raymlops.trial") or tags.get("raymlops.run_name") or run.info.run_name or "",
+        name=tags.get(TRIAL_TAG) or tags.get(RUN_NAME_TAG) or run.info.run_name or "",
         status=run.info.status,
         start_ms=int(run.info.start_time or 0),
         end_ms=int(run.info.end_time) if run.info.end_time else None,
@@ -227,7 +238,7 @@ def runs_table(runs: Sequence[RunSummary], show_parent: bool = False) -> str:
     rows = []
     for run in runs:
         row: list[Any] = [run.short_id, run.job_id or "-", run.name or "-", run.status, run.started]
-        row += [run.duration, run.tags.get("raymlops.data_version", "-"), run.git]
+        row += [run.duration, run.tags.get(DATA_VERSION_TAG, "-"), run.git]
         row += [_metric(run, key) for key in KEY_METRICS] + [run.model]
         if show_parent:
             row.append(run.parent_id[:8] if run.parent_id else "-")
@@ -266,8 +277,8 @@ def compare_report(runs: Sequence[RunSummary]) -> str:
         ("status", lambda r: r.status),
         ("started (UTC)", lambda r: r.started),
         ("duration", lambda r: r.duration),
-        ("env", lambda r: r.tags.get("raymlops.env")),
-        ("data version", lambda r: r.tags.get("raymlops.data_version")),
+        ("env", lambda r: r.tags.get(ENV_TAG)),
+        ("data version", lambda r: r.tags.get(DATA_VERSION_TAG)),
         ("git sha", lambda r: r.git),
         ("model", lambda r: r.model),
         ("parent run", lambda r: r.parent_id[:8] if r.parent_id else None),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.registry.mlflow_registry import ModelRegistry
+from raymlops.registry.tags import BEST_TRIAL_TAG, CONFIG_DIGEST_TAG, TAG_PREFIX, TRIAL_TAG
 
 __all__ = ["JobTracker", "config_digest", "flatten"]
 
@@ -84,7 +85,7 @@ class JobTracker:
         text = OmegaConf.to_yaml(OmegaConf.create(dict(config)))
         client.log_text(run.info.run_id, text, "config.yaml")
         # The digest of exactly the logged bytes: lineage checks a registered version's config by it.
-        client.set_tag(run.info.run_id, "raymlops.config_digest", config_digest(text))
+        client.set_tag(run.info.run_id, CONFIG_DIGEST_TAG, config_digest(text))
         logger.info("mlflow run started run_id=%s experiment=%s", run.info.run_id, registry.experiment)
         tracker = cls(registry, run.info.run_id)
         tracker.config_digest = config_digest(text)
@@ -114,8 +115,8 @@ class JobTracker:
         for trial in trials:
             tags = {
                 "mlflow.parentRunId": self.run_id,
-                "raymlops.trial": str(trial["name"]),
-                "raymlops.best_trial": str(bool(trial.get("best"))).lower(),
+                TRIAL_TAG: str(trial["name"]),
+                BEST_TRIAL_TAG: str(bool(trial.get("best"))).lower(),
             }
             child = client.create_run(self.registry.experiment_id(), run_name=str(trial["name"]), tags=tags)
             params = [
@@ -153,7 +154,7 @@ class JobTracker:
         self.log_metrics(final)
         self.set_tags(
             {
-                k if k.startswith("raymlops.") else f"raymlops.{k}": v
+                k if k.startswith(TAG_PREFIX) else f"{TAG_PREFIX}{k}": v
                 for k, v in lineage.items()
                 if k != "stage_seconds"
             }

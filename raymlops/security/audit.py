@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import getpass
 import hashlib
 import json
 import os
@@ -27,11 +28,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AUDIT_LOG_ENV", "OUTCOMES", "SecurityAuditRecord", "audit_event", "read_audit", "verify_chain"]
+__all__ = [
+    "AUDIT_LOG_ENV",
+    "OUTCOMES",
+    "SecurityAuditRecord",
+    "audit_event",
+    "current_user",
+    "read_audit",
+    "verify_chain",
+]
 
 AUDIT_LOG_ENV = "RAYMLOPS_AUDIT_LOG"  # where audit_event writes when no path is given
 OUTCOMES = ("ok", "refused", "error")
 _GENESIS = "0" * 64
+
+
+def current_user() -> str:
+    """Who acts: ``RAYMLOPS_USER`` (set by a job runner or the API layer), else the OS user."""
+    return os.environ.get("RAYMLOPS_USER") or getpass.getuser()
 
 
 @dataclass(frozen=True)
@@ -100,8 +114,6 @@ def audit_event(
     if outcome not in OUTCOMES:
         raise ValueError(f"audit outcome {outcome!r} is not one of {OUTCOMES}")
     if who is None:
-        from raymlops.registry.governance import current_user
-
         who = current_user()
     record = SecurityAuditRecord(
         when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
