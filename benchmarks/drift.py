@@ -105,7 +105,7 @@ def reference_profile(reference: pa.Table) -> Any:
 
 
 def ours_window(profile: Any, window: pa.Table) -> dict[str, Any]:
-    from raymlops.monitoring.monitor import feature_drift, window_partials
+    from raymlops.monitoring.window_stats import feature_drift, window_partials
 
     partial = window_partials(window)["1"]
     return feature_drift(

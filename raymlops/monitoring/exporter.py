@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from raymlops.monitoring.monitor import MonitorReport
+    from raymlops.monitoring.report import MonitorReport
 
 __all__ = ["GAUGES", "GaugeDef", "MonitorExporter"]
 

@@ -245,7 +245,7 @@ def with_input_profile(spec: Any) -> Any:  # ModelSpec -> ModelSpec
     from pathlib import Path
 
     from raymlops.data.profile import Profile
-    from raymlops.monitoring.monitor import PROFILE
+    from raymlops.monitoring.version_info import PROFILE
     from raymlops.serving.ood import input_profile
 
     if spec.input_profile is not None:

@@ -142,7 +142,7 @@ class EvaluateStage(Stage):
         }
         report_path.write_text(json.dumps(report, indent=2, default=str))
         # The distribution of the candidate's test predictions: the monitor's prediction-drift reference.
-        from raymlops.monitoring.monitor import PREDICTION_PROFILE, prediction_profile
+        from raymlops.monitoring.version_info import PREDICTION_PROFILE, prediction_profile
 
         profile_path = ctx.run_dir / PREDICTION_PROFILE
         prediction_profile(proba, state.require("ingest").data_version).save(profile_path)

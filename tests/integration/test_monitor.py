@@ -29,7 +29,7 @@ from raymlops.config import compose
 from raymlops.data.profile import Profile
 from raymlops.data.stats import table_stats
 from raymlops.monitoring.exporter import GAUGES
-from raymlops.monitoring.monitor import PREDICTION_PROFILE, PROFILE, prediction_profile, run_monitor
+from raymlops.monitoring.monitor import run_monitor
 from raymlops.monitoring.parquet_log import ParquetLog
 from raymlops.monitoring.prediction_log import (
     FEEDBACK_DIR,
@@ -38,6 +38,7 @@ from raymlops.monitoring.prediction_log import (
     TIMESTAMP,
     prediction_schema,
 )
+from raymlops.monitoring.version_info import PREDICTION_PROFILE, PROFILE, prediction_profile
 from raymlops.registry.mlflow_registry import ModelRegistry
 
 MODEL = "flights-delay"
@@ -307,25 +308,20 @@ def test_per_file_partials_merge_to_the_whole_window(setup: tuple[Any, Path, flo
     the feedback join), merged, equals the one-table pass (sketch merges aside)."""
     import pickle
 
-    from raymlops.monitoring.monitor import (
-        _block_partials,
-        _log_dataset,
-        feature_drift,
-        merge_partials,
-        window_partials,
-    )
     from raymlops.monitoring.prediction_log import read_feedback, read_predictions
+    from raymlops.monitoring.window import block_partials, log_dataset
+    from raymlops.monitoring.window_stats import feature_drift, merge_partials, window_partials
 
     cfg, _, _ = setup
     root, window = str(cfg.monitor.log_root), day(DAY_B)
     feedback = read_feedback(root, MODEL, since=window["since"])
     # A window that also covers day A's last 10 requests: the row filter must drop the rest of day A.
     since = DAY_A + dt.timedelta(minutes=REQUESTS - 10)
-    dataset, row_filter, size = _log_dataset(root, MODEL, since, window["until"])
+    dataset, row_filter, size = log_dataset(root, MODEL, since, window["until"])
     assert size > 0 and len(list(dataset.get_fragments())) >= 2
     blocks = [
         pickle.loads(
-            _block_partials(f.to_table(schema=dataset.schema), row_filter, feedback)["partials"][0].as_py()
+            block_partials(f.to_table(schema=dataset.schema), row_filter, feedback)["partials"][0].as_py()
         )
         for f in dataset.get_fragments()
     ]

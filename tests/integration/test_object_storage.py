@@ -261,7 +261,7 @@ def test_registry_on_a_tracking_server_with_s3_artifacts_serves(
     from raymlops.data.profile import Profile
     from raymlops.data.stats import table_stats
     from raymlops.models.export import compose_pipeline
-    from raymlops.monitoring.monitor import PROFILE
+    from raymlops.monitoring.version_info import PROFILE
     from raymlops.serving.operations import spec_from_registry
 
     url = stack.tracking_uri()

@@ -157,8 +157,9 @@ def test_files_on_disk_hold_no_plaintext_feature_values(tmp_path, old_ring):
     same writers without a keyring do write them (the check can fail)."""
     from raymlops.data.profile import Profile
     from raymlops.evaluation.model_card import ModelCard, write_model_card
-    from raymlops.monitoring.monitor import MonitorReport, write_outputs
+    from raymlops.monitoring.monitor import write_outputs
     from raymlops.monitoring.parquet_log import ParquetLog, read_log
+    from raymlops.monitoring.report import MonitorReport
 
     distance = 1089.4375  # exact in binary: its repr is what a writer prints
     schema = pa.schema([("f_origin", pa.string()), ("f_distance", pa.float64()), ("model", pa.string())])

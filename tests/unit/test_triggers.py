@@ -8,7 +8,7 @@ import pytest
 
 from raymlops.errors import ConfigError
 from raymlops.monitoring.cron import parse_cron
-from raymlops.monitoring.monitor import MonitorReport
+from raymlops.monitoring.report import MonitorReport
 from raymlops.monitoring.triggers import fired, monitor_decisions, new_data_decision, schedule_decision
 from tests.conftest import load_script
 
