@@ -14,17 +14,24 @@ import pyarrow as pa
 
 from raymlops.errors import ConfigError
 
-__all__ = ["keep_mask", "sample_rows"]
+__all__ = ["keep_mask", "row_hashes", "sample_rows"]
 
 _BUCKETS = 1 << 32
 
 
-def keep_mask(batch: pa.Table, fraction: float, seed: int) -> np.ndarray:
-    """True for the rows whose (seeded) content hash falls in the first ``fraction`` of the hash space."""
+def row_hashes(batch: pa.Table, seed: int, columns: list[str] | None = None) -> np.ndarray:
+    """A seeded 64-bit hash of each row's values (of ``columns`` only, when given): the same row gets the
+    same hash in any block layout, which is what makes sampling and splits reproducible."""
     import pandas as pd
 
-    hashes = pd.util.hash_pandas_object(batch.to_pandas(), index=False, hash_key=f"{seed:016d}"[-16:])
-    return (hashes.to_numpy(dtype=np.uint64) % _BUCKETS) < int(fraction * _BUCKETS)
+    table = batch.select(columns) if columns is not None else batch
+    hashes = pd.util.hash_pandas_object(table.to_pandas(), index=False, hash_key=f"{seed:016d}"[-16:])
+    return hashes.to_numpy(dtype=np.uint64)
+
+
+def keep_mask(batch: pa.Table, fraction: float, seed: int) -> np.ndarray:
+    """True for the rows whose (seeded) content hash falls in the first ``fraction`` of the hash space."""
+    return (row_hashes(batch, seed) % _BUCKETS) < int(fraction * _BUCKETS)
 
 
 def _keep(batch: pa.Table, fraction: float, seed: int) -> pa.Table:
