@@ -173,4 +173,4 @@ def hash_split(
             "features.split.kind", f"{kind!r} is not a hash split.", ["random", "stratified", "group"]
         )
     tagged = ds.map_batches(partial(_tag, assign=assign), **_BATCH).materialize()
-    return tuple(tagged.map_batches(partial(_only, index=i), **_BATCH) for i in range(len(SPLITS)))  # type: ignore[return-value]
+    return tuple(tagged.map_batches(partial(_only, index=i), **_BATCH) for i in range(len(SPLITS)))
