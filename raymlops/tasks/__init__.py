@@ -1,0 +1,12 @@
+"""Tasks: the one concept that knows the shape of the problem (binary, multiclass, regression).
+
+Every other room asks the task — label preparation, loss and objective, the graph's outputs, metrics and
+their direction, the constant baseline, the answer's fields — instead of branching on its name.
+"""
+
+from __future__ import annotations
+
+from raymlops.tasks.base import OutputSpec, Task
+from raymlops.tasks.registry import TASKS, task_class
+
+__all__ = ["TASKS", "OutputSpec", "Task", "task_class"]

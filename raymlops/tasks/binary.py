@@ -1,0 +1,77 @@
+"""Binary classification: a probability of the positive class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raymlops.tasks.base import OutputSpec, Task
+
+__all__ = ["BinaryTask"]
+
+
+@dataclass(frozen=True)
+class BinaryTask(Task):
+    """``positive``: the label value that is the positive class; or ``threshold``: positive when the
+    numeric label is above it (as the flights quickstart's ``arr_delay > 15``)."""
+
+    positive: Any = None
+    threshold: float | None = None
+    decision: float = 0.5  # probability at or above which the answer's label is the positive class
+    negative: Any = None  # the other value, for answers in the label's own terms
+
+    name: ClassVar[str] = "binary"
+    torch_loss: ClassVar[str] = "bce"
+    xgboost_objective: ClassVar[str] = "binary:logistic"
+    primary_metric: ClassVar[str] = "auc"
+    directions: ClassVar[dict[str, bool]] = {"auc": True, "accuracy": True, "logloss": False}
+
+    def __post_init__(self) -> None:
+        if (self.positive is None) == (self.threshold is None):
+            raise ValueError("BinaryTask takes exactly one of positive and threshold")
+
+    def target(self, values: pa.Array) -> pa.Array:
+        if self.threshold is not None:
+            hit = pc.greater(values, pa.scalar(self.threshold))
+        else:
+            hit = pc.equal(values, pa.scalar(self.positive, values.type))
+        return pc.cast(hit, pa.float32())
+
+    def output(self) -> OutputSpec:
+        return OutputSpec("probability", 1)
+
+    def metrics(self, y_true: np.ndarray, pred: np.ndarray, split: str) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+        proba = np.clip(np.asarray(pred, np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+        both = len(np.unique(y_true)) == 2
+        return {
+            f"{split}/auc": float(roc_auc_score(y_true, proba)) if both else float("nan"),
+            f"{split}/accuracy": float(accuracy_score(y_true, proba >= self.decision)),
+            f"{split}/logloss": float(log_loss(y_true, proba, labels=[0, 1])),
+            f"{split}/positive_rate": float(np.mean(y_true)) if len(y_true) else float("nan"),
+            f"{split}/rows": float(len(y_true)),
+        }
+
+    def baseline(self, y_train: np.ndarray) -> np.ndarray:
+        return np.array([float(np.mean(y_train))])
+
+    def answers(self, pred: np.ndarray) -> list[dict[str, Any]]:
+        proba = np.asarray(pred, np.float64).reshape(-1)
+        if self.threshold is not None or self.negative is None:
+            return [{"probability": float(p), "label": bool(p >= self.decision)} for p in proba]
+        return [
+            {"probability": float(p), "label": self.positive if p >= self.decision else self.negative}
+            for p in proba
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            **({"threshold": self.threshold} if self.threshold is not None else {}),
+            **({"positive": self.positive, "negative": self.negative} if self.positive is not None else {}),
+        }

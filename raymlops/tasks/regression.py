@@ -1,0 +1,58 @@
+"""Regression: one number per row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raymlops.tasks.base import OutputSpec, Task
+
+__all__ = ["RegressionTask"]
+
+
+@dataclass(frozen=True)
+class RegressionTask(Task):
+    """``huber``: the torch family trains with the Huber loss (robust to outliers in the target), else MSE."""
+
+    huber: bool = False
+
+    name: ClassVar[str] = "regression"
+    torch_loss: ClassVar[str] = "mse"
+    xgboost_objective: ClassVar[str] = "reg:squarederror"
+    primary_metric: ClassVar[str] = "rmse"
+    directions: ClassVar[dict[str, bool]] = {"rmse": False, "mae": False, "r2": True}
+
+    def loss(self) -> str:
+        return "huber" if self.huber else self.torch_loss
+
+    def target(self, values: pa.Array) -> pa.Array:
+        return pc.cast(values, pa.float32())
+
+    def output(self) -> OutputSpec:
+        return OutputSpec("value", 1)
+
+    def metrics(self, y_true: np.ndarray, pred: np.ndarray, split: str) -> dict[str, float]:
+        y, p = np.asarray(y_true, np.float64), np.asarray(pred, np.float64).reshape(-1)
+        if not len(y):
+            return {f"{split}/{m}": float("nan") for m in self.directions} | {f"{split}/rows": 0.0}
+        error = p - y
+        total = float(np.sum((y - y.mean()) ** 2))
+        return {
+            f"{split}/rmse": float(np.sqrt(np.mean(error**2))),
+            f"{split}/mae": float(np.mean(np.abs(error))),
+            f"{split}/r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else float("nan"),
+            f"{split}/rows": float(len(y)),
+        }
+
+    def baseline(self, y_train: np.ndarray) -> np.ndarray:
+        return np.array([float(np.mean(y_train))])
+
+    def answers(self, pred: np.ndarray) -> list[dict[str, Any]]:
+        return [{"value": float(v)} for v in np.asarray(pred, np.float64).reshape(-1)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "loss": self.loss()}
