@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import uuid
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, version_diff
+from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, SeedableBackend
 from raymlops.errors import ConfigError
 
 __all__ = ["DeltaBackend", "ensure_table", "storage_options"]
@@ -23,6 +24,7 @@ __all__ = ["DeltaBackend", "ensure_table", "storage_options"]
 logger = logging.getLogger(__name__)
 
 _META_PREFIX = "raymlops."  # our keys in a commit's custom metadata, next to delta-rs's own
+_LOCATION = re.compile(r"^(?P<path>.+?)(?:@(?P<version>\d+))?$")
 
 
 def storage_options(uri: str) -> dict[str, str] | None:
@@ -66,12 +68,37 @@ def ensure_table(uri: str, source_table: pa.Table, message: str) -> int:
     return DeltaTable(uri, storage_options=options).version()
 
 
-class DeltaBackend:
+class DeltaBackend(SeedableBackend):
     """One Delta table at ``uri``; ``pinned`` is the ``@version`` of the reference, if any."""
+
+    name = "delta"
+    ref_format = "<path>[@<version>]"
 
     def __init__(self, uri: str, pinned: int | None = None) -> None:
         self.uri = uri
         self.pinned = pinned
+
+    @classmethod
+    def parse_location(cls, rest: str) -> tuple[str, str | None] | None:
+        match = _LOCATION.match(rest)
+        return (match["path"], match["version"]) if match else None
+
+    @classmethod
+    def open(cls, location: str, pin: str | None, settings: object = None) -> DeltaBackend:
+        return cls(location, int(pin) if pin is not None else None)
+
+    @classmethod
+    def is_newer(cls, new: DataVersion, old: DataVersion) -> bool | None:
+        """Delta versions are commit numbers: a larger one is newer."""
+        return int(new.version) > int(old.version)
+
+    def exists(self) -> bool:
+        from deltalake import DeltaTable
+
+        return bool(DeltaTable.is_deltatable(self.uri, storage_options=storage_options(self.uri)))
+
+    def create(self, table: pa.Table, message: str) -> DataVersion:
+        return self._version(ensure_table(self.uri, table, message))
 
     def _table(self):  # -> deltalake.DeltaTable, latest version
         from deltalake import DeltaTable
@@ -89,7 +116,7 @@ class DeltaBackend:
         """The table at ``version``: of this table or one of its candidates (they are read for audit)."""
         from deltalake import DeltaTable
 
-        if version.backend != "delta":
+        if version.backend != DeltaBackend.name:
             raise ConfigError("data.ref", f"{version} is not a Delta version.")
         options = storage_options(version.location)
         return DeltaTable(version.location, version=int(version.version), storage_options=options)
@@ -133,9 +160,6 @@ class DeltaBackend:
             stamp = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=timezone.utc).isoformat()
             entries.append(CommitInfo(self._version(entry["version"]), stamp, message, ours))
         return entries
-
-    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
-        return version_diff(self, old, new)
 
     # write-audit-publish
 

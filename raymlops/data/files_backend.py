@@ -7,17 +7,19 @@ of a version re-checks the digest and fails if the files changed since, rather t
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 
-from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, version_diff
+from raymlops.data.versioning import CommitInfo, DataBackend, DataVersion
 from raymlops.errors import ConfigError, DataVersionError
 
 __all__ = ["FilesBackend"]
 
 _SUFFIXES = (".parquet", ".csv")
+_LOCATION = re.compile(r"^(?P<path>.+?)(?:@sha256:(?P<digest>[0-9a-f]{64}))?$")
 
 
 def _files(path: Path) -> list[Path]:
@@ -41,14 +43,29 @@ def content_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-class FilesBackend:
-    """A parquet/CSV file or a folder of them; ``pinned`` is an expected digest from the reference."""
+class FilesBackend(DataBackend):
+    """A parquet/CSV file or a folder of them; ``pinned`` is an expected digest from the reference.
+
+    Read-only: writes, candidates and publishing keep ``DataBackend``'s refusals.
+    """
+
+    name = "files"
+    ref_format = "<path>[@sha256:<digest>]"
 
     def __init__(self, path: str, pinned: str | None = None) -> None:
         self.path = Path(path).expanduser().resolve()
         self.pinned = pinned
         if not self.path.exists():
             raise ConfigError("data.ref", f"{path!r} does not exist.")
+
+    @classmethod
+    def parse_location(cls, rest: str) -> tuple[str, str | None] | None:
+        match = _LOCATION.match(rest)
+        return (match["path"], match["digest"]) if match else None
+
+    @classmethod
+    def format_version(cls, version: DataVersion) -> str:
+        return f"files:{version.location}@sha256:{version.version}"
 
     def _digest(self) -> str:
         """The content digest, re-hashed only when a file's size or mtime changed since the last hash:
@@ -68,7 +85,7 @@ class FilesBackend:
 
     def _check(self, version: DataVersion) -> list[Path]:
         current = self._digest()
-        if version.backend != "files" or version.location != str(self.path) or version.version != current:
+        if version.backend != self.name or version.location != str(self.path) or version.version != current:
             raise DataVersionError(
                 str(version), f"cannot be read any more: the files now have digest {current}."
             )
@@ -102,28 +119,9 @@ class FilesBackend:
         stamp = datetime.fromtimestamp(modified, tz=timezone.utc).isoformat()
         return [CommitInfo(self.resolve(), stamp, "current content of the files")][:limit]
 
-    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
-        return version_diff(self, old, new)
-
     def _read_only(self, action: str) -> ConfigError:
         return ConfigError(
             "data.ref",
             f"cannot {action} plain files ({self.path}): they keep no history. "
             "Use a delta:<path> or lakefs://<repo>/<branch>/<path> reference to write versions.",
         )
-
-    def write(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> DataVersion:
-        raise self._read_only("write")
-
-    def stage(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> Candidate:
-        raise self._read_only("stage a candidate on")
-
-    def publish(self, candidate: Candidate, message: str, metadata: dict[str, str]) -> DataVersion:
-        raise self._read_only("publish to")
-
-    def discard(self, candidate: Candidate) -> None:
-        raise self._read_only("discard a candidate of")

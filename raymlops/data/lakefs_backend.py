@@ -8,13 +8,15 @@ Write-audit-publish: a candidate is a ``candidate-<id>`` branch off the main bra
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import datetime, timezone
 from functools import cached_property
+from typing import Any
 
 import pyarrow as pa
 
-from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, VersionDiff, version_diff
+from raymlops.data.versioning import Candidate, CommitInfo, DataBackend, DataVersion
 from raymlops.errors import ConfigError
 
 __all__ = ["LakeFSBackend"]
@@ -22,13 +24,17 @@ __all__ = ["LakeFSBackend"]
 logger = logging.getLogger(__name__)
 
 _MODES = ("append", "overwrite")
+_LOCATION = re.compile(r"^//(?P<repo>[^/]+)/(?P<ref>[^/]+)/(?P<path>.+)$")
 
 
-class LakeFSBackend:
+class LakeFSBackend(DataBackend):
     """The parquet files under ``path`` in lakeFS repository ``repo``, at ``ref`` (branch, tag or commit).
 
     Credentials are explicit so that a run never picks up a stray ``~/.lakectl.yaml`` or environment.
     """
+
+    name = "lakefs"
+    ref_format = "//<repo>/<branch|tag|commit>/<path>"
 
     def __init__(
         self,
@@ -45,6 +51,35 @@ class LakeFSBackend:
         self.repo, self.ref, self.path = repo, ref, path.strip("/")
         self.host, self.main_branch, self.verify_ssl = host, main_branch, verify_ssl
         self._credentials = (access_key_id, secret_access_key)
+
+    @classmethod
+    def parse_location(cls, rest: str) -> tuple[str, str | None] | None:
+        """``//<repo>/<ref>/<path>`` -> (``<repo>/<path>``, ref)."""
+        match = _LOCATION.match(rest)
+        return (f"{match['repo']}/{match['path'].strip('/')}", match["ref"]) if match else None
+
+    @classmethod
+    def format_version(cls, version: DataVersion) -> str:
+        repo, _, path = version.location.partition("/")
+        return f"lakefs://{repo}/{version.version}/{path}"
+
+    @classmethod
+    def open(cls, location: str, pin: str | None, settings: Any = None) -> LakeFSBackend:
+        """``settings``: the ``data.lakefs`` config (host, credentials, main branch)."""
+        repo, _, path = location.partition("/")
+        if settings is None or not settings.host:
+            ref = f"lakefs://{repo}/{pin or '<main branch>'}/{path}"
+            raise ConfigError("data.lakefs.host", f"{ref!r} is a lakeFS reference but no lakeFS host is set.")
+        return cls(
+            repo,
+            pin or settings.main_branch,
+            path,
+            host=settings.host,
+            access_key_id=settings.access_key_id,
+            secret_access_key=settings.secret_access_key,
+            main_branch=settings.main_branch,
+            verify_ssl=settings.verify_ssl,
+        )
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_client"}  # a live HTTP pool: rebuilt lazily
@@ -166,9 +201,6 @@ class LakeFSBackend:
                 CommitInfo(self._version(commit.id), stamp, commit.message, dict(commit.metadata or {}))
             )
         return entries[: max(limit, 0)]  # the SDK's paging yields one entry even for max_amount=0
-
-    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
-        return version_diff(self, old, new)
 
     # write-audit-publish
 

