@@ -1,7 +1,8 @@
 """Online feature stores: the latest feature row per entity, for serving (SQLite embedded, Redis at scale).
 
-``open_online_store(settings)`` returns the backend ``settings.kind`` names; both implement
-``OnlineStore`` (``base``). ``raymlops.features.materialize`` fills them, the serving router reads them.
+``open_online_store(settings)`` returns the store ``settings.kind`` names (a key of ``STORES``, or a
+store's dotted path ``module:Class``); every store implements ``OnlineStore`` (``base``).
+``raymlops.features.materialize`` fills them, the serving router reads them.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from raymlops.features.online.base import (
-    STORE_KINDS,
+    STORES,
     TS_FIELD,
     FeatureRow,
     MaterializationState,
     OnlineStore,
     OnlineStoreSettings,
     entity_key,
+    store_class,
 )
 
 __all__ = [
-    "STORE_KINDS",
+    "STORES",
     "TS_FIELD",
     "FeatureRow",
     "MaterializationState",
@@ -28,6 +30,7 @@ __all__ = [
     "OnlineStoreSettings",
     "entity_key",
     "open_online_store",
+    "store_class",
 ]
 
 
@@ -39,17 +42,4 @@ def open_online_store(settings: OnlineStoreSettings | Mapping[str, Any]) -> Onli
         OnlineStoreError: The SQLite file cannot be opened. (A Redis server is first contacted on use.)
     """
     settings = OnlineStoreSettings.from_dict(settings)
-    if settings.kind == "redis":
-        import os
-
-        from raymlops.features.online.redis_store import RedisStore
-
-        return RedisStore(
-            settings.url,
-            key_prefix=settings.key_prefix,
-            timeout_s=settings.timeout_s,
-            password=os.environ.get(settings.password_env) or None,
-        )
-    from raymlops.features.online.sqlite_store import SQLiteStore
-
-    return SQLiteStore(settings.path, timeout_s=settings.timeout_s)
+    return store_class(settings.kind).from_settings(settings)

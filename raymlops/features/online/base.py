@@ -12,25 +12,33 @@ come from an Arrow table (materialize) or a JSON request (serving).
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from raymlops.errors import ConfigError, did_you_mean
+from raymlops.errors import ConfigError
+from raymlops.plugins import resolve_plugin
 
 __all__ = [
-    "STORE_KINDS",
+    "STORES",
     "TS_FIELD",
     "FeatureRow",
     "MaterializationState",
     "OnlineStore",
     "OnlineStoreSettings",
     "entity_key",
+    "store_class",
 ]
 
-STORE_KINDS = ("sqlite", "redis")
+# The online stores, kept as data: ``features.online_store.kind`` -> the class (``module:Class``). A kind
+# that is not listed may be a store's own dotted path, so a store outside the package is named in config.
+STORES: dict[str, str] = {
+    "sqlite": "raymlops.features.online.sqlite_store:SQLiteStore",  # an embedded file, zero setup
+    "redis": "raymlops.features.online.redis_store:RedisStore",  # a Redis server, at scale
+}
 # The event time (microseconds since the epoch, UTC) of a stored row, kept inside its payload so that a
 # lookup reads one value per entity.
 TS_FIELD = "@ts"
@@ -104,42 +112,67 @@ class MaterializationState:
         return cls(**json.loads(text))
 
 
-class OnlineStore(Protocol):
-    """The online store's interface; ``sqlite_store.SQLiteStore`` and ``redis_store.RedisStore``."""
+class OnlineStore(abc.ABC):
+    """What every online store does; ``tests/conformance/test_online_stores.py`` checks it.
 
+    A store is opened from its settings (``from_settings``, after ``check_settings`` judged them when the
+    settings were read), then written by ``features materialize`` and read by the serving router.
+    Shipped: ``sqlite_store.SQLiteStore`` and ``redis_store.RedisStore`` (see :data:`STORES`).
+    """
+
+    @classmethod  # noqa: B027 (an optional hook: stores without settings to judge keep it)
+    def check_settings(cls, settings: OnlineStoreSettings) -> None:
+        """Refuse settings this store cannot use, with a ConfigError naming the key (none by default)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: OnlineStoreSettings) -> OnlineStore:
+        """The store ``settings`` describe (a server may be first contacted on use)."""
+
+    @abc.abstractmethod
     def write(self, view: str, rows: Iterable[FeatureRow]) -> int:
         """Upsert rows by entity key; a stored row with a newer event time is kept. Returns rows given."""
-        ...
 
+    @abc.abstractmethod
     def lookup(self, keys: Mapping[str, Sequence[str | None]]) -> dict[str, list[dict[str, Any] | None]]:
         """The rows of ``keys`` (view -> entity keys; None: no key), in one round trip; None where absent.
 
         Raises:
             OnlineStoreError: The store cannot be reached or read.
         """
-        ...
 
+    @abc.abstractmethod
     def expire(self, view: str, before_us: int) -> int:
         """Remove the view's entities whose row is older than ``before_us``; returns how many."""
-        ...
 
+    @abc.abstractmethod
     def clear(self, view: str) -> None:
         """Remove every row and the state of ``view``."""
-        ...
 
+    @abc.abstractmethod
     def count(self, view: str) -> int:
         """Entities the view holds."""
-        ...
 
+    @abc.abstractmethod
     def get_state(self, view: str) -> MaterializationState | None:
         """The view's last materialization, None if it never was."""
-        ...
 
+    @abc.abstractmethod
     def put_state(self, state: MaterializationState) -> None:
         """Record a materialization (after its rows are written)."""
-        ...
 
+    @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def store_class(kind: str, key: str = "features.online_store.kind") -> type[OnlineStore]:
+    """The store class ``kind`` names: a key of :data:`STORES`, else a dotted path ``module:Class``."""
+    found = resolve_plugin(kind, STORES, "online store", key)
+    if not (isinstance(found, type) and issubclass(found, OnlineStore)):
+        raise ConfigError(
+            key, f"{kind!r} is {found!r}, not a subclass of {OnlineStore.__module__}.OnlineStore."
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -147,7 +180,8 @@ class OnlineStoreSettings:
     """Which online store, and where (``features.online_store`` in the job config).
 
     Attributes:
-        kind: ``sqlite`` (an embedded file, the default) or ``redis`` (a Redis server, at scale).
+        kind: ``sqlite`` (an embedded file, the default), ``redis`` (a Redis server, at scale), or a
+            store's dotted path ``package.module:Class`` (an ``OnlineStore`` outside the package).
         path: SQLite: the database file.
         url: Redis: ``redis://host:port/db`` (``rediss://`` for TLS); no password in it: the URL reaches
             Serve's application config, which the dashboard shows.
@@ -166,25 +200,7 @@ class OnlineStoreSettings:
 
     def __post_init__(self) -> None:
         key = "features.online_store"
-        if self.kind not in STORE_KINDS:
-            raise ConfigError(
-                f"{key}.kind",
-                f"{self.kind!r} is not an online store." + did_you_mean(str(self.kind), STORE_KINDS),
-            )
-        if self.kind == "sqlite" and not (isinstance(self.path, str) and self.path):
-            raise ConfigError(f"{key}.path", "is empty: name the SQLite file of the online store.")
-        if self.kind == "redis" and not (
-            isinstance(self.url, str) and self.url.startswith(("redis://", "rediss://", "unix://"))
-        ):
-            raise ConfigError(
-                f"{key}.url", f"must be a redis://, rediss:// or unix:// URL, got {self.url!r}."
-            )
-        if self.kind == "redis" and _has_password(self.url):
-            raise ConfigError(
-                f"{key}.url",
-                "holds a password: put it in the environment variable features.online_store.password_env "
-                f"(${self.password_env}) instead; the URL reaches Serve's config and the dashboard.",
-            )
+        store_class(str(self.kind), f"{key}.kind").check_settings(self)
         timeout = self.timeout_s
         if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
             raise ConfigError(f"{key}.timeout_s", f"must be a number > 0, got {timeout!r}.")
@@ -206,12 +222,3 @@ class OnlineStoreSettings:
         if unknown:
             raise ConfigError(f"features.online_store.{unknown[0]}", "is not a setting here.", fields)
         return cls(**{k: v for k, v in data.items() if v is not None})
-
-
-def _has_password(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    try:
-        return bool(urlsplit(url).password)
-    except ValueError:  # an unparsable port: redis-py reports it with the URL on connect
-        return False

@@ -16,8 +16,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from raymlops.errors import MissingDependencyError, OnlineStoreError
-from raymlops.features.online.base import FeatureRow, MaterializationState, encode_payload
+from raymlops.errors import ConfigError, MissingDependencyError, OnlineStoreError
+from raymlops.features.online.base import (
+    FeatureRow,
+    MaterializationState,
+    OnlineStore,
+    OnlineStoreSettings,
+    encode_payload,
+)
 
 __all__ = ["RedisStore"]
 
@@ -38,8 +44,32 @@ return #KEYS - 1
 _WRITE_CHUNK = 1000  # entities per script call: bounded server time per call, few round trips
 
 
-class RedisStore:
+class RedisStore(OnlineStore):
     """``OnlineStore`` on a Redis server; ``url`` as ``redis.Redis.from_url`` takes it."""
+
+    @classmethod
+    def check_settings(cls, settings: OnlineStoreSettings) -> None:
+        key, url = "features.online_store", settings.url
+        if not (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))):
+            raise ConfigError(f"{key}.url", f"must be a redis://, rediss:// or unix:// URL, got {url!r}.")
+        if _has_password(url):
+            raise ConfigError(
+                f"{key}.url",
+                "holds a password: put it in the environment variable features.online_store.password_env "
+                f"(${settings.password_env}) instead; the URL reaches Serve's config and the dashboard.",
+            )
+
+    @classmethod
+    def from_settings(cls, settings: OnlineStoreSettings) -> RedisStore:
+        """The password comes from the environment variable ``settings.password_env``, never the URL."""
+        import os
+
+        return cls(
+            settings.url,
+            key_prefix=settings.key_prefix,
+            timeout_s=settings.timeout_s,
+            password=os.environ.get(settings.password_env) or None,
+        )
 
     def __init__(
         self, url: str, *, key_prefix: str = "raymlops", timeout_s: float = 0.5, password: str | None = None
@@ -148,3 +178,12 @@ class RedisStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _has_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # an unparsable port: redis-py reports it with the URL on connect
+        return False

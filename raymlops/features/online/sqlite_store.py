@@ -16,8 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from raymlops.errors import OnlineStoreError
-from raymlops.features.online.base import FeatureRow, MaterializationState, encode_payload
+from raymlops.errors import ConfigError, OnlineStoreError
+from raymlops.features.online.base import (
+    FeatureRow,
+    MaterializationState,
+    OnlineStore,
+    OnlineStoreSettings,
+    encode_payload,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -42,8 +48,19 @@ _MAX_VARIABLES = 30_000
 _PART = "SELECT view, entity, payload FROM feature_rows WHERE view = ? AND entity IN ({})"
 
 
-class SQLiteStore:
+class SQLiteStore(OnlineStore):
     """``OnlineStore`` on a SQLite file (created with its parent folders when missing)."""
+
+    @classmethod
+    def check_settings(cls, settings: OnlineStoreSettings) -> None:
+        if not (isinstance(settings.path, str) and settings.path):
+            raise ConfigError(
+                "features.online_store.path", "is empty: name the SQLite file of the online store."
+            )
+
+    @classmethod
+    def from_settings(cls, settings: OnlineStoreSettings) -> SQLiteStore:
+        return cls(settings.path, timeout_s=settings.timeout_s)
 
     def __init__(self, path: str | Path, *, timeout_s: float = 0.5) -> None:
         self.path = Path(path)
