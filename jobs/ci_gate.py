@@ -1,171 +1,30 @@
-"""Gate a change to data or model config in CI: validate -> train -> evaluate against the champion.
+"""Gate a change to data or model config in CI: validate -> train -> evaluate vs the champion.
 
     python jobs/ci_gate.py [--out FILE.md] [--max-regression METRIC=DROP ...] [--dry-run] [overrides ...]
 
-    --out             the markdown comparison (candidate vs champion, every gate), e.g. for a PR comment
-                      (default: ci_gate.md)
-    --max-regression  how much worse than the champion a metric may be, e.g. test/auc=0.0 (repeatable;
-                      default: the config's evaluate.champion.max_regression, else test/auc=0.0)
-    --dry-run         compose the config and write the plan (stages, data, champion, gates); no Ray, no
-                      training: checks the overrides and the workflow in seconds
-    overrides         the job's Hydra overrides (+experiment=quickstart, data.ref=...,
-                      registry.tracking_uri=...)
-
-The candidate is trained and scored like the job does (``stages=[ingest, validate, features, train,
-evaluate]``); nothing is exported, registered or deployed, so a pull request cannot change the registry.
-The champion (``evaluate.champion.alias`` of ``registry.model_name``) is re-scored on the candidate's test
-rows. With the embedded defaults (a local SQLite registry) it runs on a laptop as in CI; the first run
-has no champion and is judged by ``evaluate.gates`` alone.
-
-Exit status: 0 every gate passed; 1 a gate or the data validation failed, or the run failed (the
-markdown says which); 2 bad arguments or config (the message names the key).
+A thin entry point for ``ray job submit -- python jobs/ci_gate.py ...``: the command is
+``raymlops ci-gate`` (``raymlops ci-gate --help`` lists its options; :mod:`raymlops.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from pathlib import Path
-from typing import Any
 
-GATE_STAGES = ("ingest", "validate", "features", "train", "evaluate")
-DEFAULT_MAX_REGRESSION = {"test/auc": 0.0}
+from raymlops.cli import main as raymlops
+from raymlops.cli import parse_command
 
-
-class UsageError(Exception):
-    """Bad arguments or overrides: the message names the key."""
-
-
-def _max_regression(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        metric, sep, value = item.partition("=")
-        try:
-            drop = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not metric or "/" not in metric or not math.isfinite(drop) or drop < 0:
-            raise UsageError(
-                f"--max-regression {item!r} is not SPLIT/METRIC=DROP with DROP >= 0 (e.g. test/auc=0.01)."
-            )
-        out[metric] = drop
-    return out
+PROG = "ci_gate.py"  # the prefix of its messages
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="jobs/ci_gate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("ci_gate.md"), help="markdown comparison")
-    parser.add_argument("--max-regression", action="append", default=[], metavar="METRIC=DROP")
-    parser.add_argument("--dry-run", action="store_true", help="compose and write the plan only")
-    args, overrides = parser.parse_known_args(argv)
-    unknown = [o for o in overrides if o.startswith("-")]
-    if unknown:
-        parser.error(f"unrecognized option(s): {' '.join(unknown)}")
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        parser.error(f"{bad[0]!r} is no Hydra override (key=value, +group=option)")
-    return args, overrides
-
-
-def compose_config(overrides: list[str], max_regression: dict[str, float]) -> Any:  # -> DictConfig
-    """The job config for ``overrides``, reduced to the gate's stages, with a champion gate."""
-    from hydra.errors import ConfigCompositionException
-    from omegaconf import OmegaConf, open_dict
-
-    from raymlops.config import compose
-
-    try:
-        cfg = compose([*overrides, f"stages=[{','.join(GATE_STAGES)}]"])
-    except ConfigCompositionException as exc:
-        from raymlops.config.overrides import misspelt_key_message
-
-        raise UsageError(misspelt_key_message(overrides) or f"{exc} {exc.__cause__ or ''}".strip()) from None
-    configured = OmegaConf.to_container(cfg.evaluate.champion.max_regression)
-    with open_dict(cfg):
-        # Without a bound the evaluate stage does not score the champion at all: CI always compares.
-        cfg.evaluate.champion.max_regression = max_regression or configured or DEFAULT_MAX_REGRESSION
-    return cfg
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
-
-
-def plan_markdown(cfg: Any) -> str:
-    """What the gate will run and judge, without running it (``--dry-run``)."""
-    bounds = ", ".join(f"`{m}` may drop {d:g}" for m, d in cfg.evaluate.champion.max_regression.items())
-    return "\n".join(
-        [
-            "## Model gate (dry run)",
-            "",
-            f"- stages: {' -> '.join(cfg.stages)}",
-            f"- data: `{cfg.data.ref}`",
-            f"- model: `{cfg.model._target_}`, run `{cfg.run_name}`",
-            f"- champion: `{cfg.registry.model_name}@{cfg.evaluate.champion.alias}` ({bounds})",
-            f"- gates: {', '.join(f'`{g}`' for g in cfg.evaluate.gates) or 'none'}",
-            "",
-        ]
-    )
-
-
-def result_markdown(cfg: Any, evaluation: Any) -> str:
-    """Candidate vs champion, metric by metric, and every gate with its verdict."""
-    champion = evaluation.champion or {}
-    theirs = champion.get("metrics", {})
-    verdict = "passed" if evaluation.passed else "FAILED"
-    lines = [
-        f"## Model gate: {verdict}",
-        "",
-        f"Candidate `{cfg.run_name}` on `{cfg.data.ref}` vs "
-        + (
-            f"`{cfg.registry.model_name}` v{champion['version']} ({cfg.evaluate.champion.alias})"
-            if champion
-            else f"no `{cfg.evaluate.champion.alias}` of `{cfg.registry.model_name}` (gates only)"
-        ),
-        "",
-        "| metric | candidate | champion | change | baseline |",
-        "|---|---|---|---|---|",
-    ]
-    for metric, value in sorted(evaluation.metrics.items()):
-        other = theirs.get(metric)
-        change = f"{value - other:+.4f}" if isinstance(other, float) and isinstance(value, float) else "-"
-        baseline = _fmt(evaluation.baseline.get(metric))
-        lines.append(f"| {metric} | {_fmt(value)} | {_fmt(other)} | {change} | {baseline} |")
-    lines += ["", "| gate | result | detail |", "|---|---|---|"]
-    lines += [f"| `{g.gate}` | {'pass' if g.passed else 'FAIL'} | {g.detail} |" for g in evaluation.gates]
-    return "\n".join(lines) + "\n"
+    """The command line as the gate reads it: its options, and the overrides (SystemExit when bad)."""
+    args = parse_command(["ci-gate", *argv], prog=PROG)
+    return args, list(args.overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    from raymlops.errors import ConfigError, RayMLOpsError
-
-    try:
-        cfg = compose_config(overrides, _max_regression(args.max_regression))
-        if args.dry_run:
-            args.out.write_text(plan_markdown(cfg))
-            print(f"ci_gate.py: plan written to {args.out}")
-            return 0
-        from raymlops.pipeline.runner import run_pipeline
-
-        _, state = run_pipeline(cfg)
-    except (UsageError, ConfigError) as exc:
-        print(f"ci_gate.py: {exc}", file=sys.stderr)
-        return 2
-    except RayMLOpsError as exc:  # data validation or a stage failed: the PR still gets a comment
-        args.out.write_text(f"## Model gate: FAILED\n\n```\n{exc}\n```\n")
-        print(f"ci_gate.py: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a crash (Ray did not start, ...): a comment, then the traceback
-        args.out.write_text(f"## Model gate: FAILED (error)\n\n```\n{type(exc).__name__}: {exc}\n```\n")
-        raise
-    evaluation = state.require("evaluate")
-    args.out.write_text(result_markdown(cfg, evaluation))
-    print(args.out.read_text())
-    return 0 if evaluation.passed else 1
+    return raymlops(["ci-gate", *(sys.argv[1:] if argv is None else argv)], prog=PROG)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "features.read": ("viewer", "feature views: status, show stored rows"),
     "runs.read": ("viewer", "job runs: list, compare"),
     "serve.status": ("viewer", "what an app serves, with live statistics"),
+    "deploy.manifests": ("viewer", "generate the KubeRay manifests and the ray up config from config"),
     "predict": ("predictor", "score rows, explain, send feedback (serving routes)"),
     "job.run": ("data-scientist", "run the job's data, training, evaluation and export stages"),
     "models.register": ("data-scientist", "register a candidate version (registry.on_pass=none)"),
@@ -115,6 +116,14 @@ CLI_ACTIONS: dict[str, str] = {
     "security rotate-kek": "security.rotate",
     "state backup": "state.backup",
     "state restore": "state.restore",
+    "monitor": "monitor.run",
+    "retrain": "retrain.run",
+    "scheduler": "retrain.run",
+    "batch-score": "batch.score",
+    "ci-gate": "job.run",
+    "job run": "job.run",
+    "job submit": "job.run",
+    "deploy manifests": "deploy.manifests",
 }
 _UNLISTED_ROLE = "admin"
 

@@ -278,7 +278,7 @@ def test_failed_gate_with_on_fail_skip_registers_nothing(served) -> None:
 
 
 def test_operator_cli_lists_the_registered_version(served, capsys: pytest.CaptureFixture[str]) -> None:
-    from raymlops.__main__ import main
+    from raymlops.cli import main
 
     cfg, _, state = served
     assert main(["models", "versions", "flights-delay", f"state_dir={cfg.state_dir}"]) == 0
@@ -300,7 +300,7 @@ def test_state_backup_restores_into_an_empty_root_that_serves_the_same_answers(
     from omegaconf import open_dict
     from ray import serve
 
-    from raymlops.__main__ import main
+    from raymlops.cli import main
     from raymlops.serving.operations import deploy_from_config, spec_from_registry
 
     cfg, _, state = served

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 from omegaconf import OmegaConf
 
-from raymlops.__main__ import main as cli
+from raymlops.cli import main as cli
 from raymlops.config import compose
 from raymlops.data.audit import audit_dataset
 from raymlops.data.delta import DeltaBackend, ensure_table

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from raymlops.__main__ import main
+from raymlops.cli import main
 from raymlops.errors import AliasConflictError, GovernanceError
 from raymlops.registry.governance import Governance
 from raymlops.registry.mlflow_registry import ModelRegistry

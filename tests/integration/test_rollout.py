@@ -232,7 +232,7 @@ def test_judge_waits_for_evidence_then_decides() -> None:
 
 
 def test_serve_cli_status_traffic_and_rollback(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
-    from raymlops.__main__ import main
+    from raymlops.cli import main
 
     old, new = setup.versions["champion"], setup.versions["healthy"]  # new is champion after the rollout
     assert main(["serve", "status", "--json", *setup.overrides]) == 0
@@ -270,7 +270,7 @@ def test_a_tampered_graph_is_refused_and_the_live_app_keeps_serving(
     with IntegrityError (file, expected and actual digest) and an audit record; the app is untouched."""
     import onnx
 
-    from raymlops.__main__ import main
+    from raymlops.cli import main
     from raymlops.errors import IntegrityError
     from raymlops.models.export import compose_pipeline
     from raymlops.security.audit import read_audit

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raymlops.__main__ import main as cli
+from raymlops.cli import main as cli
 from raymlops.config import compose
 from raymlops.registry.mlflow_registry import ModelRegistry
 from raymlops.registry.tracking import JobTracker

@@ -311,13 +311,13 @@ def test_route_prefix_is_stripped_before_matching() -> None:
 
 
 def test_keys_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from raymlops.serving.keys_cli import add_keys_commands, run_keys_command
+    from raymlops.cli.keys import add_keys_commands, run_keys_command
 
     parser = argparse.ArgumentParser()
     add_keys_commands(parser.add_subparsers(dest="command"))
 
     def run(*argv: str) -> str:
-        # As raymlops.__main__ does: overrides after options arrive as extras.
+        # As the front door (raymlops.cli) does: overrides after options arrive as extras.
         args, extra = parser.parse_known_args(["keys", *argv, f"state_dir={tmp_path}", "env=prod"])
         args.overrides = [*args.overrides, *extra]
         assert run_keys_command(args) == 0

@@ -124,7 +124,7 @@ def test_rotation_rewrites_only_the_header(tmp_path, old_ring, monkeypatch):
     assert read_maybe_encrypted(path, Keyring.parse(NEW, "test")) == plaintext
 
     # The command walks a folder: one rotated, one plaintext, and the audit record names the KEK.
-    from raymlops.__main__ import main
+    from raymlops.cli import main
     from raymlops.security.audit import read_audit
 
     second = write_encrypted(tmp_path / "data" / "part-0.parquet", b"rows", old_ring)

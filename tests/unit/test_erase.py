@@ -96,7 +96,7 @@ def test_erase_by_prediction_id_and_refuses_unknown_keys(tmp_path: Path, policy:
 
 
 def test_cli_erases_and_prints_what_it_removed(tmp_path: Path, capsys, monkeypatch) -> None:
-    from raymlops.__main__ import main
+    from raymlops.cli import main
 
     monkeypatch.delenv("RAYMLOPS_PII_SALT", raising=False)
     overrides = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from raymlops.__main__ import main
+from raymlops.cli import main
 from raymlops.features.online import MaterializationState, open_online_store
 
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
+from raymlops.cli import main
 from raymlops.deploy.manifests import (
     DEFAULT_OUT,
     DEFAULT_VALUES,
     DeploySettings,
     job_config,
     load_settings,
-    main,
     render,
     resources,
     stale,
@@ -57,7 +57,7 @@ def test_checked_in_manifests_are_what_the_generator_writes(
     texts = render(resources(settings, job_cfg, settings.job_overrides))
     on_disk = [*(DEFAULT_OUT / "kuberay").glob("*.yaml"), *(DEFAULT_OUT / "cluster").glob("*.yaml")]
     assert sorted(texts) == sorted(str(p.relative_to(DEFAULT_OUT)) for p in on_disk)  # none left over
-    assert stale(texts, DEFAULT_OUT) == [], "run: python -m raymlops.deploy.manifests"
+    assert stale(texts, DEFAULT_OUT) == [], "run: raymlops deploy manifests"
     # ... and a hand edit is noticed (the assertion above would pass on a check that compares nothing).
     shutil.copytree(DEFAULT_OUT, tmp_path / "deploy")
     edited = tmp_path / "deploy" / "kuberay" / "rayjob.yaml"
@@ -68,7 +68,7 @@ def test_checked_in_manifests_are_what_the_generator_writes(
 
 def test_cli_refuses_an_unknown_option(capsys: Any) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["--chekc"])
+        main(["deploy", "manifests", "--chekc"])
     assert info.value.code == 2 and "--chekc" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from raymlops.__main__ import authorize_command, build_parser, command_name, main
+from raymlops.cli import authorize_command, build_parser, command_name, main
 from raymlops.config import compose
 from raymlops.errors import AuthError, PermissionDeniedError
 from raymlops.pipeline.runner import run_pipeline

@@ -20,6 +20,7 @@ import json
 import time
 from typing import Any
 
+from raymlops.cli.keys import add_keys_commands, run_keys_command
 from raymlops.errors import ConfigError
 
 __all__ = ["add_serve_commands", "run_serve_command"]
@@ -49,12 +50,7 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     rollback.add_argument("name")
     rollback.add_argument("--reason", required=True)
     parsers = [run, status, deploy, traffic, rollout, rollback]
-    try:
-        from raymlops.serving.keys_cli import add_keys_commands
-
-        add_keys_commands(commands)
-    except ImportError:  # pragma: no cover - the module ships with the package
-        pass
+    add_keys_commands(commands)
     for parser in parsers:
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job")
 
@@ -84,10 +80,8 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from raymlops.config import compose
 
     if args.command == "keys":
-        from raymlops.serving.keys_cli import run_keys_command
-
-        return int(run_keys_command(args))
-    # ``traffic NAME 1=95 2=5 env=prod``: the greedy weights list also took the overrides; ``__main__``
+        return run_keys_command(args)
+    # ``traffic NAME 1=95 2=5 env=prod``: the greedy weights list also took the overrides; the front door
     # moved them back to args.overrides before the role check.
     cfg = compose(list(args.overrides))
     from raymlops.pipeline.ray_session import connect_ray
