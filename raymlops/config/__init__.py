@@ -31,11 +31,13 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     from raymlops.config import schema
+    from raymlops.models.registry import FAMILIES, family_class
 
     cs = ConfigStore.instance()
     cs.store(name="job_schema", node=schema.JobConfig)
-    cs.store(group="model", name="torch_mlp_schema", node=schema.TorchMLPConfig)
-    cs.store(group="model", name="xgboost_schema", node=schema.XGBoostConfig)
+    for name in FAMILIES:  # each family's schema, for configs/model/<name>.yaml to start from
+        if (family_schema := family_class(name).config_schema) is not None:
+            cs.store(group="model", name=f"{name}_schema", node=family_schema)
     cs.store(group="tune", name="tune_schema", node=schema.TuneConfig)
 
 

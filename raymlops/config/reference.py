@@ -31,8 +31,13 @@ from raymlops.config import schema
 
 __all__ = ["render"]
 
-# Groups whose schema the job's `model: Any` leaves open: the model group's options (configs/model/*.yaml).
-_MODEL_OPTIONS = {"torch_mlp": schema.TorchMLPConfig, "xgboost": schema.XGBoostConfig}
+
+def _model_options() -> dict[str, type]:
+    """The job's ``model: Any`` leaves the group open: each registered family's schema, by option name."""
+    from raymlops.models.registry import FAMILIES, family_class
+
+    schemas = {name: family_class(name).config_schema for name in FAMILIES}
+    return {name: cls for name, cls in schemas.items() if cls is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +190,7 @@ def render() -> str:
         "",
     ]
     sections = list(_sections("", schema.JobConfig))
-    for option, cls in _MODEL_OPTIONS.items():
+    for option, cls in _model_options().items():
         sections.extend((f"model ({option})", c, k) for _, c, k in _sections("", cls))
     out.append("Groups: " + ", ".join(f"[{d or 'job'}](#{_anchor(d or 'job')})" for d, _, _ in sections))
     out.append("")

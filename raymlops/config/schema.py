@@ -146,28 +146,7 @@ class FeaturesConfig:
 # ---------------------------------------------------------------- model / trainer / evaluate
 
 
-@dataclass
-class TorchMLPConfig:
-    _target_: str = "raymlops.models.torch_mlp.TorchMLP"
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 32])
-    dropout: float = 0.1
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 1024
-    epochs: int = 3
-
-
-@dataclass
-class XGBoostConfig:
-    _target_: str = "raymlops.models.xgboost_model.XGBoostModel"
-    max_depth: int = 6
-    eta: float = 0.2
-    num_boost_round: int = 60
-    subsample: float = 0.9
-    colsample_bytree: float = 0.9
-    min_child_weight: float = 1.0
-    early_stopping_rounds: int | None = 10  # stop when valid/loss has not improved for this many rounds
-    report_every: int = 10  # rounds between checkpoints (every round reports its metrics)
+# The model group's schemas live with their families: raymlops.models.registry.FAMILIES.
 
 
 class PlacementStrategy(Enum):  # Ray placement group strategies for the training workers
@@ -518,7 +497,7 @@ class JobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    model: Any = MISSING  # TorchMLPConfig | XGBoostConfig, chosen by the model group
+    model: Any = MISSING  # a model family: its _target_ and parameters (model=torch_mlp | xgboost | your own)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tune: TuneConfig | None = None  # set by +tune=<option>: the tune stage replaces train
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -1,3 +1,3 @@
-"""Model families. Each is chosen by the ``model`` config group's ``_target_`` and offers
-``fit(datasets, trainer_cfg, storage_path, seed)``, ``predict_proba(x)`` and ``to_onnx(num_features, opset)``;
-the ONNX graph maps input ``features`` [N, F] to output ``probability`` [N]."""
+"""Model families: the contract (:mod:`raymlops.models.family`), the registry of names
+(:mod:`raymlops.models.registry`), the shipped families (``torch_mlp``, ``xgboost_model``) and the
+export of preprocessing + model as one ONNX graph (:mod:`raymlops.models.export`)."""

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from raymlops.errors import RayMLOpsError
+from raymlops.models.family import ModelFamily
 from raymlops.training.ray_train import fit_with_ray_train, worker_setup
 
-__all__ = ["TorchMLP", "build_mlp"]
+__all__ = ["TorchMLP", "TorchMLPConfig", "build_mlp"]
 
 logger = logging.getLogger(__name__)
 _CHECKPOINT_FILE = "model.pt"
@@ -159,8 +161,28 @@ def _train_loop(config: dict[str, Any]) -> None:
                 ray.train.report(metrics)
 
 
-class TorchMLP:
+@dataclass
+class TorchMLPConfig:  # the model group's schema with model=torch_mlp (raymlops.config.register_configs)
+    _target_: str = "raymlops.models.torch_mlp.TorchMLP"
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.1
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 1024
+    epochs: int = 3
+
+
+class TorchMLP(ModelFamily):
     """An MLP family member. The constructor stores parameters; ``fit`` sets the ``*_`` state."""
+
+    budget_key: ClassVar[str] = "epochs"
+    config_schema: ClassVar[type | None] = TorchMLPConfig
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
+        "weight_decay": {"type": "loguniform", "low": 1e-6, "high": 1e-2},
+        "dropout": {"type": "uniform", "low": 0.0, "high": 0.3},
+        "hidden_sizes": {"type": "choice", "values": [[32], [64, 32], [128, 64]]},
+    }
 
     def __init__(
         self,

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from raymlops.errors import RayMLOpsError
+from raymlops.models.family import ModelFamily
 from raymlops.training.ray_train import fit_with_ray_train, worker_setup
 
-__all__ = ["XGBoostModel"]
+if TYPE_CHECKING:
+    from raymlops.evaluation.tree_shap import TreeShap
+    from raymlops.features.preprocess import FittedPreprocessor
+
+__all__ = ["XGBoostConfig", "XGBoostModel"]
 
 logger = logging.getLogger(__name__)
 _MAX_CONVERTER_OPSET = 15
@@ -85,8 +91,36 @@ def _train_loop(config: dict[str, Any]) -> None:
             ray.train.report(history[-1])
 
 
-class XGBoostModel:
+@dataclass
+class XGBoostConfig:  # the model group's schema with model=xgboost (raymlops.config.register_configs)
+    _target_: str = "raymlops.models.xgboost_model.XGBoostModel"
+    max_depth: int = 6
+    eta: float = 0.2
+    num_boost_round: int = 60
+    subsample: float = 0.9
+    colsample_bytree: float = 0.9
+    min_child_weight: float = 1.0
+    early_stopping_rounds: int | None = 10  # stop when valid/loss has not improved for this many rounds
+    report_every: int = 10  # rounds between checkpoints (every round reports its metrics)
+
+
+class XGBoostModel(ModelFamily):
     """An XGBoost family member. The constructor stores parameters; ``fit`` sets ``booster_``."""
+
+    budget_key: ClassVar[str] = "num_boost_round"
+    config_schema: ClassVar[type | None] = XGBoostConfig
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "eta": {"type": "loguniform", "low": 0.03, "high": 0.3},
+        "max_depth": {"type": "int", "low": 3, "high": 8},
+        "subsample": {"type": "uniform", "low": 0.6, "high": 1.0},
+        "min_child_weight": {"type": "loguniform", "low": 0.5, "high": 10.0},
+    }
+
+    @classmethod
+    def reports(cls, params: Any) -> int:
+        """Every round reports (Ray's RayTrainReportCallback: ``frequency`` only spaces the checkpoints),
+        then once more at the end."""
+        return int(params["num_boost_round"]) + 1
 
     def __init__(
         self,
@@ -160,12 +194,21 @@ class XGBoostModel:
         self.checkpoint_path_ = checkpoint.path
         return self
 
+    def _fitted(self) -> Any:  # -> xgboost.Booster
+        if not hasattr(self, "booster_"):
+            raise RayMLOpsError("XGBoostModel is not fitted: call fit() first.")
+        return self.booster_
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         import xgboost
 
-        if not hasattr(self, "booster_"):
-            raise RayMLOpsError("XGBoostModel is not fitted: call fit() first.")
-        return self.booster_.predict(xgboost.DMatrix(np.asarray(x, dtype=np.float32)))
+        return self._fitted().predict(xgboost.DMatrix(np.asarray(x, dtype=np.float32)))
+
+    def global_explainer(self, pre: FittedPreprocessor) -> TreeShap:
+        """Exact Tree SHAP of the booster, in log-odds, summed from one-hot features to raw columns."""
+        from raymlops.evaluation.tree_shap import TreeShap
+
+        return TreeShap(self._fitted(), pre)
 
     def to_onnx(self, opset: int):  # -> onnx.ModelProto
         """ONNX graph: ``features`` [N, F] float -> ``probability`` [N] float (column 1 of the classifier)."""
@@ -175,7 +218,7 @@ class XGBoostModel:
 
         # onnxmltools' converters stop at opset 15; the preprocessing graph follows the model's opset.
         model = convert_xgboost(
-            self.booster_,
+            self._fitted(),
             initial_types=[("features", FloatTensorType([None, self.num_features_]))],
             target_opset=min(opset, _MAX_CONVERTER_OPSET),
         )

@@ -1,11 +1,10 @@
-"""train: instantiate the configured model family and fit it on Ray Train."""
+"""train: build the configured model family and fit it on Ray Train."""
 
 from __future__ import annotations
 
 import logging
 
-from hydra.utils import instantiate
-
+from raymlops.models.registry import build_model
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState, TrainOutput
@@ -18,7 +17,7 @@ class TrainStage(Stage):
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         features = state.require("features")
-        model = instantiate(ctx.cfg.model, _convert_="all")
+        model = build_model(ctx.cfg.model)
         storage_path = str(ctx.state_dir / "ray_train" / ctx.run_id)
         model.fit(
             {"train": features.train, "valid": features.valid},

@@ -17,8 +17,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from raymlops.errors import ConfigError, RayMLOpsError
-from raymlops.training.tune_space import decode_params, max_reports, search_space, validate_tune
+from raymlops.errors import RayMLOpsError
+from raymlops.models.registry import build_model
+from raymlops.training.tune_space import decode_params, max_reports, search_space, space_of, validate_tune
 
 __all__ = ["SearchResult", "model_trainable", "run_search", "search_space", "tune_model", "validate_tune"]
 
@@ -256,10 +257,9 @@ def _fit_trial(
 ) -> None:
     """One trial: the configured model with the trial's params, fitted by the train stage's code."""
     import ray.tune
-    from hydra.utils import instantiate
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    model = instantiate(model_cfg, _convert_="all", **decode_params(config, space_cfg))
+    model = build_model(model_cfg, **decode_params(config, space_cfg))
     trial_id = ray.tune.get_context().get_trial_id()
     model.fit(
         datasets,
@@ -271,9 +271,16 @@ def _fit_trial(
     )
 
 
-def model_trainable(cfg: Any, datasets: dict[str, Any], num_features: int, storage_path: str) -> Any:
-    """The Tune trainable that fits ``cfg.model``; datasets reach the trials through the object store."""
+def model_trainable(
+    cfg: Any, datasets: dict[str, Any], num_features: int, storage_path: str, space_cfg: Any = None
+) -> Any:
+    """The Tune trainable that fits ``cfg.model``; datasets reach the trials through the object store.
+
+    ``space_cfg``: the search space its trials' params come from (default: ``tune.space`` or the family's).
+    """
     from ray import tune
+
+    space_cfg = space_of(cfg.tune, cfg.model) if space_cfg is None else space_cfg
 
     trainer_cfg = OmegaConf.merge(cfg.trainer, {"scaling": cfg.tune.trial_scaling})
     fn = tune.with_parameters(
@@ -282,7 +289,7 @@ def model_trainable(cfg: Any, datasets: dict[str, Any], num_features: int, stora
         model_cfg=OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True)),
         trainer_cfg=trainer_cfg,
         # Detached from the job config: a child node would pickle its whole parent into every trial.
-        space_cfg=OmegaConf.create(OmegaConf.to_container(cfg.tune.space, enum_to_str=True)),
+        space_cfg=OmegaConf.create(OmegaConf.to_container(space_cfg, enum_to_str=True)),
         num_features=num_features,
         seed=int(cfg.seed),
         storage_path=storage_path,
@@ -297,23 +304,20 @@ def tune_model(
 
     Tune's experiment goes to ``tune_path/name``; each trial's Ray Train run to ``train_path/<trial id>``.
     """
-    from hydra.utils import instantiate
-
     validate_tune(cfg.tune, cfg.model)
+    space_cfg = space_of(cfg.tune, cfg.model)
     asha = cfg.tune.scheduler
-    max_t = max_reports(cfg.model, cfg.tune.space) if asha is None or asha.max_t is None else asha.max_t
-    if max_t is None and asha is not None:
-        raise ConfigError("tune.scheduler.max_t", f"must be set for model {cfg.model._target_}.")
+    max_t = max_reports(cfg.model, space_cfg) if asha is None or asha.max_t is None else asha.max_t
     search = run_search(
-        model_trainable(cfg, datasets, num_features, train_path),
+        model_trainable(cfg, datasets, num_features, train_path, space_cfg),
         cfg.tune,
-        search_space(cfg.tune.space, cfg.model),
+        search_space(space_cfg, cfg.model),
         storage_path=tune_path,
         name=name,
-        max_t=int(max_t or 0),  # 0: unknown, and unused without a scheduler
-        decode=lambda params: decode_params(params, cfg.tune.space),
+        max_t=int(max_t),
+        decode=lambda params: decode_params(params, space_cfg),
     )
     if search.best_checkpoint is None:
         raise RayMLOpsError("The best trial reported no checkpoint: it stopped before its first epoch ended.")
-    model = instantiate(cfg.model, _convert_="all", **search.best_params)
+    model = build_model(cfg.model, **search.best_params)
     return search, model.load_checkpoint(search.best_checkpoint, num_features)

@@ -7,52 +7,23 @@ range fails in a second with the key's name instead of after minutes of trials. 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from raymlops.errors import ConfigError, did_you_mean
+from raymlops.models.family import REPORTED_METRICS
+from raymlops.models.registry import family_of
 
 __all__ = [
     "REPORTED_METRICS",
-    "ModelFamily",
     "decode_params",
-    "family_of",
     "max_reports",
     "model_parameters",
     "search_space",
+    "space_of",
     "validate_tune",
 ]
-
-
-# Keys every report of both families carries (raymlops.models: the XGBoost family reports its eval
-# metrics under the torch family's names): the valid ``tune.metric`` values.
-REPORTED_METRICS = ("valid/loss", "valid/auc", "train/loss")
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """What Tune needs to know about a model family that its config does not say."""
-
-    budget_key: str  # the parameter that sets how long a full trial trains
-    reports: Callable[[dict[str, Any]], int]  # reports a full trial makes, at most, given its params
-
-
-# Keyed by the model's ``_target_``. XGBoost reports every round (Ray's RayTrainReportCallback: its
-# ``frequency`` only spaces the checkpoints), then once more at the end.
-_FAMILIES = {
-    "raymlops.models.torch_mlp.TorchMLP": ModelFamily("epochs", lambda p: int(p["epochs"])),
-    "raymlops.models.xgboost_model.XGBoostModel": ModelFamily(
-        "num_boost_round", lambda p: int(p["num_boost_round"]) + 1
-    ),
-}
-
-
-def family_of(model_cfg: Any) -> ModelFamily | None:
-    """The family of ``model_cfg`` (None for a model this module does not know: no metric/budget checks)."""
-    return _FAMILIES.get(str(model_cfg.get("_target_", "")))
 
 
 def model_parameters(model_cfg: Any) -> list[str]:
@@ -60,11 +31,24 @@ def model_parameters(model_cfg: Any) -> list[str]:
     return [str(k) for k in model_cfg if not str(k).startswith("_")]
 
 
-def max_reports(model_cfg: Any, space_cfg: Any) -> int | None:
-    """ASHA's ``max_t`` default: the reports of the longest trial the space allows (None: unknown family)."""
+def space_of(tune_cfg: Any, model_cfg: Any) -> Any:
+    """``tune.space``, or the family's own ``search_space`` when it is empty (``+tune=family``)."""
+    if tune_cfg.space:
+        return tune_cfg.space
+    from raymlops.config.schema import SearchDim
+
     family = family_of(model_cfg)
-    if family is None:
-        return None
+    return OmegaConf.create(
+        {
+            name: OmegaConf.merge(OmegaConf.structured(SearchDim), dim)
+            for name, dim in family.search_space.items()
+        }
+    )
+
+
+def max_reports(model_cfg: Any, space_cfg: Any) -> int:
+    """ASHA's ``max_t`` default: the reports of the longest trial the space allows."""
+    family = family_of(model_cfg)
     params = dict(OmegaConf.to_container(model_cfg, resolve=True))  # type: ignore[arg-type]
     dim = space_cfg.get(family.budget_key)
     if dim is not None:  # the budget itself is searched: the longest value it can take
@@ -103,15 +87,21 @@ def validate_tune(tune_cfg: Any, model_cfg: Any) -> None:
     if tune_cfg is None:
         raise ConfigError("tune", "is not set: add +tune=optuna (or another option of the tune group).")
     parameters = model_parameters(model_cfg)
-    if not tune_cfg.space:
-        raise ConfigError("tune.space", "is empty: there is nothing to search.", parameters)
-    for name, dim in tune_cfg.space.items():
+    family = family_of(model_cfg)
+    space = space_of(tune_cfg, model_cfg)
+    if not space:
+        raise ConfigError(
+            "tune.space",
+            f"is empty and {family.__qualname__} declares no search_space: there is nothing to search.",
+            parameters,
+        )
+    for name, dim in space.items():
         key = f"tune.space.{name}"
         if name not in parameters:
             # ConfigError adds "Did you mean ...? Valid choices: <the model's parameters>".
             raise ConfigError(key, f"{name!r} is not a parameter of model {model_cfg._target_}.", parameters)
         _check_dim(key, dim)
-    if family_of(model_cfg) is not None and tune_cfg.metric not in REPORTED_METRICS:
+    if tune_cfg.metric not in REPORTED_METRICS:
         # The hint is about the value here, not the key: did_you_mean on the metric itself.
         problem = f"{tune_cfg.metric!r} is not reported by {model_cfg._target_}."
         raise ConfigError("tune.metric", problem + did_you_mean(tune_cfg.metric, REPORTED_METRICS))

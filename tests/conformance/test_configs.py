@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
 from raymlops.config import CONFIG_DIR, STAGE_NAMES, compose
+from raymlops.models.registry import build_model
 from raymlops.pipeline.runner import OPTIONAL_STAGES, STAGES
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment")
@@ -32,7 +32,7 @@ def test_every_experiment_composes_and_resolves(experiment: str) -> None:
     # An experiment may add optional stages (monitor, loop, ...) around the default ones, in order.
     assert [s for s in cfg.stages if s not in OPTIONAL_STAGES] == list(STAGE_NAMES)
     assert set(cfg.stages) <= set(STAGES)
-    model = instantiate(cfg.model, _convert_="all")
+    model = build_model(cfg.model)
     pickle.loads(pickle.dumps(model))
 
 
