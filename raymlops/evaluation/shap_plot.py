@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from raymlops.errors import RayMLOpsError
+from raymlops.evaluation.explanation import Explanation, global_shap, require_columns
 from raymlops.features.preprocess import numeric_column
-
-if TYPE_CHECKING:
-    from raymlops.evaluation.explain import Explanation
 
 __all__ = ["summary_plot"]
 
@@ -47,8 +44,6 @@ def summary_plot(explanation: Explanation, table: pa.Table, path: Path, *, max_d
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
-
-    from raymlops.evaluation.explain import global_shap, require_columns
 
     if table.num_rows != explanation.rows:
         raise RayMLOpsError(

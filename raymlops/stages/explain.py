@@ -12,7 +12,7 @@ class ExplainStage(Stage):
     name = "explain"
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
-        from raymlops.evaluation.explain import explain_model
+        from raymlops.evaluation.shap_summary import explain_model
 
         cfg = ctx.cfg.explain
         features, trained = state.require("features"), state.require("train")

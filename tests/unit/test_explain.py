@@ -13,15 +13,11 @@ import shap  # noqa: F401  (imported at collection: the warm-up test below then 
 
 from raymlops.data.stats import table_stats
 from raymlops.errors import RequestError
-from raymlops.evaluation.explain import (
-    OnnxExplainer,
-    RawFeatureCodec,
-    TreeShap,
-    explain_model,
-    global_shap,
-    load_explainer,
-    warm_up,
-)
+from raymlops.evaluation.explain import OnnxExplainer, load_explainer, warm_up
+from raymlops.evaluation.explanation import global_shap
+from raymlops.evaluation.raw_codec import RawFeatureCodec
+from raymlops.evaluation.shap_summary import explain_model
+from raymlops.evaluation.tree_shap import TreeShap
 from raymlops.features.preprocess import FittedPreprocessor, fit_preprocessor
 from raymlops.models.export import PROBABILITY_OUTPUT, export_pipeline, onnx_feeds
 
@@ -175,12 +171,14 @@ def test_permutation_shap_explains_values_not_in_the_background(
 
 
 def test_tree_shap_is_additive_in_log_odds_and_sums_one_hot_columns(
-    table: pa.Table, pre: FittedPreprocessor, xgb_model
+    table: pa.Table, pre: FittedPreprocessor, xgb_model, mlp_model
 ) -> None:
     import xgboost
 
     rows = table.slice(1000, 200)
-    explanation = TreeShap(xgb_model, pre).explain(rows)
+    explanation = xgb_model.global_explainer(pre).explain(rows)
+    # The family says how it is explained: XGBoost by exact Tree SHAP, the MLP by permutation of its graph.
+    assert isinstance(xgb_model.global_explainer(pre), TreeShap) and mlp_model.global_explainer(pre) is None
     assert (explanation.method, explanation.output_space) == ("tree", "log_odds")
     features = xgboost.DMatrix(pre.transform(rows))
     margin = xgb_model.booster_.predict(features, output_margin=True).astype(np.float64)
@@ -243,6 +241,6 @@ def test_missing_column_or_no_rows_is_a_request_error(
     with pytest.raises(RequestError, match="no rows"):
         explainer.explain(table.slice(0, 0))
     with pytest.raises(RequestError, match="c"):
-        TreeShap(xgb_model, pre).explain(table.drop_columns(["c"]))
+        TreeShap(xgb_model.booster_, pre).explain(table.drop_columns(["c"]))
     with pytest.raises(RequestError, match="x1"):
         explain_model(xgb_model, pre, onnx_paths["xgboost"], table.drop_columns(["x1"]), table, tmp_path)
