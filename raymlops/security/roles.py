@@ -3,7 +3,7 @@
 Roles are ordered, ``viewer < predictor < data-scientist < operator < admin``; a role may do what
 every role below it may. ``ACTIONS`` names every guarded action and the lowest role it needs (the
 table in ``docs/security.md`` is this dict). Serving routes map to roles in
-``raymlops.serving.auth.ROUTE_ROLES`` with the same names.
+``raymlops.serving.protocols.registry.ROUTE_ROLES`` with the same names.
 
 Who acts:
 - ``security.enabled=false`` (the embedded default, one person on one machine): the OS user (or
@@ -26,8 +26,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raymlops.errors import AuthError, ConfigError, PermissionDeniedError, did_you_mean
+from raymlops.errors import AuthError, ConfigError, PermissionDeniedError
 from raymlops.security.audit import AUDIT_LOG_ENV, audit_event
+from raymlops.security.role_ranks import ROLES, role_allows, role_rank
 
 __all__ = [
     "ACTIONS",
@@ -43,8 +44,6 @@ __all__ = [
     "role_allows",
 ]
 
-ROLES = ("viewer", "predictor", "data-scientist", "operator", "admin")  # lowest first
-_RANK = {role: rank for rank, role in enumerate(ROLES)}
 API_KEY_ENV = "RAYMLOPS_API_KEY"
 
 # action -> (the lowest role that may do it, what it is). Serving's routes use the same role names.
@@ -137,11 +136,6 @@ class Principal:
     key_id: str | None = None
 
 
-def role_allows(role: str, needed: str) -> bool:
-    """Whether ``role`` may do what ``needed`` may (roles are ordered)."""
-    return _RANK[role] >= _RANK[needed]
-
-
 def needed_role(action: str) -> str:
     if action not in ACTIONS:
         raise ConfigError("action", f"{action!r} is not a guarded action.", ACTIONS)
@@ -164,11 +158,11 @@ def resolve_principal(security: Any) -> Principal:
     Raises:
         AuthError: Security is on and ``$RAYMLOPS_API_KEY`` is unset, malformed, unknown or revoked.
     """
-    from raymlops.registry.governance import current_user
+    from raymlops.security.audit import current_user
 
     if not _setting(security, "enabled", False):
         return Principal(current_user(), "admin")
-    from raymlops.serving.auth import KeyStore, parse_key, verify_key
+    from raymlops.security.keys import KeyStore, parse_key, verify_key
 
     key = os.environ.get(API_KEY_ENV, "").strip()
     keys_file = str(_setting(security, "keys_file"))
@@ -283,12 +277,6 @@ _JOB_HINTS = {
 }
 
 
-def check_role_name(role: str, key: str = "role") -> str:
-    if role not in _RANK:
-        raise ConfigError(key, f"{role!r} is not a role." + did_you_mean(str(role), ROLES))
-    return role
-
-
 def actions_markdown() -> str:
     """The role matrix of ``docs/security.md``: every action, the role it needs, its CLI commands."""
     commands: dict[str, list[str]] = {}
@@ -298,15 +286,15 @@ def actions_markdown() -> str:
         "| action | lowest role | " + " | ".join(ROLES) + " | what | CLI |",
         "|---" * (len(ROLES) + 4) + "|",
     ]
-    for action, (needed, what) in sorted(ACTIONS.items(), key=lambda item: (_RANK[item[1][0]], item[0])):
+    for action, (needed, what) in sorted(ACTIONS.items(), key=lambda item: (role_rank(item[1][0]), item[0])):
         marks = " | ".join("yes" if role_allows(role, needed) else "-" for role in ROLES)
         lines.append(f"| `{action}` | {needed} | {marks} | {what} | {', '.join(commands.get(action, []))} |")
     return "\n".join(lines) + "\n"
 
 
 def routes_markdown() -> str:
-    """The serving routes and the role each needs (``raymlops.serving.auth.ROUTE_ROLES``)."""
-    from raymlops.serving.auth import ROUTE_ROLES
+    """The serving routes and the role each needs (``raymlops.serving.protocols.registry.ROUTE_ROLES``)."""
+    from raymlops.serving.protocols.registry import ROUTE_ROLES
 
     lines = ["| route | lowest role |", "|---|---|"]
     for (method, path), role in ROUTE_ROLES.items():

@@ -1,5 +1,8 @@
 """Online serving: one Ray Serve router hosting every live ONNX version (DESIGN §4).
 
+The router itself is ``raymlops.serving.app.Router``: not re-exported here, so that the package stays
+below the app that builds on it.
+
 ``import raymlops.serving`` imports neither ray, onnxruntime nor pyarrow: ``spec`` and ``deploy`` are
 light at import time, the rest resolves on first use.
 """
@@ -19,7 +22,6 @@ __all__ = [
     "LoadedModel",
     "ModelSpec",
     "RoutePolicy",
-    "Router",
     "Shadow",
     "Sticky",
     "build_user_config",
@@ -33,14 +35,13 @@ __all__ = [
 
 _LAZY = {
     "LoadedModel": "onnx_model",
-    "parse_records": "onnx_model",
-    "records_to_table": "onnx_model",
-    "Router": "app",
+    "parse_records": "protocols.v1",
+    "records_to_table": "protocols.v1",
 }
 
 if TYPE_CHECKING:
-    from raymlops.serving.app import Router
-    from raymlops.serving.onnx_model import LoadedModel, parse_records, records_to_table
+    from raymlops.serving.onnx_model import LoadedModel
+    from raymlops.serving.protocols.v1 import parse_records, records_to_table
 
 
 def __getattr__(name: str) -> Any:

@@ -1,16 +1,13 @@
-"""API keys mapped to roles for the serving router (DESIGN §4); keys are stored hashed.
+"""The serving router's API-key check: an ASGI middleware (DESIGN §4).
 
-Roles are ordered, ``viewer < predictor < data-scientist < operator < admin`` (one role model with the
-CLI and the job: ``raymlops.security.roles``): a key may call every route whose role is at or below
-its own. ``ROUTE_ROLES`` says which role each route needs; ``/v2/health/*`` needs none,
-and a route it does not list needs ``admin`` (default deny: a new endpoint nobody mapped is never
-open by accident; ``tests/unit/test_auth.py`` fails until it is mapped).
-
-A key reads ``rmk_<key_id>_<secret>``. Only ``{key_id: {role, salt, hash, created, name}}`` is kept,
-``hash`` being PBKDF2-HMAC-SHA256 of the whole key with a per-key salt (``KeyStore``, a JSON file of
-mode 0600). The router receives the public table (hashes and salts, never a key) in ``user_config``
-(``AuthTable``) and checks each request in ``ApiKeyMiddleware``; a key verified once is remembered
-by its SHA-256 (an LRU), so only a key's first request in a replica pays the ~0.1 s of PBKDF2.
+A key may call every route whose role is at or below its own (``raymlops.security.role_ranks``).
+The lowest role of each route is what the serving protocols declare
+(``raymlops.serving.protocols.registry.ROUTE_ROLES``); a route nobody declared needs ``admin``
+(default deny: a new endpoint nobody mapped is never open by accident; ``tests/unit/test_auth.py``
+fails until it is mapped). Keys, their hashing and the table the router receives live in
+``raymlops.security.keys``: the middleware checks each request against that ``AuthTable``; a key
+verified once is remembered by its SHA-256 (an LRU), so only a key's first request in a replica pays
+the ~0.1 s of PBKDF2.
 
 Keys are never logged: messages and log lines carry at most the key id.
 """
@@ -18,85 +15,30 @@ Keys are never logged: messages and log lines carry at most the key id.
 from __future__ import annotations
 
 import asyncio
-import builtins
-import contextlib
-import datetime as dt
 import functools
 import hashlib
 import hmac
 import json
 import logging
-import os
 import re
-import secrets
-import tempfile
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from raymlops.errors import AuthError, ConfigError, did_you_mean
-from raymlops.security.roles import ROLES
+from raymlops.security.keys import KEY_HINT, AuthTable, KeyRecord, parse_key, verify_key
+from raymlops.security.role_ranks import role_allows
+from raymlops.serving.asgi import route_path
+from raymlops.serving.protocols.registry import ROUTE_ROLES
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = [
-    "ITERATIONS",
-    "ROLES",
-    "ROUTE_ROLES",
-    "ApiKeyMiddleware",
-    "AuthTable",
-    "KeyRecord",
-    "KeyStore",
-    "has_role",
-    "hash_key",
-    "parse_key",
-    "required_role",
-    "router_auth",
-    "verify_key",
-]
+__all__ = ["ApiKeyMiddleware", "required_role"]
 
 logger = logging.getLogger(__name__)
 
-_RANK = {role: rank for rank, role in enumerate(ROLES)}
-OPEN = None  # the "role" of a route anyone may call
-# (method, path pattern as FastAPI writes it) -> the lowest role that may call it, or OPEN.
-# HEAD is checked as GET. A route not listed here needs ``_UNLISTED``.
-ROUTE_ROLES: dict[tuple[str, str], str | None] = {
-    ("GET", "/v2/health/live"): OPEN,
-    ("GET", "/v2/health/ready"): OPEN,
-    ("GET", "/v1/models"): "viewer",
-    ("GET", "/v1/models/{name}/stats"): "viewer",
-    ("GET", "/v2"): "viewer",
-    ("GET", "/v2/models/{name}"): "viewer",
-    ("GET", "/v2/models/{name}/ready"): "viewer",
-    ("GET", "/v2/models/{name}/versions/{version}"): "viewer",
-    ("GET", "/v2/models/{name}/versions/{version}/ready"): "viewer",
-    # FastAPI's own pages: the schema names every endpoint, so not anonymous either.
-    ("GET", "/openapi.json"): "viewer",
-    ("GET", "/docs"): "viewer",
-    ("GET", "/docs/oauth2-redirect"): "viewer",
-    ("GET", "/redoc"): "viewer",
-    ("POST", "/v1/models/{name}/predict"): "predictor",
-    ("POST", "/v1/models/{name}/explain"): "predictor",
-    ("POST", "/v2/models/{name}/infer"): "predictor",
-    ("POST", "/v2/models/{name}/versions/{version}/infer"): "predictor",
-    ("POST", "/v1/feedback"): "predictor",
-}
-_UNLISTED = "admin"
-
-KEY_PREFIX = "rmk"
-ITERATIONS = 200_000  # PBKDF2 rounds: ~0.12 s on a 2-core VM; the secret itself carries 256 bits
-_ALGORITHM = "pbkdf2_sha256"
-_KEY_ID = re.compile(r"[0-9a-f]{12}")
-_KEY = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{16,128}})")
-_HASH = re.compile(rf"{_ALGORITHM}\$(\d+)\$([0-9a-f]{{64}})")
-_SALT = re.compile(r"[0-9a-f]{32,128}")
+_UNLISTED = "admin"  # the role a route no protocol declares needs
 _PARAM = re.compile(r"\{[^}/]+\}")
-_HINT = "create one with `python -m raymlops serve keys add NAME --role ROLE`"
 
 
 def _pattern(path: str) -> re.Pattern[str]:
@@ -109,7 +51,7 @@ _COMPILED = [(method, _pattern(path), role) for (method, path), role in ROUTE_RO
 
 
 def _lookup(method: str, path: str) -> tuple[bool, str | None]:
-    method = "GET" if method == "HEAD" else method
+    method = "GET" if method == "HEAD" else method  # HEAD is checked as GET
     for listed, pattern, role in _COMPILED:
         if listed == method and pattern.match(path):
             return True, role
@@ -119,132 +61,6 @@ def _lookup(method: str, path: str) -> tuple[bool, str | None]:
 def required_role(method: str, path: str) -> str | None:
     """The lowest role that may call ``method path`` (``None``: anyone); unlisted routes need admin."""
     return _lookup(method, path)[1]
-
-
-def has_role(role: str, needed: str) -> bool:
-    """Whether a key with ``role`` may do what ``needed`` may (roles are ordered)."""
-    return _RANK[role] >= _RANK[needed]
-
-
-def _check_role(role: Any, key: str = "serve.auth.role") -> str:
-    if role not in _RANK:
-        raise ConfigError(key, f"{role!r} is not a role." + did_you_mean(str(role), ROLES))
-    return str(role)
-
-
-# ---------------------------------------------------------------- hashing
-
-
-def parse_key(key: str) -> tuple[str, str] | None:
-    """``(key_id, secret)`` of a well-formed ``rmk_<key_id>_<secret>``, else ``None``."""
-    match = _KEY.fullmatch(key)
-    return (match.group(1), match.group(2)) if match else None
-
-
-def hash_key(key: str, salt: bytes, iterations: int = ITERATIONS) -> str:
-    """``pbkdf2_sha256$<iterations>$<hex digest>`` of the whole key (its id included)."""
-    digest = hashlib.pbkdf2_hmac("sha256", key.encode(), salt, iterations)
-    return f"{_ALGORITHM}${iterations}${digest.hex()}"
-
-
-def verify_key(key: str, salt_hex: str, stored: str) -> bool:
-    """Whether ``key`` hashes to ``stored`` under ``salt_hex``; constant time in the comparison."""
-    match = _HASH.fullmatch(stored)
-    if match is None:
-        return False
-    computed = hash_key(key, bytes.fromhex(salt_hex), int(match.group(1)))
-    return hmac.compare_digest(computed, stored)
-
-
-# ---------------------------------------------------------------- the router's table
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """What the router knows of one key: never the key itself."""
-
-    key_id: str
-    role: str
-    salt: str  # hex
-    hash: str  # pbkdf2_sha256$<iterations>$<hex>
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        where = f"serve.auth.keys[{self.key_id!r}]"
-        if not isinstance(self.key_id, str) or not _KEY_ID.fullmatch(self.key_id):
-            raise ConfigError(where, "a key id is 12 lowercase hex digits.")
-        _check_role(self.role, f"{where}.role")
-        if not isinstance(self.salt, str) or not _SALT.fullmatch(self.salt):
-            raise ConfigError(f"{where}.salt", "must be 16 to 64 bytes in lowercase hex.")
-        match = _HASH.fullmatch(self.hash) if isinstance(self.hash, str) else None
-        if match is None or int(match.group(1)) < 100_000:
-            raise ConfigError(
-                f"{where}.hash", f"must read {_ALGORITHM}$<iterations >= 100000>$<64 hex digits>."
-            )
-        if not isinstance(self.name, str):
-            raise ConfigError(f"{where}.name", f"must be a string, got {self.name!r}.")
-
-    def public(self) -> dict[str, str]:
-        return {"role": self.role, "salt": self.salt, "hash": self.hash, "name": self.name}
-
-
-@dataclass(frozen=True)
-class AuthTable:
-    """The router's ``user_config["auth"]``: ``{"enabled": bool, "keys": {key_id: {...}}}``.
-
-    A key's record is ``{role, salt, hash, name}`` (``KeyRecord``). Validated the same way on the
-    driver (``build_user_config``) and in the replica.
-    """
-
-    enabled: bool = False
-    keys: Mapping[str, KeyRecord] = field(default_factory=dict)
-    audit_log: str | None = None  # refusals are audit records here (security.audit_log)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> AuthTable:
-        if data is None:
-            return cls()
-        if isinstance(data, AuthTable):
-            return data
-        if not isinstance(data, Mapping):
-            raise ConfigError("serve.auth", f"must be a mapping with 'enabled' and 'keys', got {data!r}.")
-        unknown = sorted(set(data) - {"enabled", "keys", "audit_log"})
-        if unknown:
-            raise ConfigError(
-                f"serve.auth.{unknown[0]}", "is not an auth setting.", ("enabled", "keys", "audit_log")
-            )
-        audit_log = data.get("audit_log")
-        if audit_log is not None and not isinstance(audit_log, str):
-            raise ConfigError("serve.auth.audit_log", f"must be a path or null, got {audit_log!r}.")
-        enabled = data.get("enabled", False)
-        if not isinstance(enabled, bool):
-            raise ConfigError("serve.auth.enabled", f"must be true or false, got {enabled!r}.")
-        raw = data.get("keys") or {}
-        if not isinstance(raw, Mapping):
-            raise ConfigError("serve.auth.keys", f"must map key id -> record, got {type(raw).__name__}.")
-        keys = {}
-        for key_id, record in raw.items():
-            if not isinstance(record, Mapping):
-                raise ConfigError(f"serve.auth.keys[{key_id!r}]", "must be a mapping.")
-            extra = sorted(set(record) - {"role", "salt", "hash", "name", "created"})
-            if extra:
-                raise ConfigError(
-                    f"serve.auth.keys[{key_id!r}].{extra[0]}",
-                    "is not a key field (never put a plaintext key here).",
-                    ("role", "salt", "hash", "name"),
-                )
-            missing = [f for f in ("role", "salt", "hash") if f not in record]
-            if missing:
-                raise ConfigError(f"serve.auth.keys[{key_id!r}]", f"misses {', '.join(missing)}.")
-            keys[key_id] = KeyRecord(
-                key_id, record["role"], record["salt"], record["hash"], record.get("name", "")
-            )
-        return cls(enabled, keys, audit_log)
-
-    def to_dict(self) -> dict[str, Any]:
-        keys = {k: r.public() for k, r in self.keys.items()}
-        table: dict[str, Any] = {"enabled": self.enabled, "keys": keys}
-        return table | ({"audit_log": self.audit_log} if self.audit_log else {})
 
 
 class _Verifier:
@@ -293,14 +109,6 @@ def _presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     return bearer or api_key
 
 
-def _route_path(scope: Scope) -> str:
-    """The path the app routes on: without the application's route prefix (``root_path``)."""
-    path, root = scope["path"], scope.get("root_path", "")
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root) :] or "/"
-    return path
-
-
 class ApiKeyMiddleware:
     """ASGI middleware: 401 without a valid key, 403 when its role is too low, else the app.
 
@@ -330,9 +138,9 @@ class ApiKeyMiddleware:
         if not table.enabled:
             await self.app(scope, receive, send)
             return
-        method, path = scope.get("method", "GET"), _route_path(scope)
+        method, path = scope.get("method", "GET"), route_path(scope)
         listed, needed = _lookup(method, path)
-        if needed is OPEN:
+        if needed is None:  # OPEN: anyone may call it
             await self.app(scope, receive, send)
             return
         key = _presented_key(scope["headers"])
@@ -341,7 +149,7 @@ class ApiKeyMiddleware:
                 scope,
                 send,
                 401,
-                f"missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>' ({_HINT}).",
+                f"missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>' ({KEY_HINT}).",
                 challenge='Bearer realm="raymlops"',
             )
             return
@@ -356,11 +164,11 @@ class ApiKeyMiddleware:
                 scope,
                 send,
                 401,
-                f"invalid API key ({what}): unknown or revoked; {_HINT}.",
+                f"invalid API key ({what}): unknown or revoked; {KEY_HINT}.",
                 challenge='Bearer realm="raymlops", error="invalid_token"',
             )
             return
-        if not has_role(record.role, needed):
+        if not role_allows(record.role, needed):
             logger.info(
                 "auth denied status=403 key_id=%s role=%s needed=%s method=%s path=%s",
                 record.key_id,
@@ -411,176 +219,3 @@ async def _answer(scope: Scope, send: Send, status: int, message: str, challenge
         headers.append((b"www-authenticate", challenge.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-# ---------------------------------------------------------------- the key file
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """A key as ``KeyStore.list`` shows it: no secret, no hash."""
-
-    key_id: str
-    name: str
-    role: str
-    created: str  # ISO 8601, UTC
-
-
-class KeyStore:
-    """The API keys, hashed, in one JSON file (mode 0600) written atomically under a lock.
-
-    The file holds ``{key_id: {"role", "salt", "hash", "created", "name"}}``; a revoked key is
-    removed from it. Running routers see a change on their next ``deploy(..., auth=...)``.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def create(self, name: str, role: str) -> str:
-        """Add a key; returns it in plain text, the only time it exists anywhere."""
-        role = _check_role(role)
-        if not isinstance(name, str) or not name.strip() or len(name) > 100 or not name.isprintable():
-            raise ConfigError("serve.auth key name", f"must be 1 to 100 printable characters, got {name!r}.")
-        with self._locked():
-            keys = self._read()
-            key_id = secrets.token_hex(6)
-            while key_id in keys:
-                key_id = secrets.token_hex(6)
-            key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-            salt = secrets.token_bytes(16)
-            keys[key_id] = {
-                "role": role,
-                "salt": salt.hex(),
-                "hash": hash_key(key, salt),
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
-                "name": name.strip(),
-            }
-            self._write(keys)
-        logger.info("api key created key_id=%s name=%s role=%s", key_id, name, role)
-        return key
-
-    def revoke(self, key_id: str) -> KeyInfo:
-        """Remove a key; returns what it was."""
-        with self._locked():
-            keys = self._read()
-            if key_id not in keys:
-                raise AuthError(
-                    f"No API key {key_id!r} in {self.path}." + (did_you_mean(key_id, keys) if keys else "")
-                )
-            record = keys.pop(key_id)
-            self._write(keys)
-        logger.info("api key revoked key_id=%s name=%s", key_id, record.get("name", ""))
-        return KeyInfo(key_id, record.get("name", ""), record["role"], record.get("created", ""))
-
-    def set_role(self, key_id: str, role: str) -> KeyInfo:
-        """Change a key's role (its secret stays valid); returns what it was."""
-        role = _check_role(role)
-        with self._locked():
-            keys = self._read()
-            if key_id not in keys:
-                raise AuthError(
-                    f"No API key {key_id!r} in {self.path}." + (did_you_mean(key_id, keys) if keys else "")
-                )
-            record = keys[key_id]
-            before = KeyInfo(key_id, record.get("name", ""), record["role"], record.get("created", ""))
-            record["role"] = role
-            self._write(keys)
-        logger.info("api key role changed key_id=%s %s -> %s", key_id, before.role, role)
-        return before
-
-    def list(self) -> builtins.list[KeyInfo]:
-        """Every key, oldest first: ids, names, roles and creation times; never secrets or hashes."""
-        keys = self._read()
-        infos = [KeyInfo(k, r.get("name", ""), r["role"], r.get("created", "")) for k, r in keys.items()]
-        return sorted(infos, key=lambda i: (i.created, i.key_id))
-
-    def public_table(self) -> dict[str, dict[str, str]]:
-        """``{key_id: {role, salt, hash, name}}``: what the router receives (``AuthTable.keys``)."""
-        return {
-            k: KeyRecord(k, r["role"], r["salt"], r["hash"], r.get("name", "")).public()
-            for k, r in self._read().items()
-        }
-
-    def _read(self) -> dict[str, dict[str, str]]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return {}
-        mode = self.path.stat().st_mode & 0o777
-        if mode & 0o077:
-            logger.warning("api key file readable by others path=%s mode=%o: chmod 600 it", self.path, mode)
-        try:
-            keys = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AuthError(
-                f"API key file {self.path} is not valid JSON ({exc}); restore it from a backup."
-            ) from None
-        if not isinstance(keys, dict) or not all(
-            isinstance(r, dict) and r.get("role") in _RANK and "salt" in r and "hash" in r
-            for r in keys.values()
-        ):
-            raise AuthError(
-                f"API key file {self.path} is not a raymlops key file "
-                "({key_id: {role, salt, hash, created, name}}); restore it from a backup."
-            )
-        return keys
-
-    def _write(self, keys: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # mkstemp creates the file 0600 before anything is written; replace() makes the swap atomic.
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(keys, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    @contextlib.contextmanager
-    def _locked(self, timeout_s: float = 30.0) -> Iterator[None]:
-        """Concurrent ``keys add`` / ``revoke`` take turns (read-modify-write of one file)."""
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_name(f".{self.path.name}.lock")
-        deadline = time.monotonic() + timeout_s
-        with open(os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)) as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise AuthError(
-                            f"{lock} was held for more than {timeout_s:.0f} s by another process."
-                        ) from None
-                    time.sleep(0.02)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def router_auth(enabled: bool, keys_file: str | Path, audit_log: str | Path | None = None) -> dict[str, Any]:
-    """``deploy(auth=...)`` from the ``serve.auth`` config: the key file's public table when enabled.
-
-    Raises:
-        ConfigError: Auth is enabled and the key file holds no key (every route but health would be
-            refused).
-    """
-    audit = {"audit_log": str(audit_log)} if audit_log else {}
-    if not enabled:
-        return {"enabled": False, "keys": {}} | audit
-    keys = KeyStore(keys_file).public_table()
-    if not keys:
-        raise ConfigError(
-            "serve.auth.keys_file",
-            f"{keys_file} holds no API key while serve.auth.enabled is true: {_HINT} "
-            "(with the job's overrides), or set serve.auth.enabled=false.",
-        )
-    return {"enabled": True, "keys": keys} | audit

@@ -19,7 +19,7 @@ import numpy as np
 from raymlops.errors import RequestError
 from raymlops.features.online.base import OnlineStore, entity_key
 from raymlops.features.online.lookup import FeatureLookup
-from raymlops.serving.onnx_model import ModelInputs, describe
+from raymlops.serving.model_inputs import ModelInputs, describe
 
 __all__ = ["with_features"]
 

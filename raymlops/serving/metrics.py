@@ -218,6 +218,22 @@ class ServingMetrics:
         for (model, version), weight in dict(self._weights).items():
             self._weight.set(weight, self._tag(model, version))
 
+    def start_gauge_refresh(self) -> None:
+        """A daemon thread re-setting the gauges every half report interval (see ``refresh_gauges``)."""
+        try:
+            import ray
+
+            interval_s = max(0.5, ray._config.metrics_report_interval_ms() / 2000)
+        except Exception:  # a private API: fall back to Ray's default 10 s interval
+            interval_s = 5.0
+
+        def refresh() -> None:
+            while True:
+                time.sleep(interval_s)
+                self.refresh_gauges()
+
+        threading.Thread(target=refresh, name="raymlops-gauges", daemon=True).start()
+
 
 class RollingStats:
     """The last ``window`` requests of one (model, version, route), plus totals since it was created.

@@ -22,7 +22,8 @@ import numpy as np
 from ray import serve
 
 from raymlops.serving.app_logging import LOGGING_CONFIG
-from raymlops.serving.onnx_model import LoadedModel, ModelInputs
+from raymlops.serving.model_inputs import ModelInputs
+from raymlops.serving.onnx_model import LoadedModel
 from raymlops.serving.spec import ModelSpec, node_local
 
 __all__ = ["ModelServer", "RemoteModel", "deployment_name", "remote_specs"]

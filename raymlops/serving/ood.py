@@ -29,7 +29,7 @@ from raymlops.errors import ConfigError, RequestError
 
 if TYPE_CHECKING:
     from raymlops.data.profile import Profile
-    from raymlops.serving.onnx_model import ModelInputs
+    from raymlops.serving.model_inputs import ModelInputs
 
 __all__ = ["OOD_ACTIONS", "OODCheck", "OODSettings", "input_profile"]
 

@@ -415,7 +415,7 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
     """``deploy()`` with every setting of the job's ``serve`` group (auth, prediction log included)."""
     from omegaconf import OmegaConf
 
-    from raymlops.serving.auth import router_auth
+    from raymlops.security.keys import router_auth
     from raymlops.serving.deploy import deploy
 
     serve_cfg = cfg.serve

@@ -26,14 +26,25 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from raymlops.errors import ConfigError
 
-if TYPE_CHECKING:
-    from raymlops.serving.spec import ModelSpec
+
+class Version(Protocol):
+    """What routing reads of a version (``ModelSpec`` is one): kept structural, so that the policy
+    needs nothing of the spec module, which builds on it."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def weight(self) -> float: ...
+
+
+V = TypeVar("V", bound=Version)
 
 __all__ = [
     "STICKY_SOURCES",
@@ -164,7 +175,7 @@ def _no_unknown(key: str, data: Mapping[str, Any], known: Sequence[str]) -> None
         raise ConfigError(f"{key}.{unknown[0]}", "is not a setting here.", known)
 
 
-def check_policy(name: str, policy: RoutePolicy, specs: Sequence[ModelSpec]) -> None:
+def check_policy(name: str, policy: RoutePolicy, specs: Sequence[Version]) -> None:
     """A policy must refer to versions that the name actually serves."""
     if policy.shadow is not None:
         versions = [s.version for s in specs]
@@ -177,7 +188,7 @@ def check_policy(name: str, policy: RoutePolicy, specs: Sequence[ModelSpec]) -> 
             )
 
 
-def parse_policies(raw: Any, models: Mapping[str, Sequence[ModelSpec]]) -> dict[str, RoutePolicy]:
+def parse_policies(raw: Any, models: Mapping[str, Sequence[Version]]) -> dict[str, RoutePolicy]:
     """``user_config["policies"]`` -> ``{name: RoutePolicy}``, checked against the served names."""
     if raw is None:
         return {}
@@ -202,9 +213,7 @@ def key_point(name: str, key: str) -> float:
     return int.from_bytes(digest, "big") / _HASH_SCALE
 
 
-def choose_version(
-    specs: Sequence[ModelSpec], rng: random.Random, *, key: str | None = None, name: str = ""
-) -> ModelSpec:
+def choose_version(specs: Sequence[V], rng: random.Random, *, key: str | None = None, name: str = "") -> V:
     """Pick the version that answers one request.
 
     Args:

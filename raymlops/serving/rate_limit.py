@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raymlops.errors import ConfigError
-from raymlops.serving.auth import _route_path
+from raymlops.serving.asgi import route_path
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -182,7 +182,7 @@ class RateLimitMiddleware:
         self._limiter: RateLimiter | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope).startswith(EXEMPT_PREFIX):
+        if scope["type"] != "http" or route_path(scope).startswith(EXEMPT_PREFIX):
             await self.app(scope, receive, send)
             return
         settings = self._settings()

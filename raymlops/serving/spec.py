@@ -20,9 +20,9 @@ from raymlops.errors import ConfigError
 from raymlops.features.online.base import OnlineStoreSettings
 from raymlops.features.online.lookup import FeatureLookup
 from raymlops.models.export import INPUT_KINDS
+from raymlops.security.keys import AuthTable
 from raymlops.security.names import safe_name
 from raymlops.security.pii import check_pii_settings
-from raymlops.serving.auth import AuthTable
 from raymlops.serving.ood import OODSettings, check_input_profile
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 from raymlops.serving.rate_limit import RateLimitSettings

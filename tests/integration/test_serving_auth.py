@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
+from raymlops.security.keys import KeyStore, parse_key, router_auth
 from raymlops.serving import ModelSpec, deploy
-from raymlops.serving.auth import KeyStore, parse_key, router_auth
 from tests.integration.test_serving import PRE, ROWS, WEIGHTS, direct_probabilities, free_port, model_graph
 
 pytestmark = [pytest.mark.usefixtures("ray_local")]

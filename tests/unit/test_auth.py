@@ -19,19 +19,12 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from raymlops.errors import AuthError, ConfigError
+from raymlops.security.keys import AuthTable, KeyStore, parse_key, router_auth, verify_key
+from raymlops.security.role_ranks import ROLES, role_allows
 from raymlops.serving import auth
-from raymlops.serving.auth import (
-    ROLES,
-    ROUTE_ROLES,
-    ApiKeyMiddleware,
-    AuthTable,
-    KeyStore,
-    has_role,
-    parse_key,
-    required_role,
-    router_auth,
-    verify_key,
-)
+from raymlops.serving.asgi import route_path
+from raymlops.serving.auth import ApiKeyMiddleware, required_role
+from raymlops.serving.protocols.registry import ROUTE_ROLES
 from raymlops.serving.spec import ModelSpec, build_user_config, parse_user_config
 
 
@@ -100,7 +93,7 @@ def test_roles_are_ordered() -> None:
     assert ROLES == ("viewer", "predictor", "data-scientist", "operator", "admin")
     for i, role in enumerate(ROLES):
         for j, needed in enumerate(ROLES):
-            assert has_role(role, needed) == (i >= j)
+            assert role_allows(role, needed) == (i >= j)
 
 
 def flat_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -127,7 +120,7 @@ def test_every_route_of_the_app_has_a_role() -> None:
 
     seen = set()
     for method, path in flat_routes(app.routes):
-        assert (method, path) in ROUTE_ROLES, f"{method} {path} has no role in auth.ROUTE_ROLES"
+        assert (method, path) in ROUTE_ROLES, f"{method} {path} has no role in protocols.registry.ROUTE_ROLES"
         concrete = re.sub(r"\{[^}]+\}", "x-1.0", path)
         assert required_role(method, concrete) == ROUTE_ROLES[(method, path)]
         seen.add((method, path))
@@ -304,7 +297,7 @@ def test_middleware_caches_verification_and_follows_the_table(
 
 
 def test_route_prefix_is_stripped_before_matching() -> None:
-    strip = auth._route_path
+    strip = route_path
     assert strip({"path": "/api/v1/models", "root_path": "/api"}) == "/v1/models"
     assert strip({"path": "/v1/models", "root_path": ""}) == "/v1/models"
     assert strip({"path": "/apix/v1/models", "root_path": "/api"}) == "/apix/v1/models"  # -> admin

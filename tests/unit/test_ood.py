@@ -11,9 +11,9 @@ import pytest
 
 from raymlops.data.profile import Profile
 from raymlops.errors import ConfigError, RequestError
-from raymlops.serving import oip
-from raymlops.serving.onnx_model import records_to_inputs
 from raymlops.serving.ood import OODCheck, OODSettings, check_input_profile, input_profile
+from raymlops.serving.protocols import oip_v2
+from raymlops.serving.protocols.v1 import records_to_inputs
 from raymlops.serving.spec import ModelSpec, build_user_config, parse_user_config
 
 COLUMNS = {"distance": "float", "hour": "float", "origin": "string"}
@@ -100,11 +100,11 @@ def test_v2_nan_is_missing_not_flagged(profile: Profile) -> None:
         ]
     }
     # NaN is not JSON: the request is written as a client with allow_nan would.
-    request = oip.parse_infer_request(json.dumps(body).encode())
-    inputs = oip.infer_inputs(request, COLUMNS, 100)
+    request = oip_v2.parse_infer_request(json.dumps(body).encode())
+    inputs = oip_v2.infer_inputs(request, COLUMNS, 100)
     flags = OODCheck(input_profile(profile, COLUMNS), 1.0).flags(inputs)
     assert flags == [[], ["distance"]]
-    parameters = oip.ood_parameters(flags)
+    parameters = oip_v2.ood_parameters(flags)
     # OIP allows only strings, numbers and booleans as parameter values.
     assert parameters == {"ood_rows": 1, "ood": '[[],["distance"]]'}
     assert json.loads(parameters["ood"]) == flags

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from raymlops.errors import ConfigError, RequestError
-from raymlops.serving import oip
 from raymlops.serving.metrics import (
     MAX_OBSERVED_ROWS,
     METRICS,
@@ -35,6 +34,7 @@ from raymlops.serving.policy import (
     sample_shadow,
     sticky_key_from_fields,
 )
+from raymlops.serving.protocols import oip_v2
 from raymlops.serving.spec import ModelSpec, build_user_config, parse_user_config
 
 COLUMNS = {"distance": "float", "hour": "float", "origin": "string"}
@@ -349,21 +349,21 @@ GOOD = [
 ]
 
 
-def parse(inputs: list[dict[str, Any]], **extra: Any) -> oip.InferRequest:
-    return oip.parse_infer_request(json.dumps({"inputs": inputs, **extra}).encode())
+def parse(inputs: list[dict[str, Any]], **extra: Any) -> oip_v2.InferRequest:
+    return oip_v2.parse_infer_request(json.dumps({"inputs": inputs, **extra}).encode())
 
 
 def test_infer_request_json_to_table() -> None:
     request = parse(GOOD, id="r1", parameters={"user_id": "u7"})
     assert request.id == "r1" and request.rows == 2
-    table = oip.infer_table(request, COLUMNS, max_rows=10)
+    table = oip_v2.infer_table(request, COLUMNS, max_rows=10)
     assert table.column_names == ["distance", "hour", "origin"]
     distance = table["distance"].to_pylist()
     assert distance[0] == 1400.0 and math.isnan(distance[1])  # null: a missing value, imputed
     assert table["hour"].to_pylist() == [7.0, 23.0] and table["origin"].to_pylist() == ["JFK", None]
-    assert oip.sticky_key(request, "user_id") == "u7"
-    assert oip.sticky_key(parse(GOOD), "origin") == "JFK"  # else the first element of that input
-    assert oip.sticky_key(parse(GOOD), "nope") is None
+    assert oip_v2.sticky_key(request, "user_id") == "u7"
+    assert oip_v2.sticky_key(parse(GOOD), "origin") == "JFK"  # else the first element of that input
+    assert oip_v2.sticky_key(parse(GOOD), "nope") is None
 
 
 def binary_body(inputs: list[tuple[str, str, np.ndarray | list[str]]]) -> tuple[bytes, str]:
@@ -395,23 +395,23 @@ def test_infer_request_binary_tensors() -> None:
             ("origin", "BYTES", ["JFK", "ÉWR"]),
         ]
     )
-    request = oip.parse_infer_request(body, length)
-    table = oip.infer_table(request, COLUMNS, max_rows=10)
+    request = oip_v2.parse_infer_request(body, length)
+    table = oip_v2.infer_table(request, COLUMNS, max_rows=10)
     assert table["hour"].to_pylist() == [7.0, 23.0] and table["origin"].to_pylist() == ["JFK", "ÉWR"]
     assert math.isnan(table["distance"][1].as_py())  # NaN is a missing value, imputed by the graph
     for bad_length, fragment in [("x", "must be an integer"), (str(len(body) + 1), "must be an integer")]:
         with pytest.raises(RequestError, match=fragment) as info:
-            oip.parse_infer_request(body, bad_length)
+            oip_v2.parse_infer_request(body, bad_length)
         assert info.value.status == 400
     with pytest.raises(RequestError, match="add up to") as info:
-        oip.parse_infer_request(body + b"\0", length)
+        oip_v2.parse_infer_request(body + b"\0", length)
     assert info.value.status == 400
     short, short_length = binary_body([("distance", "FP32", np.asarray([1.0], dtype="<f8"))])
     with pytest.raises(RequestError, match="do not make the 1 element"):
-        oip.parse_infer_request(short, short_length)
+        oip_v2.parse_infer_request(short, short_length)
     inf, inf_length = binary_body([("distance", "FP32", np.asarray([np.inf], dtype="<f4"))])
     with pytest.raises(RequestError, match="finite float32"):
-        oip.infer_table(oip.parse_infer_request(inf, inf_length), {"distance": "float"}, 10)
+        oip_v2.infer_table(oip_v2.parse_infer_request(inf, inf_length), {"distance": "float"}, 10)
 
 
 @pytest.mark.parametrize(
@@ -444,7 +444,7 @@ def test_infer_request_binary_tensors() -> None:
 )
 def test_bad_infer_requests(body: bytes, status: int, fragment: str) -> None:
     with pytest.raises(RequestError) as info:
-        oip.parse_infer_request(body)
+        oip_v2.parse_infer_request(body)
     assert info.value.status == status and fragment in info.value.message
 
 
@@ -471,28 +471,28 @@ def test_bad_tensors_for_the_model(index: int, change: dict[str, Any], fragment:
     inputs[index].update(change)
     body = json.dumps({"inputs": inputs}).encode()  # Python's json writes NaN / Infinity literals
     with pytest.raises(RequestError) as info:
-        oip.infer_table(oip.parse_infer_request(body), COLUMNS, max_rows=10)
+        oip_v2.infer_table(oip_v2.parse_infer_request(body), COLUMNS, max_rows=10)
     assert info.value.status == 422 and fragment in info.value.message
 
 
 def test_missing_inputs_and_row_limit() -> None:
     with pytest.raises(RequestError, match=r"missing input tensor\(s\) 'origin'; the model's inputs are"):
-        oip.infer_table(parse(GOOD[:2]), COLUMNS, max_rows=10)
+        oip_v2.infer_table(parse(GOOD[:2]), COLUMNS, max_rows=10)
     with pytest.raises(RequestError, match="2 exceeds the limit of 1"):
-        oip.infer_table(parse(GOOD), COLUMNS, max_rows=1)
+        oip_v2.infer_table(parse(GOOD), COLUMNS, max_rows=1)
 
 
 def test_metadata_and_response_shapes() -> None:
     specs = [spec("1", 0.1), ModelSpec("flights", "2", "/m.onnx", "3", {"x": "float"}, weight=0.9)]
-    metadata = oip.model_metadata("flights", specs)
+    metadata = oip_v2.model_metadata("flights", specs)
     assert metadata["versions"] == ["1", "2"] and metadata["platform"] == "onnx"
     assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}]  # the champion's
-    assert oip.model_metadata("flights", specs, specs[0])["inputs"][2] == {
+    assert oip_v2.model_metadata("flights", specs, specs[0])["inputs"][2] == {
         "name": "origin",
         "datatype": "BYTES",
         "shape": [-1, 1],
     }
-    answer = oip.infer_response("flights", "2", None, "pid", np.asarray([0.25, 0.5], dtype=np.float32))
+    answer = oip_v2.infer_response("flights", "2", None, "pid", np.asarray([0.25, 0.5], dtype=np.float32))
     assert answer == {
         "id": "pid",
         "model_name": "flights",
@@ -500,4 +500,4 @@ def test_metadata_and_response_shapes() -> None:
         "parameters": {"prediction_id": "pid"},
         "outputs": [{"name": "probability", "datatype": "FP32", "shape": [2], "data": [0.25, 0.5]}],
     }
-    assert oip.server_metadata("0.1.0")["name"] == "raymlops"
+    assert oip_v2.server_metadata("0.1.0")["name"] == "raymlops"

@@ -13,8 +13,9 @@ import pytest
 
 from raymlops.errors import ConfigError, RequestError
 from raymlops.models.export import onnx_feeds
-from raymlops.serving import oip
-from raymlops.serving.onnx_model import LoadedModel, parse_records, records_to_inputs, records_to_table
+from raymlops.serving.onnx_model import LoadedModel
+from raymlops.serving.protocols import oip_v2
+from raymlops.serving.protocols.v1 import parse_records, records_to_inputs, records_to_table
 from raymlops.serving.spec import ModelSpec, build_user_config, choose_version, parse_user_config
 
 COLUMNS = {"distance": "float", "hour": "float", "origin": "string"}
@@ -197,14 +198,14 @@ def test_infer_feeds_are_the_feeds_of_the_table() -> None:
             {"name": "origin", "datatype": "BYTES", "shape": [3], "data": ["JFK", None, "東京"]},
         ]
     }
-    request = oip.parse_infer_request(json.dumps(body).encode())
-    inputs = oip.infer_inputs(request, COLUMNS, max_rows=10)
-    assert_same_feeds(inputs.feeds(), onnx_feeds(oip.infer_table(request, COLUMNS, 10), COLUMNS))
+    request = oip_v2.parse_infer_request(json.dumps(body).encode())
+    inputs = oip_v2.infer_inputs(request, COLUMNS, max_rows=10)
+    assert_same_feeds(inputs.feeds(), onnx_feeds(oip_v2.infer_table(request, COLUMNS, 10), COLUMNS))
 
 
 @pytest.mark.parametrize(
     "parse",
-    [parse_records, oip.parse_infer_request],
+    [parse_records, oip_v2.parse_infer_request],
     ids=["predict", "infer"],
 )
 def test_a_json_integer_too_long_to_read_is_a_400(parse: Any) -> None:
@@ -226,24 +227,26 @@ def test_lone_surrogates_in_string_cells_are_a_422() -> None:
 
 def test_lone_surrogates_in_infer_requests_are_a_422() -> None:
     tensor = {"name": "origin", "datatype": "BYTES", "shape": [1], "data": ["\ud800"]}
-    request = oip.parse_infer_request(json.dumps({"inputs": [tensor]}).encode())
+    request = oip_v2.parse_infer_request(json.dumps({"inputs": [tensor]}).encode())
     with pytest.raises(RequestError) as info:
-        oip.infer_inputs(request, {"origin": "string"}, 10)
+        oip_v2.infer_inputs(request, {"origin": "string"}, 10)
     assert info.value.status == 422 and "(BYTES) element 0 must be valid Unicode text" in info.value.message
     # The id is echoed in the answer, whose JSON encoding would fail on it.
     with pytest.raises(RequestError) as info:
-        oip.parse_infer_request(json.dumps({"id": "\udfff", "inputs": [tensor]}).encode())
+        oip_v2.parse_infer_request(json.dumps({"id": "\udfff", "inputs": [tensor]}).encode())
     assert info.value.status == 422 and "'id' must be valid Unicode text" in info.value.message
 
 
 def test_a_sticky_key_that_cannot_be_hashed_is_a_422() -> None:
     # The sticky key is hashed as UTF-8 (policy.key_point): a lone surrogate was a 500.
     user = {"name": "user", "datatype": "BYTES", "shape": [1], "data": ["\ud800"]}
-    request = oip.parse_infer_request(json.dumps({"inputs": [user]}).encode())
+    request = oip_v2.parse_infer_request(json.dumps({"inputs": [user]}).encode())
     with pytest.raises(RequestError, match="the sticky key 'user' must be valid Unicode text"):
-        oip.sticky_key(request, "user")
-    request = oip.parse_infer_request(json.dumps({"inputs": [user], "parameters": {"user": "u7"}}).encode())
-    assert oip.sticky_key(request, "user") == "u7"
+        oip_v2.sticky_key(request, "user")
+    request = oip_v2.parse_infer_request(
+        json.dumps({"inputs": [user], "parameters": {"user": "u7"}}).encode()
+    )
+    assert oip_v2.sticky_key(request, "user") == "u7"
 
 
 class _Session:

@@ -16,6 +16,7 @@ from raymlops.config import compose
 from raymlops.errors import AuthError, PermissionDeniedError
 from raymlops.pipeline.runner import run_pipeline
 from raymlops.security.audit import read_audit, verify_chain
+from raymlops.security.keys import KeyStore
 from raymlops.security.roles import (
     ACTIONS,
     API_KEY_ENV,
@@ -27,7 +28,6 @@ from raymlops.security.roles import (
     authorize_job,
     routes_markdown,
 )
-from raymlops.serving.auth import KeyStore
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 

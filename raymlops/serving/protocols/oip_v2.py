@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2 (KServe / Triton HTTP/REST): request parsing and response shapes.
+"""Open Inference Protocol v2 (KServe / Triton HTTP/REST): the ``OipV2`` serving protocol, request
+parsing and response shapes.
 
 Pure functions, no Ray: the router's ``/v2`` endpoints call them. What a served model looks like in
 the protocol: one input tensor per raw column, ``FP32`` (numeric columns) or ``BYTES`` (string
@@ -26,20 +27,26 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
 
 from raymlops.errors import RequestError
-from raymlops.serving.onnx_model import FLOAT32_MAX, ModelInputs, check_text, describe
+from raymlops.serving.model_inputs import FLOAT32_MAX, ModelInputs, check_text, describe
 from raymlops.serving.policy import sticky_key_from_fields
-from raymlops.serving.spec import ModelSpec
+from raymlops.serving.protocols.base import OPEN, ServingProtocol
+from raymlops.serving.protocols.v1 import COLUMNS_SCHEMA
+
+if TYPE_CHECKING:
+    from raymlops.serving.spec import ModelSpec
 
 __all__ = [
     "HEADER_LENGTH",
+    "INFER_ANSWER",
     "INFER_REQUEST_SCHEMA",
     "InferRequest",
+    "OipV2",
     "Tensor",
     "infer_inputs",
     "infer_response",
@@ -111,6 +118,48 @@ INFER_REQUEST_SCHEMA = {
         "outputs": {
             "type": "array",
             "items": {"type": "object", "required": ["name"], "properties": {"name": {"const": OUTPUT_NAME}}},
+        },
+    },
+}
+
+INFER_ANSWER = {
+    "type": "object",
+    "required": ["id", "model_name", "model_version", "parameters", "outputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "required": ["prediction_id"],
+            "properties": {
+                "prediction_id": {"type": "string"},
+                "imputed": {"type": "array", "items": COLUMNS_SCHEMA},
+                "ood_rows": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Rows flagged out of distribution.",
+                },
+                "ood": {
+                    "type": "string",
+                    "description": "JSON array: per row, the columns outside the training profile.",
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "datatype", "shape", "data"],
+                "properties": {
+                    "name": {"const": OUTPUT_NAME},
+                    "datatype": {"const": "FP32"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "data": {"type": "array", "items": {"type": "number"}},
+                },
+            },
         },
     },
 }
@@ -448,3 +497,55 @@ def sticky_key(request: InferRequest, field: str) -> str | None:
         first = tensor.values[0]
         key = sticky_key_from_fields({field: first.item() if isinstance(first, np.generic) else first}, field)
     return None if key is None else check_text(key, f"the sticky key {field!r}")  # it is hashed as UTF-8
+
+
+class OipV2(ServingProtocol):
+    """Open Inference Protocol v2 ``infer``, with the protocol's health and metadata routes."""
+
+    name = "oip_v2"
+    routes = {
+        ("GET", "/v2/health/live"): OPEN,
+        ("GET", "/v2/health/ready"): OPEN,
+        ("GET", "/v2"): "viewer",
+        ("GET", "/v2/models/{name}"): "viewer",
+        ("GET", "/v2/models/{name}/ready"): "viewer",
+        ("GET", "/v2/models/{name}/versions/{version}"): "viewer",
+        ("GET", "/v2/models/{name}/versions/{version}/ready"): "viewer",
+        ("POST", "/v2/models/{name}/infer"): "predictor",
+        ("POST", "/v2/models/{name}/versions/{version}/infer"): "predictor",
+    }
+    request_schema = INFER_REQUEST_SCHEMA
+    request_example = {
+        "inputs": [{"name": "distance", "datatype": "FP32", "shape": [1, 1], "data": [1400.0]}]
+    }
+    answer_schema = INFER_ANSWER
+    body_description = (
+        "JSON; or, with an Inference-Header-Content-Length header, that many bytes of JSON "
+        "followed by the tensors' raw bytes (the binary tensor extension, which tritonclient uses)."
+    )
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> InferRequest:
+        return parse_infer_request(body, headers.get(HEADER_LENGTH))
+
+    def sticky_key(self, payload: InferRequest, field: str) -> str | None:
+        return sticky_key(payload, field)
+
+    def inputs(self, payload: InferRequest, spec: ModelSpec, max_rows: int) -> ModelInputs:
+        return infer_inputs(payload, spec.request_columns, max_rows)
+
+    def answer(
+        self,
+        name: str,
+        spec: ModelSpec,
+        prediction_id: str,
+        probabilities: np.ndarray,
+        payload: InferRequest,
+        imputed: list[list[str]] | None = None,
+        ood: list[list[str]] | None = None,
+    ) -> dict[str, Any]:
+        answer = infer_response(name, spec.version, payload.id, prediction_id, probabilities)
+        if imputed is not None:
+            answer["parameters"]["imputed"] = imputed
+        if ood is not None:
+            answer["parameters"].update(ood_parameters(ood))
+        return answer
