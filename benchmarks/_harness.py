@@ -3,6 +3,11 @@
 A benchmark runs our path and a baseline in one process tree, alternating after a warm-up, and prints
 one JSON object per ``Figure`` followed by a one-line human summary. Everything else a benchmark prints
 (Ray's logs, per-repeat samples) goes to stderr so that stdout stays machine-readable.
+
+Three sizes, one code path: the default (the figures the README reports), ``--quick`` (under 2 minutes
+on a 2-core machine; ``make bench``) and ``--smoke`` (seconds, tiny inputs, one repeat; ``make test``
+runs every benchmark at it so that none rots). At smoke size no target is judged: tiny inputs measure
+start-up, not the code, so ``emit`` prints every figure with ``target`` and ``meets`` null.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,11 +30,13 @@ import pyarrow as pa
 __all__ = [
     "FLIGHTS_ROWS",
     "FLIGHTS_SCHEMA",
+    "SMOKE_NOTE",
     "Figure",
     "PeakTreeRSS",
     "alternate",
     "emit",
     "flights_table",
+    "judging_targets",
     "log",
     "parser",
     "start_ray",
@@ -38,6 +45,11 @@ __all__ = [
     "timed",
     "tree_rss_bytes",
 ]
+
+SMOKE_NOTE = "smoke: not judged"
+# Set when ``--smoke`` is parsed (see ``parser``): one benchmark is one process, so one flag serves
+# every figure it prints.
+_smoke = False
 
 # A measured function may return its own seconds (e.g. one stage's time out of a whole pipeline run);
 # returning None means "time me with the wall clock".
@@ -150,13 +162,25 @@ def alternate(ours_fn: Measured, baseline_fn: Measured, repeats: int, warmup: in
     return statistics.median(ours), statistics.median(baseline)
 
 
+def judging_targets() -> bool:
+    """False after ``--smoke`` was parsed: figures are printed, targets are not judged."""
+    return not _smoke
+
+
+def _as_judged(figure: Figure) -> Figure:
+    return figure if judging_targets() else replace(figure, target=None)
+
+
 def emit(figure: Figure) -> None:
-    print(figure.to_json(), flush=True)
+    """Print the figure's JSON line (at smoke size without its target, so ``meets`` is null)."""
+    print(_as_judged(figure).to_json(), flush=True)
 
 
 def summary(figures: Iterable[Figure], note: str = "") -> str:
     """Print and return one human line: each compared figure as ``metric ours vs baseline unit (ratio)``."""
-    figures = list(figures)
+    figures = [_as_judged(f) for f in figures]
+    if not judging_targets():
+        note = f"{note}; {SMOKE_NOTE}" if note else SMOKE_NOTE
     parts = []
     for f in figures:
         if f.baseline is None:
@@ -173,13 +197,29 @@ def summary(figures: Iterable[Figure], note: str = "") -> str:
     return line
 
 
+class _Parser(argparse.ArgumentParser):
+    """Parsing ``--smoke`` turns target judging off for this process (``emit``, ``summary``)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        global _smoke
+        parsed, extras = super().parse_known_args(args, namespace)
+        _smoke = bool(parsed.smoke)
+        return parsed, extras
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     """The options every benchmark takes; a benchmark may add its own."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument(
+    p = _Parser(description=description)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
         "--quick",
         action="store_true",
         help="smaller sizes, same code path: under 2 minutes on a 2-core machine",
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, one repeat, same code path: seconds; prints every figure, judges no target",
     )
     p.add_argument(
         "--rows",

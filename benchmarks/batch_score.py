@@ -54,8 +54,8 @@ def write_parts(rows: int) -> Path:
     return folder
 
 
-def train_model(path: Path) -> dict[str, str]:
-    """Fit preprocessing + XGBoost on 100k synthetic flights, export the ONNX graph; return its inputs."""
+def train_model(path: Path, rows: int = 100_000) -> dict[str, str]:
+    """Fit preprocessing + XGBoost on ``rows`` synthetic flights, export the ONNX graph; return its inputs."""
     import xgboost
 
     from raymlops.data.stats import table_stats
@@ -63,7 +63,7 @@ def train_model(path: Path) -> dict[str, str]:
     from raymlops.models.export import export_pipeline
     from raymlops.models.xgboost_model import XGBoostModel
 
-    table = synthetic_flights(100_000, seed=1234)
+    table = synthetic_flights(rows, seed=1234)
     table = table.filter(pc.is_valid(table["arr_delay"]))
     pre = fit_preprocessor(
         table_stats(table, [*NUMERIC, *CATEGORICAL]),
@@ -97,7 +97,7 @@ def ours(folder: Path, model: Path, columns: dict[str, str], out: Path) -> int:
     import pyarrow.dataset as pads
 
     from raymlops.data.arrow_read import read_arrow_dataset
-    from raymlops.serving.batch import score_to_parquet
+    from raymlops.serving.batch_scorers import score_to_parquet
 
     shutil.rmtree(out, ignore_errors=True)
     files = sorted(str(p) for p in folder.glob("*.parquet"))
@@ -135,10 +135,10 @@ def _sorted_probabilities(out: Path) -> np.ndarray:
     return np.sort(pq.read_table(out, columns=["probability"])["probability"].to_numpy())
 
 
-def run_size(rows: int, repeats: int, warmup: int, work: Path) -> Figure:
+def run_size(rows: int, repeats: int, warmup: int, work: Path, model_rows: int = 100_000) -> Figure:
     folder = write_parts(rows)
     model = work / "model.onnx"
-    columns = train_model(model)
+    columns = train_model(model, model_rows)
     ours_out, base_out = work / "ours", work / "baseline"
     # Same rows, same scores (row order differs: parts finish in any order).
     assert ours(folder, model, columns, ours_out) == rows
@@ -165,14 +165,14 @@ def run_size(rows: int, repeats: int, warmup: int, work: Path) -> Figure:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    rows = args.rows or (1_000_000 if args.quick else 10_000_000)
-    repeats = args.repeats or (3 if rows <= 2_000_000 else 2)
+    rows = args.rows or (20_000 if args.smoke else 1_000_000 if args.quick else 10_000_000)
+    repeats = args.repeats or (1 if args.smoke else 3 if rows <= 2_000_000 else 2)
     warmup = args.warmup if args.warmup is not None else 0  # the agreement check above warms both up
     start_ray_at_nice_0()
     work = Path(tempfile.mkdtemp(prefix="raymlops-bench-batch-"))
     try:
         log(f"size {rows:,} rows; repeats={repeats} warmup={warmup}")
-        figure = run_size(rows, repeats, warmup, work)
+        figure = run_size(rows, repeats, warmup, work, model_rows=5_000 if args.smoke else 100_000)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     emit(figure)

@@ -2,8 +2,8 @@
 
 Data: a reference of 1M rows and a current window of 100k rows, 20 numeric features (14 continuous of
 several shapes, 6 integer-valued with at most 24 distinct values), 5 of them shifted in the window
-(``--quick``: 200k x 20k). Categorical features are left out: numpy has no vectorised value counts of
-strings to compare with.
+(``--quick``: 200k x 20k; ``--smoke``: 50k x 5k, one run). Categorical features are left out: numpy
+has no vectorised value counts of strings to compare with.
 
 Ours: exactly what :func:`raymlops.monitoring.monitor.run_monitor` runs on a window that it reads in one
 process (below ``monitor.ray_data_min_bytes``): ``window_partials`` over the window in the prediction
@@ -189,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--current-rows", type=int, default=None, help="window rows (default: reference / 10)")
     args = p.parse_args(argv)
-    ref_rows = args.rows or (200_000 if args.quick else 1_000_000)
+    ref_rows = args.rows or (50_000 if args.smoke else 200_000 if args.quick else 1_000_000)
     cur_rows = args.current_rows or ref_rows // 10
-    repeats = args.repeats or (3 if args.quick else 5)
-    warmup = args.warmup if args.warmup is not None else 1
+    repeats = args.repeats or (1 if args.smoke else 3 if args.quick else 5)
+    warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
     log(f"reference {ref_rows:,} x current {cur_rows:,} rows x {FEATURES} features; repeats={repeats}")
     reference_columns = columns(ref_rows, seed=1, shifted=False)
     current_columns = columns(cur_rows, seed=2, shifted=True)

@@ -7,8 +7,8 @@ read, label + drop null labels, time split, ``table_stats`` on train, ``fit_prep
 the three splits, a numpy permutation of train. The baseline's time includes reading the parquet file
 (tens of ms at full size); ours starts from the ingest stage's materialized dataset.
 
-Sizes: the whole flights table; ``--quick`` a seeded 25% sample of it; ``--rows N`` N rows (synthetic
-beyond the real table's 336,776).
+Sizes: the whole flights table; ``--quick`` a seeded 25% sample of it; ``--smoke`` 20,000 of its rows,
+one run per side; ``--rows N`` N rows (synthetic beyond the real table's 336,776).
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ def baseline_features(path: Path, cfg: Any, seed: int) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    rows = args.rows if args.rows is not None else (FLIGHTS_ROWS // 4 if args.quick else None)
-    repeats = args.repeats or (3 if args.quick else 5)
-    warmup = args.warmup if args.warmup is not None else 1
+    default = 20_000 if args.smoke else FLIGHTS_ROWS // 4 if args.quick else None
+    rows = args.rows if args.rows is not None else default
+    repeats = args.repeats or (1 if args.smoke else 3 if args.quick else 5)
+    warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
     table, described = flights_table(rows, seed=0)
     num_rows = table.num_rows
     log(f"input: {described}; repeats={repeats} warmup={warmup}")

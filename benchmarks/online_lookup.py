@@ -34,7 +34,9 @@ TYPES = ["Fixed wing multi engine", "Fixed wing single engine", "Rotorcraft"]
 MAKERS = ["BOEING", "AIRBUS", "EMBRAER", "BOMBARDIER INC", "MCDONNELL DOUGLAS"]
 
 
-def sizes(quick: bool, repeats: int | None) -> dict[str, int]:
+def sizes(quick: bool, repeats: int | None, smoke: bool = False) -> dict[str, int]:
+    if smoke:
+        return {"entities": 2_000, "lookups": repeats or 200, "warmup": 20}
     return {
         "entities": 20_000 if quick else 200_000,
         "lookups": repeats or (2_000 if quick else 20_000),
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from raymlops.features.online import TS_FIELD, open_online_store
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    size = sizes(args.quick, args.repeats)
+    size = sizes(args.quick, args.repeats, args.smoke)
     rows = make_rows(size["entities"])
     table = {(VIEW, key): {**features, TS_FIELD: ts} for key, ts, features in rows}
 

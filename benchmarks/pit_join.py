@@ -154,8 +154,9 @@ def _label(rows: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    sizes = [args.rows] if args.rows else ([200_000] if args.quick else [1_000_000, 10_000_000])
-    repeats = args.repeats or (3 if max(sizes) <= 2_000_000 else 2)
+    default = [20_000] if args.smoke else [200_000] if args.quick else [1_000_000, 10_000_000]
+    sizes = [args.rows] if args.rows else default
+    repeats = args.repeats or (1 if args.smoke else 3 if max(sizes) <= 2_000_000 else 2)
     warmup = args.warmup if args.warmup is not None else 0  # the agreement check warms both up
     start_ray_at_nice_0()
     figures = []

@@ -29,7 +29,9 @@ from pathlib import Path
 from _harness import emit, log, parser, start_ray, summary
 from router import (
     MODEL,
+    MODEL_ROWS,
     PREDICT_PATH,
+    SMOKE_MODEL_ROWS,
     Side,
     check_answers,
     compare,
@@ -50,13 +52,22 @@ FLUSH_INTERVAL_S = 0.5
 LOG_WAIT_S = 30.0
 
 
-def sizes(quick: bool, repeats: int | None) -> dict[str, int]:
+def sizes(quick: bool, repeats: int | None, smoke: bool = False) -> dict[str, int]:
+    if smoke:
+        return {
+            "rounds": repeats or 1,
+            "latency_requests": 20,
+            "throughput_requests": 32,
+            "warmup_requests": 16,
+            "model_rows": SMOKE_MODEL_ROWS,
+        }
     # A 5% p50 budget is a fraction of a millisecond: more c=1 samples than ``router`` takes.
     return {
         "rounds": repeats or (4 if quick else 8),
         "latency_requests": 200 if quick else 500,
         "throughput_requests": 200 if quick else 1000,
         "warmup_requests": 100 if quick else 300,
+        "model_rows": MODEL_ROWS,
     }
 
 
@@ -86,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     from raymlops.serving import ModelSpec, deploy
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    size = sizes(args.quick, args.repeats)
+    size = sizes(args.quick, args.repeats, args.smoke)
     started = time.monotonic()
     start_ray()
     log(f"ray started in {time.monotonic() - started:.1f} s")
-    path = train_models([VERSION])[VERSION]
+    path = train_models([VERSION], size["model_rows"])[VERSION]
     columns = input_columns()
     bodies = request_bodies(1000)
     port = free_port()

@@ -60,13 +60,15 @@ THROUGHPUT_TARGET = 0.90
 HANDLE_THROUGHPUT_TARGET = 0.70
 ADDED_P50_BUDGET_MS = 1.0
 PREDICT_PATH = f"/v1/models/{MODEL}/predict"
+MODEL_ROWS = 30_000
+SMOKE_MODEL_ROWS = 3_000  # trains in a second; the serving path is the same
 _CACHE = Path(tempfile.gettempdir()) / "raymlops-bench-router"
 
 
 # ------------------------------------------------------------------------------------------ model
 
 
-def train_models(versions: Sequence[str], rows: int = 30_000) -> dict[str, Path]:
+def train_models(versions: Sequence[str], rows: int = MODEL_ROWS) -> dict[str, Path]:
     """One XGBoost flights model per version (same preprocessing, another seed), exported to ONNX.
 
     Cached between runs (and shared with ``serve_vs_raw``): training takes 10-30 s on 2 busy cores.
@@ -330,12 +332,22 @@ def figures(
     return out
 
 
-def sizes(quick: bool, repeats: int | None) -> dict[str, int]:
+def sizes(quick: bool, repeats: int | None, smoke: bool = False) -> dict[str, int]:
+    """Requests per round, rounds, and the rows the models are trained on (smoke: a tiny model)."""
+    if smoke:
+        return {
+            "rounds": repeats or 1,
+            "latency_requests": 20,
+            "throughput_requests": 32,
+            "warmup_requests": 16,
+            "model_rows": SMOKE_MODEL_ROWS,
+        }
     return {
         "rounds": repeats or (2 if quick else 5),
         "latency_requests": 100 if quick else 500,
         "throughput_requests": 200 if quick else 1500,
         "warmup_requests": 100 if quick else 300,
+        "model_rows": MODEL_ROWS,
     }
 
 
@@ -373,11 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     from raymlops.serving.app import LOGGING_CONFIG
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    size = sizes(args.quick, args.repeats)
+    size = sizes(args.quick, args.repeats, args.smoke)
     started = time.monotonic()
     start_ray()
     log(f"ray started in {time.monotonic() - started:.1f} s")
-    paths = train_models(list(VERSION_WEIGHTS))
+    paths = train_models(list(VERSION_WEIGHTS), size["model_rows"])
     columns = input_columns()
     bodies = request_bodies(1000)
     port = free_port()

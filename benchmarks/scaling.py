@@ -13,6 +13,8 @@ one node's seconds / the cluster's (higher is better); target >= 0.85. Per-stage
 time goes.
 
 ``--quick``: a 10% sample, one epoch, the AUC gate at 0.5, one timed run per side, no warm-up.
+``--smoke``: as ``--quick`` with a 3% sample and no AUC gate (the same seeded table, the same two Ray
+set-ups: what the figures need, at the smallest size that still passes validation's 1,000-row floor).
 """
 
 from __future__ import annotations
@@ -33,7 +35,20 @@ STAGES = ["ingest", "validate", "features", "train", "evaluate", "export", "regi
 OBJECT_STORE = 300 * 1024**2  # per node on the cluster side; start_ray gives the single node its default
 
 
-def _child(mode: str, state: str, table: str, quick: bool) -> None:
+def _size_overrides(size: str) -> list[str]:
+    """The pipeline overrides of ``size`` (full | quick | smoke)."""
+    if size == "smoke":
+        return ["data.sample_fraction=0.03", "model.epochs=1", "evaluate.gates=['test/auc>=0']"]
+    if size == "quick":
+        return ["data.sample_fraction=0.1", "model.epochs=1", "evaluate.gates=['test/auc>=0.5']"]
+    return []
+
+
+def _size(args: argparse.Namespace) -> str:
+    return "smoke" if args.smoke else "quick" if args.quick else "full"
+
+
+def _child(mode: str, state: str, table: str, size: str) -> None:
     """One pipeline run on a fresh Ray (``mode``: single | cluster); prints its timings as JSON."""
     import os
 
@@ -73,9 +88,7 @@ def _child(mode: str, state: str, table: str, quick: bool) -> None:
         f"stages=[{','.join(STAGES)}]",
         "ray.progress_bars=false",
     ]
-    if quick:
-        overrides += ["data.sample_fraction=0.1", "model.epochs=1", "evaluate.gates=['test/auc>=0.5']"]
-    cfg = compose(overrides)
+    cfg = compose(overrides + _size_overrides(size))
     started = time.perf_counter()
     ctx, _ = run_pipeline(cfg)
     total = time.perf_counter() - started
@@ -89,11 +102,11 @@ def _child(mode: str, state: str, table: str, quick: bool) -> None:
         cluster.shutdown()
 
 
-def _run(mode: str, table: str, quick: bool) -> dict:
+def _run(mode: str, table: str, size: str) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"scaling-{mode}-") as state:
         args = [sys.executable, __file__, "--child", mode, "--state", state, "--table", table]
         done = subprocess.run(
-            args + (["--quick"] if quick else []), capture_output=True, text=True, timeout=1800
+            args + ([] if size == "full" else [f"--{size}"]), capture_output=True, text=True, timeout=1800
         )
     if done.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{done.stderr[-4000:]}")
@@ -108,11 +121,12 @@ def main() -> None:
     p.add_argument("--state", help=argparse.SUPPRESS)
     p.add_argument("--table", help=argparse.SUPPRESS)
     args = p.parse_args()
+    size = _size(args)
     if args.child:
-        _child(args.child, args.state, args.table, args.quick)
+        _child(args.child, args.state, args.table, size)
         return
-    repeats = args.repeats or (1 if args.quick else 3)
-    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
+    repeats = args.repeats or (3 if size == "full" else 1)
+    warmup = args.warmup if args.warmup is not None else (1 if size == "full" else 0)
     with tempfile.TemporaryDirectory(prefix="scaling-data-") as data:
         table = str(Path(data) / "flights")
         log("seeding the Delta table (untimed)")
@@ -121,12 +135,12 @@ def main() -> None:
         subprocess.run(seed, check=True, capture_output=True, timeout=900)
         for index in range(warmup):
             log(f"warm-up {index + 1}/{warmup}")
-            _run("cluster", table, args.quick)
-            _run("single", table, args.quick)
+            _run("cluster", table, size)
+            _run("single", table, size)
         cluster, single = [], []
         for _ in range(repeats):  # alternating, as the harness does
-            cluster.append(_run("cluster", table, args.quick))
-            single.append(_run("single", table, args.quick))
+            cluster.append(_run("cluster", table, size))
+            single.append(_run("single", table, size))
     figures = [
         Figure(
             NAME,

@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.raw_server:
         raw_server(int(args.raw_server[0]), args.raw_server[1])
         return 0
-    size = sizes(args.quick, args.repeats)
+    size = sizes(args.quick, args.repeats, args.smoke)
     started = time.monotonic()
     start_ray()
     log(f"ray started in {time.monotonic() - started:.1f} s")
-    path = train_models(["1"])["1"]
+    path = train_models(["1"], size["model_rows"])["1"]
     columns = input_columns()
     bodies = request_bodies(1000)
     serve_port, raw_port = free_port(), free_port()
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             check_answers(side.name, load, bodies, sessions, columns)
         log(f"warm-up done, answers agree; {size}")
         compare(
-            ours,
-            baseline,
+            (ours, baseline),
             bodies,
             rounds=size["rounds"],
             latency_requests=size["latency_requests"],

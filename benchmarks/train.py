@@ -110,8 +110,8 @@ def baseline(rows: int, epochs: int, blocks: int = 8) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    rows = args.rows or (200_000 if args.quick else 1_000_000)
-    epochs = 3 if args.quick else 4
+    rows = args.rows or (20_000 if args.smoke else 200_000 if args.quick else 1_000_000)
+    epochs = 2 if args.smoke else 3 if args.quick else 4  # the steady figure needs an epoch after the first
     start_ray()
     log(f"{rows:,} rows x {FEATURES} features, {epochs} epochs, batch {BATCH}")
     datasets = ray_datasets(rows)

@@ -18,7 +18,8 @@ start-up (a controller and worker actors, seconds to a minute on 2 busy cores) i
 Figures: the search's wall time (target: ours at least 1.5x faster) and the best validation loss each
 side found (no target; TPE's first 10 trials are seeded random draws, so up to 10 trials both sides try
 the same points, after that ours proposes with less feedback because 2 trials are always in flight).
-Sizes: 24 trials x 4 epochs on 200,000 rows; ``--quick``: 10 trials x 3 epochs on 150,000 rows. A trial
+Sizes: 24 trials x 4 epochs on 200,000 rows; ``--quick``: 10 trials x 3 epochs on 150,000 rows;
+``--smoke``: 2 trials x 1 epoch on 2,000 rows. A trial
 must train for seconds for two at a time to pay for Tune's own start-up and bookkeeping.
 """
 
@@ -163,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=None, help="trials per search (default 24, --quick 10)")
     args = p.parse_args(argv)
-    trials = args.trials or (10 if args.quick else 24)
-    epochs = 3 if args.quick else 4
-    rows = args.rows or (150_000 if args.quick else 200_000)
+    trials = args.trials or (2 if args.smoke else 10 if args.quick else 24)
+    epochs = 1 if args.smoke else 3 if args.quick else 4
+    rows = args.rows or (2_000 if args.smoke else 150_000 if args.quick else 200_000)
     repeats = args.repeats or 1
     data = make_data(rows)
     log(f"input: {rows:,} synthetic rows x {FEATURES} features; {trials} trials x {epochs} epochs")

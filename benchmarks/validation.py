@@ -11,7 +11,8 @@ Memory: the peak resident memory of our whole process tree (driver, raylet, work
 the just-started, idle Ray, during one run, against the in-memory Arrow size of the data (target: under
 2.5x); the baseline's is its one process above its level before the run.
 
-Sizes: 1M and 10M synthetic flights (``--quick``: 1M only; ``--rows N``: N only).
+Sizes: 1M and 10M synthetic flights (``--quick``: 1M only; ``--smoke``: 20k, one run; ``--rows N``: N
+only).
 """
 
 from __future__ import annotations
@@ -153,9 +154,10 @@ def run_size(rows: int, repeats: int, warmup: int, rules: dict[str, Any], idle_r
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    sizes = [args.rows] if args.rows else ([1_000_000] if args.quick else [1_000_000, 10_000_000])
-    repeats = args.repeats or 3
-    warmup = args.warmup if args.warmup is not None else 1
+    default = [20_000] if args.smoke else [1_000_000] if args.quick else [1_000_000, 10_000_000]
+    sizes = [args.rows] if args.rows else default
+    repeats = args.repeats or (1 if args.smoke else 3)
+    warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
     start_ray()
     idle_ray = tree_rss_bytes()
     rules = _rules()
