@@ -60,7 +60,7 @@ def authorize_command(security: Any, args: argparse.Namespace, default_target: s
     why = f"python -m raymlops {name}"
     if name == "serve keys add" and security.get("enabled"):
         from raymlops.security.audit import current_user
-        from raymlops.serving.auth import KeyStore
+        from raymlops.security.keys import KeyStore
 
         if not KeyStore(security["keys_file"]).list():
             why = "bootstrap: the key file holds no key yet"

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from raymlops.serving.auth import ROLES, KeyStore
+from raymlops.security.keys import KeyStore
+from raymlops.security.role_ranks import ROLES
 
 __all__ = ["add_keys_commands", "run_keys_command"]
 
