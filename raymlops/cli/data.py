@@ -119,12 +119,16 @@ def run_data_command(args: argparse.Namespace) -> int:
 
 
 def _erase(cfg: Any, entity: str) -> int:
+    from raymlops.cli.console import progress_bar
     from raymlops.data.erase import erase_entity, parse_entity
     from raymlops.security.pii import PIIPolicy
 
     policy = PIIPolicy.from_config(cfg)
     key, value = parse_entity(entity, policy)
-    result = erase_entity(cfg.monitor.log_root, policy, key, value, audit_log=cfg.security.audit_log)
+    with progress_bar("erase") as progress:
+        result = erase_entity(
+            cfg.monitor.log_root, policy, key, value, audit_log=cfg.security.audit_log, progress=progress
+        )
     print("\n".join([*result.lines(), f"recorded in {cfg.security.audit_log} (data.erase)"]))
     return 0
 

@@ -49,7 +49,10 @@ def run_security_command(args: argparse.Namespace) -> int:
         enc = cfg.security.encryption
         keyring = Keyring.from_settings(enc.kek_file, str(enc.kek_env))
         roots = _roots(cfg) if not args.path else [Path(p) for p in args.path]
-        counts = rotate_tree(roots, keyring)
+        from raymlops.cli.console import progress_bar
+
+        with progress_bar("rotate-kek") as progress:
+            counts = rotate_tree(roots, keyring, progress=progress)
         from raymlops.security.audit import audit_event
 
         audit_event(

@@ -53,13 +53,15 @@ def _locations(cfg) -> dict[str, str]:  # cfg: DictConfig
 
 
 def run_state_command(args: argparse.Namespace) -> int:
+    from raymlops.cli.console import progress_bar
     from raymlops.config import compose
     from raymlops.state.backup import backup_state
     from raymlops.state.restore import restore_state
 
     cfg = compose(list(args.overrides))
     if args.command == "backup":
-        result = backup_state(cfg.state_dir, args.archive, locations=_locations(cfg))
+        with progress_bar("backup") as progress:
+            result = backup_state(cfg.state_dir, args.archive, locations=_locations(cfg), progress=progress)
         tables = ", ".join(f"{t}@{v}" for t, v in sorted(result.delta_versions.items())) or "none"
         print(f"archive   {result.archive}")
         print(f"sha256    {result.sha256}")
@@ -71,9 +73,15 @@ def run_state_command(args: argparse.Namespace) -> int:
         for key, where in sorted(result.outside.items()):
             print(f"NOT IN THE ARCHIVE  {key} = {where} (outside state_dir: back it up by its own means)")
         return 0
-    result2 = restore_state(
-        args.archive, cfg.state_dir, force=args.force, sha256=args.sha256, audit_log=cfg.security.audit_log
-    )
+    with progress_bar("restore") as progress:
+        result2 = restore_state(
+            args.archive,
+            cfg.state_dir,
+            force=args.force,
+            sha256=args.sha256,
+            audit_log=cfg.security.audit_log,
+            progress=progress,
+        )
     print(f"restored  {result2.files} files ({result2.bytes / 1e6:.1f} MB) into {result2.target}")
     print(f"from      {result2.from_root}; {result2.rewritten} registry value(s) now name the new root")
     if result2.moved_aside is not None:

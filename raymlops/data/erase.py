@@ -19,6 +19,7 @@ value's HMAC, never the value itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,7 @@ def erase_entity(
     audit_log: str | os.PathLike[str] | None = None,
     who: str | None = None,
     keyring: Any = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> ErasureResult:
     """Remove the prediction rows whose ``key`` is ``value`` and the feedback of their prediction ids.
 
@@ -162,6 +164,7 @@ def erase_entity(
         audit_log: The security audit log the erasure is recorded in.
         keyring: Decrypts (and re-encrypts) parts encrypted at rest; default: the process's, the
             environment's or the cluster's (``raymlops.security.crypto.keyring_for``).
+        progress: Called with (files read, files in the log) after each prediction or feedback file.
     """
     import pyarrow.compute as pc
 
@@ -178,7 +181,11 @@ def erase_entity(
     files: dict[str, int] = {}
     erased_ids: set[str] = {value} if key == PREDICTION_ID else set()
     prediction_rows = 0
-    for path in _files(root / PREDICTIONS_DIR):
+    parts, feedback_parts = _files(root / PREDICTIONS_DIR), _files(root / FEEDBACK_DIR)
+    total = len(parts) + len(feedback_parts)
+    for done, path in enumerate(parts, 1):
+        if progress is not None:
+            progress(done, total)
         table, used = _read(path, keyring)
         mask = _match(table, column, wanted)
         if mask is None:
@@ -194,7 +201,9 @@ def erase_entity(
     feedback_rows = 0
     if erased_ids:
         ids = pa.array(sorted(erased_ids), pa.string())
-        for path in _files(root / FEEDBACK_DIR):
+        for done, path in enumerate(feedback_parts, len(parts) + 1):
+            if progress is not None:
+                progress(done, total)
             table, used = _read(path, keyring)
             mask = pc.is_in(table[PREDICTION_ID], value_set=ids)
             hits = int(pc.sum(mask).as_py() or 0)

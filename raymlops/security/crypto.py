@@ -47,7 +47,7 @@ import secrets
 import stat
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -366,9 +366,14 @@ def rewrap(path: str | os.PathLike[str], keyring: Keyring) -> bool:
     return True
 
 
-def rotate_tree(roots: Iterable[str | os.PathLike[str]], keyring: Keyring) -> dict[str, int]:
+def rotate_tree(
+    roots: Iterable[str | os.PathLike[str]],
+    keyring: Keyring,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> dict[str, int]:
     """:func:`rewrap` every encrypted file under ``roots``; counts of files ``rewrapped``, ``current``
-    (already under the current KEK) and ``plaintext`` (of which only the first 8 bytes are read)."""
+    (already under the current KEK) and ``plaintext`` (of which only the first 8 bytes are read).
+    ``progress`` is called with (files looked at, None) after each file."""
     counts = {"rewrapped": 0, "current": 0, "plaintext": 0}
     for root in roots:
         root = Path(root)
@@ -382,6 +387,8 @@ def rotate_tree(roots: Iterable[str | os.PathLike[str]], keyring: Keyring) -> di
                 counts["rewrapped"] += 1
             else:
                 counts["current"] += 1
+            if progress is not None:
+                progress(sum(counts.values()), None)
     return counts
 
 

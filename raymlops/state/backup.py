@@ -40,7 +40,7 @@ import sqlite3
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -266,6 +266,7 @@ def backup_state(
     archive: str | os.PathLike[str],
     *,
     locations: Mapping[str, str] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> BackupResult:
     """Archive the state root ``state_dir`` into ``archive`` (see the module docstring).
 
@@ -276,6 +277,7 @@ def backup_state(
         locations: Configured places (config key -> path or URI) the state lives in; those outside
             ``state_dir`` (an S3 artifact root, an MLflow server) are not in the archive: they are
             listed in its manifest and in the result, to be backed up by their own means.
+        progress: Called with (files archived, None) after each file (the total is not known ahead).
 
     Raises:
         ConfigError: ``state_dir`` is not a folder, or ``archive`` exists or lies inside it.
@@ -323,6 +325,8 @@ def backup_state(
                     sqlite.append(rel)
                 if kind == "delta":
                     delta_versions[extra["table"]] = extra["version"]
+                if progress is not None:
+                    progress(len(manifest_files), None)
             outside = _outside(root, locations or {})
             manifest = {
                 "format": FORMAT,

@@ -32,7 +32,7 @@ import sqlite3
 import tarfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,13 @@ def _member_path(name: str, archive: Path) -> str:
     return rel
 
 
-def _extract(tar: tarfile.TarFile, manifest: Mapping[str, Any], staging: Path, archive: Path) -> int:
+def _extract(
+    tar: tarfile.TarFile,
+    manifest: Mapping[str, Any],
+    staging: Path,
+    archive: Path,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> int:
     """Every member into ``staging``, each checked against the manifest; the bytes written."""
     expected: dict[str, dict[str, Any]] = manifest["files"]
     seen: set[str] = set()
@@ -129,6 +135,8 @@ def _extract(tar: tarfile.TarFile, manifest: Mapping[str, Any], staging: Path, a
             )
         os.utime(path, (member.mtime, member.mtime))
         total += size
+        if progress is not None:
+            progress(len(seen), len(expected))
     missing = sorted(set(expected) - seen)
     if missing:
         raise IntegrityError(
@@ -187,6 +195,7 @@ def restore_state(
     force: bool = False,
     sha256: str | None = None,
     audit_log: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> RestoreResult:
     """Restore ``archive`` into the state root ``target`` (see the module docstring).
 
@@ -197,6 +206,7 @@ def restore_state(
         sha256: The archive's digest as the backup printed it; checked before anything is read.
         audit_log: The security audit log (``security.audit_log`` of the target's config): the
             restore, and any refusal, is recorded there.
+        progress: Called with (files checked and written, files in the archive) after each file.
 
     Raises:
         ConfigError: The archive does not exist, or the target is not empty and ``force`` is not set.
@@ -234,7 +244,7 @@ def restore_state(
     try:
         with tarfile.open(source, "r:*") as tar:
             manifest = read_manifest(tar, source)
-            total = _extract(tar, manifest, staging, source)
+            total = _extract(tar, manifest, staging, source, progress)
         old_root = str(manifest["state_dir"])
         rewritten = 0
         if old_root != str(root):

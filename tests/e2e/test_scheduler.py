@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_script
+import raymlops.cli.scheduler as scheduler_module
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +53,9 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 def test_scheduler_checks_then_starts_a_retrain_on_new_data_and_stops_it_on_sigterm(tmp_path: Path) -> None:
     """No data, no model: every check says why nothing is due. Then a Delta table appears under data.ref:
-    the next check fires ``new_data`` and starts ``jobs/retrain.py``, which evaluates the triggers itself
-    and starts training; SIGTERM stops the scheduler, which interrupts the retrain and waits for it."""
+    the next check fires ``new_data`` and starts ``python -m raymlops retrain``, which evaluates the
+    triggers itself and starts training; SIGTERM stops the scheduler, which interrupts the retrain and
+    waits for it."""
     from raymlops.data.delta import DeltaBackend
     from raymlops.data.sources import load_source
     from raymlops.loop.months import month_rows, sample_month
@@ -84,7 +85,7 @@ def test_scheduler_checks_then_starts_a_retrain_on_new_data_and_stops_it_on_sigt
     assert "fired new_data (no champion has a data version yet; data is delta:" in started
     child = int(started.rsplit("(pid ", 1)[1].split(")")[0])
     assert "trigger new_data: FIRED" in text  # the child evaluated the triggers itself
-    assert "stopping the running retrain" in text and "retrain.py: interrupted" in text, text[-4000:]
+    assert "stopping the running retrain" in text and "raymlops: interrupted" in text, text[-4000:]
     assert f"retrain pid {child} exited 130" in text, text[-4000:]
     assert code == 0 and "scheduler stopped after" in text
     with pytest.raises(ProcessLookupError):  # the scheduler waited for its child: it is gone
@@ -139,10 +140,9 @@ time.sleep(60)
 def test_a_retrain_that_misses_the_interrupt_is_interrupted_again_then_killed(
     script: str, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = load_script("jobs/scheduler.py", "scheduler_job")
-    monkeypatch.setattr(module, "CHILD_REINTERRUPT_S", 0.5)
-    monkeypatch.setattr(module, "CHILD_GRACE_S", 2.0)
-    scheduler = module.Scheduler(cfg=None, overrides=[])
+    monkeypatch.setattr(scheduler_module, "CHILD_REINTERRUPT_S", 0.5)
+    monkeypatch.setattr(scheduler_module, "CHILD_GRACE_S", 2.0)
+    scheduler = scheduler_module.Scheduler(cfg=None, overrides=[])
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     assert child.stdout.readline() == "running\n"  # its handler is in place
