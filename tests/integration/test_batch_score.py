@@ -22,7 +22,8 @@ from raymlops.config import compose
 from raymlops.errors import ConfigError
 from raymlops.registry.mlflow_registry import ModelRegistry
 from raymlops.registry.model_ref import parse_model_ref
-from raymlops.serving.batch import METADATA_FILE, batch_score, score_dataset
+from raymlops.serving.batch import METADATA_FILE, batch_score
+from raymlops.serving.batch_scorers import score_dataset
 from tests.conftest import load_script
 from tests.integration.test_serving import PRE, WEIGHTS, direct_probabilities, model_graph
 

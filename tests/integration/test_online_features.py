@@ -239,7 +239,7 @@ def _requests(world: World, lookup: FeatureLookup) -> list[dict[str, Any]]:
 def test_predictions_from_entity_keys_equal_batch_predictions(world: World, served: Served) -> None:
     import ray.data
 
-    from raymlops.serving.batch import score_dataset
+    from raymlops.serving.batch_scorers import score_dataset
 
     batch = score_dataset(
         ray.data.from_arrow(world.joined), served.onnx_path, PRE.input_columns, concurrency=1, num_cpus=0.25
