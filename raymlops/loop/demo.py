@@ -25,25 +25,11 @@ import numpy as np
 from raymlops.loop.months import MONTH_NAMES, month_rows, month_split, publish_month, sample_month
 from raymlops.loop.timeline import Timeline
 
-__all__ = ["retrain_stages", "run_loop"]
+__all__ = ["run_loop"]
 
 logger = logging.getLogger(__name__)
 
 FLUSH_WAIT_S = 2.5  # the router writes its prediction and feedback logs every 2 s
-
-
-def retrain_stages(cfg: Any) -> list[str]:
-    """``loop.retrain_stages``, or the job's training stages without explain (SHAP is not needed to decide
-    a rollout); ``loop_fault`` after export when ``loop.fault`` asks for a broken candidate."""
-    from raymlops.loop.retrain import NOT_RETRAINED
-
-    if cfg.loop.retrain_stages:
-        stages = list(cfg.loop.retrain_stages)
-    else:
-        stages = [s for s in cfg.stages if s not in (*NOT_RETRAINED, "explain", "loop_fault")]
-    if str(cfg.loop.fault.value) != "none" and "loop_fault" not in stages:
-        stages.insert(stages.index("export") + 1, "loop_fault")
-    return stages
 
 
 def _monitor_line(report: Any, version: str) -> tuple[str, dict[str, Any]]:
@@ -101,8 +87,11 @@ def _champion(registry: Any, model: str, alias: str) -> str:
     return str(holder.version)
 
 
-def run_loop(ctx: Any, state: Any) -> dict[str, Any]:
-    """Replay ``loop.replay_months`` against the deployed model; print the timeline; return key figures."""
+def run_loop(ctx: Any, state: Any, retrain_stages: list[str]) -> dict[str, Any]:
+    """Replay ``loop.replay_months`` against the deployed model; print the timeline; return key figures.
+
+    ``retrain_stages``: what a triggered retrain runs (see :func:`raymlops.loop.stages.retrain_stages`).
+    """
     from raymlops.data.sources import load_source
     from raymlops.loop.replay import Replayer
     from raymlops.loop.retrain import run_retrain
@@ -141,7 +130,6 @@ def run_loop(ctx: Any, state: Any) -> dict[str, Any]:
         f"({state.require('ingest').data_version}, sample {cfg.data.sample_fraction:g}): {split} AUC "
         f"{metrics[f'{split}/auc']:.3f}, accuracy {metrics[f'{split}/accuracy']:.3f}; deployed",
     )
-    stages = retrain_stages(cfg)
 
     def rolling_out() -> bool:  # a candidate joined the app: the rollout needs traffic to judge it
         return len(served_versions(str(cfg.serve.app_name), model) or {}) > 1
@@ -177,7 +165,9 @@ def run_loop(ctx: Any, state: Any) -> dict[str, Any]:
         original = _offline_metrics(registry, model, first, sample, label)
         accuracy.append({"month": name, "version": champion, **numbers, "original": original})
         with replayer.background(sample, busy=rolling_out) as background:
-            outcome = run_retrain(cfg, report=report, overrides={**month_split(month), "stages": stages})
+            outcome = run_retrain(
+                cfg, report=report, overrides={**month_split(month), "stages": retrain_stages}
+            )
         _record_outcome(timeline, name, outcome, background)
         if outcome.status != "skipped":
             outcomes.append(f"{name}: v{outcome.version} {outcome.status}")

@@ -43,12 +43,9 @@ from raymlops.monitoring.triggers import (
     last_retrain,
 )
 
-__all__ = ["NOT_RETRAINED", "RetrainOutcome", "cooldown_reason", "retrain_config", "run_retrain"]
+__all__ = ["RetrainOutcome", "cooldown_reason", "retrain_config", "run_retrain"]
 
 logger = logging.getLogger(__name__)
-
-# Stages that are not part of training a model: a retrain never runs them.
-NOT_RETRAINED = ("monitor", "loop_seed", "loop")
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,8 @@ class _Auditor:
         self, action: str, why: str, details: Mapping[str, Any], when: float | None = None, **fields: Any
     ) -> None:
         """``when``: unix time of the decision when it was made before this call (default: now)."""
-        from raymlops.registry.governance import AuditRecord, current_user
+        from raymlops.registry.governance import AuditRecord
+        from raymlops.security.audit import current_user
 
         logger.info("audit %s %s: %s", action, self.model, why)
         at = dt.datetime.fromtimestamp(when, dt.UTC) if when is not None else dt.datetime.now(dt.UTC)
@@ -212,9 +210,12 @@ def retrain_config(cfg: Any, champion: str | None, live: bool, overrides: Mappin
     """The retrain's own copy of the job config (see the module docstring)."""
     from omegaconf import OmegaConf
 
+    from raymlops.pipeline.stage_registry import stage_class
+
     rcfg = copy.deepcopy(cfg)
     rcfg.run_name = f"{cfg.run_name}-retrain"
-    rcfg.stages = [s for s in cfg.stages if s not in NOT_RETRAINED]
+    # Stages that watch or drive models (monitor, the loop demo's) declare in_retrain = False.
+    rcfg.stages = [s for s in cfg.stages if stage_class(s).in_retrain]
     rcfg.registry.parent_version = champion
     rcfg.serve.strategy = "rollout"
     if live:

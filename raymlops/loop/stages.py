@@ -1,4 +1,5 @@
-"""The flights_loop demo's stages, named in ``configs/experiment/flights_loop*.yaml``:
+"""The flights_loop demo's stages, named by class path in ``configs/experiment/flights_loop*.yaml``
+(``raymlops.loop.stages:LoopSeedStage`` ...), not registered among the production stages:
 
 - ``loop_seed`` (first): the demo's own Delta table (``loop.table``) holding ``loop.train_months`` only;
 - ``loop_fault`` (after export, in retrains of ``flights_loop_broken``): a candidate with shifted predictions;
@@ -7,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState
@@ -14,6 +17,7 @@ from raymlops.pipeline.state import PipelineState
 
 class LoopSeedStage(Stage):
     name = "loop_seed"
+    in_retrain = False  # a retrain reads the table as it is by then
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         from raymlops.data.refs import parse_ref
@@ -52,9 +56,26 @@ class LoopFaultStage(Stage):
 
 class LoopStage(Stage):
     name = "loop"
+    in_retrain = False
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         from raymlops.loop.demo import run_loop
 
-        ctx.record(self.name, **run_loop(ctx, state))
+        ctx.record(self.name, **run_loop(ctx, state, retrain_stages(ctx.cfg)))
         return state
+
+
+def retrain_stages(cfg: Any) -> list[str]:
+    """``loop.retrain_stages``, or the job's training stages without explain (SHAP is not needed to decide
+    a rollout); ``loop_fault`` after export when ``loop.fault`` asks for a broken candidate."""
+    from raymlops.pipeline.stage_registry import class_path, stage_class, stage_name
+
+    if cfg.loop.retrain_stages:
+        stages = [str(s) for s in cfg.loop.retrain_stages]
+    else:
+        skipped = ("explain", LoopFaultStage.name)
+        stages = [str(s) for s in cfg.stages if stage_class(s).in_retrain and stage_name(s) not in skipped]
+    names = [stage_name(s) for s in stages]
+    if str(cfg.loop.fault.value) != "none" and LoopFaultStage.name not in names:
+        stages.insert(names.index("export") + 1, class_path(LoopFaultStage))
+    return stages

@@ -1,8 +1,11 @@
-"""The pipeline runner: stages named in config, run in order, each one's output handed on."""
+"""The pipeline runner: stages named in config, run in order, each one's output handed on.
+
+A stage is named by its registered name (:data:`raymlops.config.stages.STAGES`) or its class path
+(:mod:`raymlops.pipeline.stage_registry`).
+"""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
@@ -10,44 +13,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from raymlops.errors import ConfigError
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.ray_session import connect_ray
-from raymlops.pipeline.stage import Stage
+from raymlops.pipeline.stage_registry import stages_from_config
 from raymlops.pipeline.state import PipelineState
 from raymlops.security.roles import authorize_job
 
-__all__ = ["STAGES", "run_pipeline"]
+__all__ = ["run_pipeline"]
 
 logger = logging.getLogger(__name__)
-
-# Stage name -> class path, imported lazily so that --help and config checks stay fast.
-STAGES = {
-    "ingest": "raymlops.stages.ingest:IngestStage",
-    "validate": "raymlops.stages.validate:ValidateStage",
-    "features": "raymlops.stages.features:FeaturesStage",
-    "train": "raymlops.stages.train:TrainStage",
-    "tune": "raymlops.stages.tune:TuneStage",  # replaces train when the job has +tune=<option>
-    "evaluate": "raymlops.stages.evaluate:EvaluateStage",
-    "export": "raymlops.stages.export:ExportStage",
-    "explain": "raymlops.stages.explain:ExplainStage",
-    "register": "raymlops.stages.register:RegisterStage",
-    "deploy": "raymlops.stages.deploy:DeployStage",
-    # Not in the default list; named in `stages=[...]` or an experiment's list:
-    "monitor": "raymlops.stages.monitor:MonitorStage",  # the monitor's figures for the deployed version
-    "loop_seed": "raymlops.loop.stages:LoopSeedStage",  # flights_loop: seed the early months' table
-    "loop_fault": "raymlops.loop.stages:LoopFaultStage",  # flights_loop_broken: a faulty export
-    "loop": "raymlops.loop.stages:LoopStage",  # flights_loop: replay later months, retrain on triggers
-}
-OPTIONAL_STAGES = ("tune", "monitor", "loop_seed", "loop_fault", "loop")
-
-
-def _stage(name: str) -> Stage:
-    if name not in STAGES:
-        raise ConfigError(f"stages.{name}", "is not a stage.", STAGES)
-    module, cls = STAGES[name].split(":")
-    stage: Stage = getattr(importlib.import_module(module), cls)()
-    return stage
 
 
 def run_pipeline(
@@ -61,7 +35,7 @@ def run_pipeline(
     names = list(cfg.stages)
     if cfg.tune is not None:  # +tune=<option>: the best trial of a search is the trained model
         names = ["tune" if name == "train" else name for name in names]
-    stages = [_stage(name) for name in names]
+    stages = stages_from_config(names)
     if not cfg.serve.enabled:
         stages = [s for s in stages if s.name != "deploy"]
     # Every action of the job checked against the caller's role before anything runs (and audited).

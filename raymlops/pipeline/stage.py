@@ -24,6 +24,9 @@ class Stage(abc.ABC):
     """
 
     name: ClassVar[str]
+    # False for a stage that watches or drives models rather than makes one (monitor, the closed-loop
+    # demo's seed and replay): a retrain (raymlops.loop.retrain) runs the job's stages without it.
+    in_retrain: ClassVar[bool] = True
 
     @final
     def run(self, ctx: RunContext, state: PipelineState) -> PipelineState:

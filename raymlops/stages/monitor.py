@@ -52,6 +52,7 @@ def key_figures(report: Any, version: str) -> dict[str, Any]:
 
 class MonitorStage(Stage):
     name = "monitor"
+    in_retrain = False
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         from raymlops.monitoring.monitor import run_monitor, write_outputs
