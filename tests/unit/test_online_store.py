@@ -1,4 +1,6 @@
-"""Online stores on a real SQLite file and a real redis-server: the same contract for both."""
+"""What is particular to each online store, on a real SQLite file and a real redis-server: one query or
+round trip per lookup, outages, the Redis password, entity keys, settings. The contract every store
+keeps is checked by tests/conformance/test_online_stores.py."""
 
 from __future__ import annotations
 
@@ -10,8 +12,6 @@ import pytest
 from raymlops.errors import ConfigError, OnlineStoreError
 from raymlops.features.online import (
     TS_FIELD,
-    MaterializationState,
-    OnlineStore,
     OnlineStoreSettings,
     entity_key,
     open_online_store,
@@ -24,63 +24,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
-    if request.param == "sqlite":
-        settings = {"kind": "sqlite", "path": str(tmp_path / "sub" / "online.db")}
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        settings = {"kind": "redis", "url": server.url, "key_prefix": f"t-{tmp_path.name}"}
-    opened = open_online_store(settings)
-    yield opened
-    opened.close()
-
-
-def test_write_then_lookup_many_views_at_once(store: OnlineStore) -> None:
-    store.write(
-        "weather", [("JFK", 10, {"temp": 40.5, "wind": None}), ("LGA", 11, {"temp": 38.0, "wind": 7})]
-    )
-    store.write("planes", [("N14228", 5, {"year": 1999, "type": "Fixed wing"})])
-    found = store.lookup({"weather": ["LGA", "SFO", None, "JFK", "LGA"], "planes": ["N14228", "N0"]})
-    assert found["weather"] == [
-        {"temp": 38.0, "wind": 7, TS_FIELD: 11},
-        None,
-        None,
-        {"temp": 40.5, "wind": None, TS_FIELD: 10},
-        {"temp": 38.0, "wind": 7, TS_FIELD: 11},
-    ]
-    assert found["planes"] == [{"year": 1999, "type": "Fixed wing", TS_FIELD: 5}, None]
-    assert store.lookup({"weather": []}) == {"weather": []}
-    assert (store.count("weather"), store.count("planes"), store.count("nothing")) == (2, 1, 0)
-
-
-def test_newer_row_wins_whatever_the_write_order(store: OnlineStore) -> None:
-    store.write("weather", [("JFK", 20, {"temp": 2.0})])
-    store.write("weather", [("JFK", 10, {"temp": 1.0})])  # late, older: ignored
-    assert store.lookup({"weather": ["JFK"]})["weather"][0] == {"temp": 2.0, TS_FIELD: 20}
-    store.write("weather", [("JFK", 30, {"temp": 3.0})])
-    assert store.lookup({"weather": ["JFK"]})["weather"][0] == {"temp": 3.0, TS_FIELD: 30}
-
-
-def test_expire_state_and_clear(store: OnlineStore) -> None:
-    store.write("weather", [(f"A{i}", i, {"temp": float(i)}) for i in range(2500)])  # several write chunks
-    assert store.count("weather") == 2500
-    assert store.expire("weather", 2000) == 2000
-    assert store.count("weather") == 500
-    assert store.lookup({"weather": ["A1999", "A2000"]})["weather"] == [
-        None,
-        {"temp": 2000.0, TS_FIELD: 2000},
-    ]
-    assert store.get_state("weather") is None
-    state = MaterializationState(
-        "weather", "delta:/w@3", "2013-06-01T00:00:00+00:00", 2499, 500, 2500, 2000, True, "now"
-    )
-    store.put_state(state)
-    assert store.get_state("weather") == state
-    store.clear("weather")
-    assert (store.count("weather"), store.get_state("weather")) == (0, None)
 
 
 def test_sqlite_lookup_is_one_query(tmp_path: Path) -> None:
