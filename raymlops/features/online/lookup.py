@@ -19,9 +19,7 @@ from raymlops.errors import ConfigError
 if TYPE_CHECKING:
     from raymlops.features.views import FeatureView
 
-__all__ = ["FEATURE_LOOKUP_TAG", "FeatureLookup", "ViewLookup", "lookup_for_config", "lookup_for_views"]
-
-FEATURE_LOOKUP_TAG = "raymlops.feature_lookup"  # registry tag: FeatureLookup.to_json()
+__all__ = ["FeatureLookup", "ViewLookup", "lookup_for_config", "lookup_for_views"]
 
 
 @dataclass(frozen=True)
