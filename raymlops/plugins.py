@@ -1,6 +1,6 @@
 """Plug-in points kept as data: per kind, a name -> ``module:Class`` map, with a dotted-path fallback.
 
-A shipped implementation is found by its short name in its kind's map (e.g. ``raymlops.data.backends.
+A shipped implementation is found by its short name in its kind's map (e.g. ``raymlops.data.versioning.
 BACKENDS``); a name that is not in the map may itself be a dotted path ``package.module:Class``, so a
 user's own implementation is named in config without editing the package. Modules are imported only
 when a name is resolved, so listing a kind costs nothing.

@@ -2,7 +2,7 @@
 
 ``<scheme>:<location>``: ``delta:<path>[@<version>]`` (embedded default), ``lakefs://<repo>/<ref>/<path>``
 (branch, tag or commit), ``files:<path>[@sha256:<digest>]`` or a bare parquet/CSV path; the schemes are
-the backends of ``raymlops.data.backends.BACKENDS``. A backend outside the package is named by its dotted
+the backends of ``raymlops.data.versioning.BACKENDS``. A backend outside the package is named by its dotted
 path in place of the scheme: ``my_pkg.backends:ParquetFolder:/data/flights``. ``str(DataVersion)`` is
 itself a reference, so a recorded version can be pasted back into config to read exactly the same rows.
 """
@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from raymlops.data.backends import BACKENDS, BARE_PATH_BACKEND, backend_class
-from raymlops.data.versioning import DataBackend, DataVersion
+from raymlops.data.versioning import BACKENDS, BARE_PATH_BACKEND, DataBackend, DataVersion, backend_class
 from raymlops.errors import ConfigError
 from raymlops.plugins import DOTTED_PATH
 from raymlops.security.names import check_ref_path

@@ -9,24 +9,42 @@ rows; every run and registered model records ``str(version)``, which parses back
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
+from raymlops.errors import ConfigError
+from raymlops.plugins import resolve_plugin
+
 if TYPE_CHECKING:
     import ray.data
 
 __all__ = [
+    "BACKENDS",
+    "BARE_PATH_BACKEND",
     "Candidate",
     "CommitInfo",
     "DataBackend",
     "DataVersion",
     "SeedableBackend",
     "VersionDiff",
+    "backend_class",
     "diff_schemas",
     "version_diff",
 ]
+
+
+# The data backends, kept as data: a reference's scheme -> the class that reads it (``module:Class``). A
+# scheme that is not listed may be a backend's own dotted path, so a backend written outside the package
+# is named in config without editing it: ``data.ref=my_pkg.backends:ParquetFolder:/data/flights``.
+BACKENDS: dict[str, str] = {
+    "delta": "raymlops.data.delta:DeltaBackend",  # the embedded default: versions are Delta commits
+    "lakefs": "raymlops.data.lakefs_backend:LakeFSBackend",  # versions are lakeFS commits
+    "files": "raymlops.data.files_backend:FilesBackend",  # read-only; versions are content digests
+}
+BARE_PATH_BACKEND = "files"  # a reference without a scheme is a path of parquet/CSV files
 
 
 @dataclass(frozen=True)
@@ -43,9 +61,6 @@ class DataVersion:
     version: str  # delta: version number; lakefs: commit id; files: content digest
 
     def __str__(self) -> str:
-        from raymlops.data.backends import backend_class
-        from raymlops.errors import ConfigError
-
         try:
             return backend_class(self.backend).format_version(self)
         except ConfigError:  # a backend this process cannot import: still a readable reference
@@ -121,7 +136,7 @@ class DataBackend(abc.ABC):
     defaults below, which refuse every write with a ConfigError that names the fix.
 
     The class-level half is the backend's reference grammar: ``name`` is the scheme of its references
-    (a key of ``raymlops.data.backends.BACKENDS``; a backend outside the package leaves it unset and
+    (a key of ``raymlops.data.versioning.BACKENDS``; a backend outside the package leaves it unset and
     is named by its dotted path ``package.module:Class``); ``parse_location`` reads what follows
     ``<name>:``, ``format_version`` writes a version back as a reference that parses to it again.
     """
@@ -185,8 +200,6 @@ class DataBackend(abc.ABC):
     # -- writing (read-only backends keep these defaults)
 
     def _read_only(self, action: str) -> Exception:
-        from raymlops.errors import ConfigError
-
         return ConfigError(
             "data.ref",
             f"cannot {action} {self.name} data: it keeps no history. "
@@ -227,3 +240,17 @@ class SeedableBackend(DataBackend):
     @abc.abstractmethod
     def create(self, table: pa.Table, message: str) -> DataVersion:
         """Write ``table`` as the first version of data that does not exist yet."""
+
+
+@functools.lru_cache(maxsize=64)
+def backend_class(name: str, key: str = "data.ref") -> type[DataBackend]:
+    """The backend class ``name`` stands for: a scheme of :data:`BACKENDS`, else a ``module:Class`` path.
+
+    Raises:
+        ConfigError: Neither, or the class is not a ``DataBackend``.
+    """
+    found = resolve_plugin(name, BACKENDS, "data backend", key)
+    if not (isinstance(found, type) and issubclass(found, DataBackend)):
+        where = f"{DataBackend.__module__}.DataBackend"
+        raise ConfigError(key, f"{name!r} is {found!r}, not a subclass of {where}.")
+    return found

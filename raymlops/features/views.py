@@ -287,9 +287,8 @@ def load_views(
 
 def _source_schema(view: FeatureView) -> pa.Schema:
     """The source's schema without writing anything: the existing data's, else the raw source's."""
-    from raymlops.data.backends import backend_class
     from raymlops.data.refs import open_backend, parse_ref
-    from raymlops.data.versioning import SeedableBackend
+    from raymlops.data.versioning import SeedableBackend, backend_class
 
     key = f"features.views.{view.name}.source.ref"
     parsed = parse_ref(view.source.ref, key)
