@@ -124,12 +124,9 @@ def compose_config(overrides: list[str]) -> Any:  # -> DictConfig
 def run_batch_score_command(args: argparse.Namespace) -> int:
     """Score, once the role (``batch.score``) is checked: after the keys, which the overrides hold."""
     keys, overrides = command_keys(args)
-    options = {
-        "threshold": _threshold(keys["threshold"]),
-        "keep_columns": [c.strip() for c in keys["keep"].split(",") if c.strip()] or None,
-        "overwrite": _flag("overwrite", keys["overwrite"]),
-        "use_gpu": _flag("use_gpu", keys["use_gpu"]),
-    }
+    threshold = _threshold(keys["threshold"])
+    keep_columns = [c.strip() for c in keys["keep"].split(",") if c.strip()] or None
+    overwrite, use_gpu = _flag("overwrite", keys["overwrite"]), _flag("use_gpu", keys["use_gpu"])
     had_ray = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     cfg = compose_config(overrides)
     from raymlops.security.roles import authorize
@@ -137,7 +134,16 @@ def run_batch_score_command(args: argparse.Namespace) -> int:
 
     authorize(cfg.security, "batch.score", str(keys["model"]), why=f"{keys['input']} -> {keys['output']}")
 
-    result = batch_score(keys["model"], keys["input"], keys["output"], cfg, **options)
+    result = batch_score(
+        keys["model"],
+        keys["input"],
+        keys["output"],
+        cfg,
+        threshold=threshold,
+        keep_columns=keep_columns,
+        overwrite=overwrite,
+        use_gpu=use_gpu,
+    )
     if not had_ray:  # an embedded Ray this call started: flush its workers' logs before the summary
         import ray
 
