@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -121,8 +122,39 @@ def test_timed_uses_the_wall_clock_unless_the_function_reports_seconds() -> None
 
 def test_parser_has_the_common_options() -> None:
     args = h.parser("x").parse_args(["--quick", "--rows", "1000"])
-    assert args.quick is True and args.rows == 1000 and args.repeats is None
+    assert args.quick is True and args.smoke is False and args.rows == 1000 and args.repeats is None
     assert h.parser("x").parse_args([]).quick is False
+    with pytest.raises(SystemExit):  # one size at a time
+        h.parser("x").parse_args(["--quick", "--smoke"])
+
+
+@pytest.fixture
+def smoke() -> Iterator[None]:
+    """This process parsed ``--smoke`` (as a benchmark run at smoke size does); judging again after."""
+    assert h.parser("x").parse_args(["--smoke"]).smoke is True
+    yield
+    h.parser("x").parse_args([])
+    assert h.judging_targets()
+
+
+def test_smoke_size_prints_every_figure_without_judging_a_target(
+    smoke: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not h.judging_targets()
+    missed = h.Figure("b", "rps", ours=50.0, baseline=100.0, unit="req/s", higher_is_better=True, target=0.9)
+    h.emit(missed)
+    record = json.loads(capsys.readouterr().out)
+    assert record["ratio"] == 0.5 and record["target"] is None and record["meets"] is None
+    line = h.summary([missed], note="context")
+    assert "MISSES" not in line and f"; context; {h.SMOKE_NOTE} [" in line
+
+
+def test_a_size_other_than_smoke_judges_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    h.parser("x").parse_args(["--quick"])
+    missed = h.Figure("b", "rps", ours=50.0, baseline=100.0, unit="req/s", higher_is_better=True, target=0.9)
+    h.emit(missed)
+    assert json.loads(capsys.readouterr().out)["meets"] is False
+    assert "MISSES target 0.9" in h.summary([missed]) and h.SMOKE_NOTE not in h.summary([missed])
 
 
 def test_synthetic_flights_has_the_flights_schema_and_plausible_values() -> None:
