@@ -55,8 +55,8 @@ class GlobalExplainer(Protocol):
     input column and row, additive in its ``output_space``.
     """
 
-    method: ClassVar[str]  # "tree", ...
-    output_space: ClassVar[str]  # "log_odds" | "probability"
+    method: str  # "tree", ...
+    output_space: str  # "log_odds" | "probability"
 
     def explain(self, table: Any) -> Any: ...
 
