@@ -174,7 +174,7 @@ def run_baseline(cfg: Any, work: Path, phases: dict[str, float]) -> dict[str, An
 
     from raymlops.models.torch_mlp import build_mlp
 
-    p = OmegaConf.to_container(cfg, resolve=True)
+    p = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # the data config holds enums (PII)
     assert isinstance(p, dict)
     data, feats, model_cfg, scaling = p["data"], p["features"], p["model"], p["trainer"]["scaling"]
     clock = time.perf_counter()
