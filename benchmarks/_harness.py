@@ -5,9 +5,10 @@ one JSON object per ``Figure`` followed by a one-line human summary. Everything 
 (Ray's logs, per-repeat samples) goes to stderr so that stdout stays machine-readable.
 
 Three sizes, one code path: the default (the figures the README reports), ``--quick`` (under 2 minutes
-on a 2-core machine; ``make bench``) and ``--smoke`` (seconds, tiny inputs, one repeat; ``make test``
-runs every benchmark at it so that none rots). At smoke size no target is judged: tiny inputs measure
-start-up, not the code, so ``emit`` prints every figure with ``target`` and ``meets`` null.
+on a 2-core machine; ``make bench``) and ``--smoke`` (tiny inputs, one run per side: what is left is
+mostly the start-up of Ray, Serve, Train or Tune; ``make test`` runs every benchmark at it so that none
+rots). At smoke size no target is judged: tiny inputs measure start-up, not the code, so ``emit`` prints
+every figure with ``target`` and ``meets`` null.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     size.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny sizes, one repeat, same code path: seconds; prints every figure, judges no target",
+        help="tiny sizes, one run per side, same code path: prints every figure, judges no target",
     )
     p.add_argument(
         "--rows",
