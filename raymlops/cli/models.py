@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from raymlops.registry.governance import ALIASES, UNCHANGED
+from raymlops.registry.tags import DATA_VERSION_TAG, DEPLOYED_TAG, GATES_TAG, GIT_SHA_TAG
 
 __all__ = ["add_models_commands", "run_models_command"]
 
@@ -83,7 +84,7 @@ def run_models_command(args: argparse.Namespace) -> int:
     elif command == "versions":
         for v in registry.versions(args.name):
             held = f"  [{','.join(v.aliases)}]" if v.aliases else ""
-            data, git = v.tags.get("raymlops.data_version", "?"), v.tags.get("raymlops.git_sha", "?")
+            data, git = v.tags.get(DATA_VERSION_TAG, "?"), v.tags.get(GIT_SHA_TAG, "?")
             print(f"{v.name} v{v.version}  run={v.run_id}  {v.lifecycle}{held}  data={data}  git={git}")
     elif command == "show":
         _print(_show(registry, args.name, args.version), args.json)
@@ -128,12 +129,12 @@ def _show(registry: Any, name: str, ref: str) -> dict[str, Any]:
         "model": f"{version.name} v{version.version}",
         "lifecycle": version.lifecycle,
         "aliases": ", ".join(version.aliases) or "-",
-        "gates": version.tags.get("raymlops.gates", "?"),
+        "gates": version.tags.get(GATES_TAG, "?"),
         "metrics": metrics,
-        "data_version": version.tags.get("raymlops.data_version", "?"),
-        "git_sha": version.tags.get("raymlops.git_sha", "?"),
+        "data_version": version.tags.get(DATA_VERSION_TAG, "?"),
+        "git_sha": version.tags.get(GIT_SHA_TAG, "?"),
         "run_id": version.run_id,
-        "deployed_in": version.tags.get("raymlops.deployed_apps", "") or "-",
+        "deployed_in": version.tags.get(DEPLOYED_TAG, "") or "-",
         "model_card": f"{version.source}/model_card.html",
     }
 

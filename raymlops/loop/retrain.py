@@ -42,6 +42,7 @@ from raymlops.monitoring.triggers import (
     fired,
     last_retrain,
 )
+from raymlops.registry.tags import RUN_ID_TAG
 
 __all__ = ["RetrainOutcome", "cooldown_reason", "retrain_config", "run_retrain"]
 
@@ -310,7 +311,7 @@ def _evaluation(ctx: Any) -> dict[str, Any]:
 def _candidate(registry: Any, model: str, run_id: str) -> Any:
     if not _registered(registry, model):
         return None
-    mine = [v for v in registry.versions(model) if v.tags.get("raymlops.run_id") == run_id]
+    mine = [v for v in registry.versions(model) if v.tags.get(RUN_ID_TAG) == run_id]
     return mine[-1] if mine else None
 
 

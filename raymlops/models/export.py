@@ -16,9 +16,9 @@ import pyarrow as pa
 from raymlops.errors import ConfigError, ExportParityError
 from raymlops.features.onnx_graph import FEATURES_OUTPUT, preprocessing_graph
 from raymlops.features.preprocess import FittedPreprocessor, numeric_column
+from raymlops.registry.tags import INPUT_COLUMNS_TAG
 
 __all__ = [
-    "INPUT_COLUMNS_TAG",
     "INPUT_KINDS",
     "PROBABILITY_OUTPUT",
     "compose_pipeline",
@@ -31,7 +31,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 PROBABILITY_OUTPUT = "probability"
-INPUT_COLUMNS_TAG = "raymlops.input_columns"  # registry tag: "col:float,col2:string"
 INPUT_KINDS = ("float", "string")  # the wire types of a served graph's raw-column inputs
 
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raymlops.errors import ConfigError, RayMLOpsError
+from raymlops.registry.tags import DATA_VERSION_TAG
 
 __all__ = [
     "ACCURACY_KINDS",
@@ -76,16 +77,18 @@ def fired(decisions: Iterable[TriggerDecision]) -> list[TriggerDecision]:
 
 
 def _newer(latest: str, trained_on: str) -> tuple[bool, str]:
-    from raymlops.data.refs import parse_ref
+    from raymlops.data.refs import parse_version
+    from raymlops.data.versioning import backend_class
 
-    new, old = parse_ref(latest), parse_ref(trained_on, "raymlops.data_version")
+    new, old = parse_version(latest, "data.ref"), parse_version(trained_on, DATA_VERSION_TAG)
     if (new.backend, new.location) != (old.backend, old.location):
         return True, f"data.ref is {latest}, the champion was trained on another table ({trained_on})"
-    if new.backend == "delta" and new.pin is not None and old.pin is not None:
-        if int(new.pin) > int(old.pin):
-            return True, f"data version {new.pin} > {old.pin} the champion was trained on"
-        return False, f"data version {new.pin} is what the champion was trained on (or older)"
-    if new.pin != old.pin:
+    newer = backend_class(new.backend).is_newer(new, old)  # None: the backend's versions carry no order
+    if newer is not None:
+        if newer:
+            return True, f"data version {new.version} > {old.version} the champion was trained on"
+        return False, f"data version {new.version} is what the champion was trained on (or older)"
+    if new.version != old.version:
         return True, f"data.ref now resolves to {latest}, the champion was trained on {trained_on}"
     return False, f"data.ref resolves to {latest}, the champion's own data version"
 
@@ -250,7 +253,7 @@ def audit_time(text: str) -> dt.datetime:
 
 
 def _data_decision(cfg: Any, champion: Any, last: Any) -> TriggerDecision:
-    from raymlops.data.refs import open_backend, parse_ref
+    from raymlops.data.refs import open_backend, parse_version
 
     try:
         backend = open_backend(str(cfg.data.ref), cfg.data.lakefs)
@@ -259,14 +262,13 @@ def _data_decision(cfg: Any, champion: Any, last: Any) -> TriggerDecision:
         return TriggerDecision(
             "new_data", False, f"data.ref cannot be resolved: {exc}", {"data_ref": cfg.data.ref}
         )
-    trained_on = champion.tags.get("raymlops.data_version") if champion is not None else None
+    trained_on = champion.tags.get(DATA_VERSION_TAG) if champion is not None else None
     rows = None
     if trained_on:
-        old = parse_ref(trained_on, "raymlops.data_version")
-        if old.backend == "delta" and old.location == latest.location and old.pin is not None:
-            from raymlops.data.versioning import DataVersion
-
-            rows = (backend.num_rows(DataVersion("delta", old.location, old.pin)), backend.num_rows(latest))
+        old = parse_version(trained_on, DATA_VERSION_TAG)
+        same = (old.backend, old.location) == (latest.backend, latest.location)
+        if same and type(backend).is_newer(latest, old) is not None:  # ordered versions: rows added
+            rows = (backend.num_rows(old), backend.num_rows(latest))
     tried = (last.details or {}).get("data_version") if last is not None else None
     return new_data_decision(str(latest), trained_on, last_tried=tried, rows=rows)
 

@@ -14,6 +14,7 @@ from raymlops.data.profile import Profile
 from raymlops.data.stats import table_stats
 from raymlops.errors import ModelNotFoundError
 from raymlops.monitoring.window_stats import PROBABILITY
+from raymlops.registry.tags import INPUT_COLUMNS_TAG
 
 __all__ = ["PREDICTION_PROFILE", "PROFILE", "VersionInfo", "prediction_profile", "version_info"]
 
@@ -57,7 +58,7 @@ def version_info(registry: Any, model: str, version: str, split: str) -> Version
         info.problems.append(f"v{version} is not in the registry: no profile, no test metrics")
         return info
     info.registered = registered
-    tag = registered.tags.get("raymlops.input_columns")
+    tag = registered.tags.get(INPUT_COLUMNS_TAG)
     if tag:
         info.input_columns = [part.split(":", 1)[0] for part in tag.split(",") if part]
     profile_path = _artifact(registry, registered, PROFILE)

@@ -17,6 +17,7 @@ from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.ray_session import connect_ray
 from raymlops.pipeline.stage_registry import stages_from_config
 from raymlops.pipeline.state import PipelineState
+from raymlops.registry.tags import ENV_TAG, GIT_DIRTY_TAG, GIT_SHA_TAG, RUN_ID_TAG, RUN_NAME_TAG
 from raymlops.security.roles import authorize_job
 
 __all__ = ["run_pipeline"]
@@ -84,11 +85,11 @@ def _start_tracking(ctx: RunContext):  # -> JobTracker
     registry = ModelRegistry.from_config(cfg.registry)
     sha = git_sha()
     tags = {
-        "raymlops.run_id": ctx.run_id,
-        "raymlops.run_name": str(cfg.run_name),
-        "raymlops.env": str(cfg.env.name),
-        "raymlops.git_sha": sha.removesuffix("-dirty"),
-        "raymlops.git_dirty": str(sha.endswith("-dirty")).lower(),
+        RUN_ID_TAG: ctx.run_id,
+        RUN_NAME_TAG: str(cfg.run_name),
+        ENV_TAG: str(cfg.env.name),
+        GIT_SHA_TAG: sha.removesuffix("-dirty"),
+        GIT_DIRTY_TAG: str(sha.endswith("-dirty")).lower(),
         "mlflow.source.git.commit": sha.removesuffix("-dirty"),
     }
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

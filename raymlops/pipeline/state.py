@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import ray.data
 
+    from raymlops.data.versioning import DataVersion
     from raymlops.evaluation.metrics import GateResult
     from raymlops.features.preprocess import FittedPreprocessor
 
@@ -33,9 +34,14 @@ __all__ = [
 @dataclass(frozen=True)
 class IngestOutput:
     dataset: ray.data.Dataset
-    data_version: str  # e.g. "delta:/abs/table@3": reading it again returns the same rows
+    version: DataVersion  # typed within the process; reading it again returns the same rows
     schema: pa.Schema
     num_rows: int
+
+    @property
+    def data_version(self) -> str:
+        """The version as recorded in lineage and tags, e.g. ``delta:/abs/table@3``."""
+        return str(self.version)
 
 
 @dataclass(frozen=True)

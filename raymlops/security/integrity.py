@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import ConfigError, IntegrityError
+from raymlops.registry.tags import DIGESTS_TAG, SIGNATURE_TAG
 from raymlops.security.audit import audit_event
 from raymlops.security.crypto import Keyring, read_maybe_encrypted
 
 __all__ = [
-    "DIGESTS_TAG",
-    "SIGNATURE_TAG",
     "Signer",
     "canonical_digests",
     "digest_bytes",
@@ -54,8 +53,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DIGESTS_TAG = "raymlops.artifact_digests"
-SIGNATURE_TAG = "raymlops.artifact_signature"
 MODES = ("digest", "hmac", "ed25519")
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import pyarrow as pa
 
 from raymlops.errors import ConfigError, DataVersionError, ModelNotFoundError
-from raymlops.models.export import INPUT_COLUMNS_TAG, PROBABILITY_OUTPUT, parse_input_columns
+from raymlops.models.export import PROBABILITY_OUTPUT, parse_input_columns
 from raymlops.registry.model_ref import parse_model_ref, resolve_model
+from raymlops.registry.tags import DATA_VERSION_TAG, INPUT_COLUMNS_TAG
 from raymlops.security.integrity import registered_artifact
 from raymlops.serving.batch_scorers import (
     DEFAULT_BATCH_SIZE,
@@ -42,7 +43,6 @@ __all__ = ["METADATA_FILE", "BatchScoreResult", "batch_score", "check_input_sche
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "_raymlops_batch.json"
-DATA_VERSION_TAG = "raymlops.data_version"
 
 
 def _numeric(dtype: pa.DataType) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raymlops.errors import ConfigError, DeploymentError, ModelNotFoundError
+from raymlops.registry.tags import DATA_VERSION_TAG
 
 __all__ = [
     "LiveApp",
@@ -195,9 +196,10 @@ def spec_from_registry(
 
     A version trained with feature views carries its feature lookup (the ``raymlops.feature_lookup`` tag).
     """
-    from raymlops.features.online.lookup import FEATURE_LOOKUP_TAG, FeatureLookup
-    from raymlops.models.export import INPUT_COLUMNS_TAG, parse_input_columns
+    from raymlops.features.online.lookup import FeatureLookup
+    from raymlops.models.export import parse_input_columns
     from raymlops.registry.model_ref import parse_model_ref, resolve_model
+    from raymlops.registry.tags import FEATURE_LOOKUP_TAG, INPUT_COLUMNS_TAG
     from raymlops.serving.spec import ModelSpec
 
     version = resolve_model(registry, parse_model_ref(f"{name}@{ref.removeprefix('@')}"))
@@ -210,7 +212,7 @@ def spec_from_registry(
         name=name,
         version=version.version,
         onnx_path=str(registry.local_artifact(version, "model.onnx")),
-        data_version=version.tags.get("raymlops.data_version", ""),
+        data_version=version.tags.get(DATA_VERSION_TAG, ""),
         input_columns=parse_input_columns(version.tags.get(INPUT_COLUMNS_TAG), f"{name} v{version.version}"),
         weight=weight,
         placement=placement,

@@ -27,6 +27,7 @@ from raymlops.models.export import parse_input_columns, predict_onnx
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import EvaluateOutput, PipelineState
+from raymlops.registry.tags import INPUT_COLUMNS_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _champion_holder(ctx: RunContext) -> tuple[Any, Any]:  # -> (ModelRegistry, 
 
 def _score_champion(registry: Any, holder: Any, table: pa.Table, y: np.ndarray, split: str) -> dict[str, Any]:
     """The champion's registered ONNX graph scored on exactly the candidate's rows."""
-    columns = parse_input_columns(holder.tags.get("raymlops.input_columns", ""))
+    columns = parse_input_columns(holder.tags.get(INPUT_COLUMNS_TAG, ""))
     missing = sorted(set(columns) - set(table.column_names))
     if missing:
         return {"version": holder.version, "metrics": {}, "problem": f"needs column(s) {missing}"}
@@ -100,7 +101,7 @@ class EvaluateStage(Stage):
             raise ConfigError("evaluate.slices", f"column(s) {missing} are not in the data.", known)
         registry, holder = _champion_holder(ctx)
         available = set(state.require("ingest").schema.names)
-        wanted = set(parse_input_columns(holder.tags.get("raymlops.input_columns", ""))) if holder else set()
+        wanted = set(parse_input_columns(holder.tags.get(INPUT_COLUMNS_TAG, ""))) if holder else set()
         table = _collect(features.heldout_raw[cfg.split], sorted({*columns, *(wanted & available)}))
         y = table["label"].to_numpy().astype(np.float64)
         proba = trained.model.predict_proba(pre.transform(table))

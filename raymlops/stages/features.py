@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,9 @@ from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import FeaturesOutput, PipelineState
 
+if TYPE_CHECKING:
+    from raymlops.data.versioning import DataVersion
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,19 +27,15 @@ def _to_xy(batch: pa.Table, pre: FittedPreprocessor) -> dict[str, np.ndarray]:
     return {"x": pre.transform(batch), "y": batch["label"].to_numpy().astype(np.float32)}
 
 
-def _join_feature_views(ctx: RunContext, rows, data_version: str):  # -> ray.data.Dataset
+def _join_feature_views(ctx: RunContext, rows, data_version: DataVersion):  # -> ray.data.Dataset
     """``features.views`` joined as of ``features.event_time``; their data versions go into the lineage."""
-    from raymlops.data.refs import parse_ref
-    from raymlops.data.versioning import DataVersion
     from raymlops.features.pit_join import join_views
     from raymlops.features.views import load_views
 
     cfg = ctx.cfg.features
     views = load_views(ctx.cfg)
     # A view over the training table itself (flight history) reads the very version the rows come from.
-    parsed = parse_ref(data_version, "ingest.data_version")
-    same = DataVersion(parsed.backend, parsed.location, parsed.pin or "")
-    versions = {v.name: same for v in views if v.source.ref == ctx.cfg.data.ref}
+    versions = {v.name: data_version for v in views if v.source.ref == ctx.cfg.data.ref}
     joined, resolved = join_views(rows, views, cfg.event_time, versions=versions)
     ctx.lineage["feature_views"] = resolved
     ctx.record("features", views=",".join(resolved))
@@ -54,7 +54,7 @@ class FeaturesStage(Stage):
             )
         rows = state.require("ingest").dataset
         if cfg.views:  # feature views joined point-in-time onto every row, before any split or statistic
-            rows = _join_feature_views(ctx, rows, state.require("ingest").data_version)
+            rows = _join_feature_views(ctx, rows, state.require("ingest").version)
         # Materialized once: each of the three splits filters it, and the label must not be recomputed.
         dataset = with_binary_label(rows, cfg.label.column, cfg.label.threshold).materialize()
         splits = time_split(

@@ -9,12 +9,33 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import GateFailedError
-from raymlops.features.online.lookup import FEATURE_LOOKUP_TAG, lookup_for_config
+from raymlops.features.online.lookup import lookup_for_config
 from raymlops.pipeline.context import RunContext, git_sha
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import PipelineState, RegisterOutput
 from raymlops.registry.governance import UNCHANGED, Governance
 from raymlops.registry.mlflow_registry import ModelRegistry
+from raymlops.registry.tags import (
+    CONFIG_DIGEST_TAG,
+    DATA_VERSION_TAG,
+    ENV_TAG,
+    EVALUATION_REPORT_TAG,
+    FEATURE_EVENT_TIME_TAG,
+    FEATURE_LOOKUP_TAG,
+    FEATURE_VIEWS_TAG,
+    GATES_TAG,
+    GIT_SHA_TAG,
+    INPUT_COLUMNS_TAG,
+    LIFECYCLE_TAG,
+    MODEL_NAME_TAG,
+    MODEL_VERSION_TAG,
+    PARENT_TAG,
+    RUN_ID_TAG,
+    RUN_NAME_TAG,
+    SEED_TAG,
+    TAG_PREFIX,
+    VALIDATION_REPORT_TAG,
+)
 from raymlops.security.crypto import active_keyring, is_encrypted, read_maybe_encrypted, write_encrypted
 from raymlops.security.integrity import Signer, digest_bytes, integrity_tags
 
@@ -63,27 +84,27 @@ class RegisterStage(Stage):
             tracker.log_artifacts("model/explainer", explainer_files)
         passed = evaluated.passed
         tags = {
-            "raymlops.run_id": ctx.run_id,
-            "raymlops.run_name": str(ctx.cfg.run_name),
-            "raymlops.env": str(ctx.cfg.env.name),
-            "raymlops.git_sha": git_sha(),
-            "raymlops.data_version": ingest.data_version,
-            "raymlops.seed": str(ctx.cfg.seed),
-            "raymlops.input_columns": ",".join(f"{k}:{v}" for k, v in exported.input_columns.items()),
-            "raymlops.config_digest": tracker.config_digest,
-            "raymlops.parent": str(cfg.parent_version or ""),
-            "raymlops.evaluation_report": f"{run_uri}/reports/evaluation.json",
-            "raymlops.validation_report": f"{run_uri}/reports/{validation.report_path.name}"
+            RUN_ID_TAG: ctx.run_id,
+            RUN_NAME_TAG: str(ctx.cfg.run_name),
+            ENV_TAG: str(ctx.cfg.env.name),
+            GIT_SHA_TAG: git_sha(),
+            DATA_VERSION_TAG: ingest.data_version,
+            SEED_TAG: str(ctx.cfg.seed),
+            INPUT_COLUMNS_TAG: ",".join(f"{k}:{v}" for k, v in exported.input_columns.items()),
+            CONFIG_DIGEST_TAG: tracker.config_digest,
+            PARENT_TAG: str(cfg.parent_version or ""),
+            EVALUATION_REPORT_TAG: f"{run_uri}/reports/evaluation.json",
+            VALIDATION_REPORT_TAG: f"{run_uri}/reports/{validation.report_path.name}"
             if validation is not None
             else "",
-            "raymlops.gates": "passed" if passed else "failed",
-            "raymlops.lifecycle": "candidate",
+            GATES_TAG: "passed" if passed else "failed",
+            LIFECYCLE_TAG: "candidate",
             **integrity_tags(digests, signer),
         }
         views = ctx.lineage.get("feature_views")
         if views:  # the feature views joined in training, each at its resolved data version
-            tags["raymlops.feature_views"] = ";".join(f"{name}={ref}" for name, ref in views.items())
-            tags["raymlops.feature_event_time"] = str(ctx.cfg.features.event_time)
+            tags[FEATURE_VIEWS_TAG] = ";".join(f"{name}={ref}" for name, ref in views.items())
+            tags[FEATURE_EVENT_TIME_TAG] = str(ctx.cfg.features.event_time)
             lookup = lookup_for_config(ctx.cfg, exported.input_columns)
             if lookup is not None:  # what serving fetches from the online store by the request's keys
                 tags[FEATURE_LOOKUP_TAG] = lookup.to_json()
@@ -100,7 +121,7 @@ class RegisterStage(Stage):
             f"job {ctx.run_id}",
             to_version=version.version,
             run_id=tracker.run_id,
-            details={"data_version": ingest.data_version, "gates": tags["raymlops.gates"]},
+            details={"data_version": ingest.data_version, "gates": tags[GATES_TAG]},
         )
         aliases: tuple[str, ...] = ()
         if not passed:
@@ -126,10 +147,10 @@ class RegisterStage(Stage):
             )
             aliases = (alias,)
         lifecycle = registry.version(name, version.version).lifecycle
-        tracker.set_tags({"raymlops.model_name": name, "raymlops.model_version": version.version})
-        ctx.lineage.update(tags | {"raymlops.lifecycle": lifecycle})
+        tracker.set_tags({MODEL_NAME_TAG: name, MODEL_VERSION_TAG: version.version})
+        ctx.lineage.update(tags | {LIFECYCLE_TAG: lifecycle})
         card_dir = ctx.run_dir / "model_card"
-        _write_card(ctx, state, version.version, {**tags, "raymlops.lifecycle": lifecycle}, card_dir)
+        _write_card(ctx, state, version.version, {**tags, LIFECYCLE_TAG: lifecycle}, card_dir)
         cards = sorted(card_dir.glob("model_card.*"))
         tracker.log_artifacts("model", cards)
         digests |= {p.name: _digest(p) for p in cards}  # the card comes after the version: tagged now
@@ -229,9 +250,9 @@ def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[
         if validation
         else None,
         lineage={
-            k.removeprefix("raymlops."): v
+            k.removeprefix(TAG_PREFIX): v
             for k, v in tags.items()
-            if k not in ("raymlops.input_columns", FEATURE_LOOKUP_TAG)
+            if k not in (INPUT_COLUMNS_TAG, FEATURE_LOOKUP_TAG)
         },
     )
     write_model_card(card, out)

@@ -13,9 +13,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from raymlops.config import CONFIG_DIR, STAGE_NAMES, compose
+from raymlops.config import CONFIG_DIR, compose
+from raymlops.config.schema import JobConfig
+from raymlops.config.stages import DEFAULT_STAGES, STAGES
 from raymlops.models.registry import build_model
-from raymlops.pipeline.runner import OPTIONAL_STAGES, STAGES
+from raymlops.pipeline.stage_registry import stage_class
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment")
 # Groups that job.yaml's defaults leave out: chosen with +group=option (e.g. +tune=optuna).
@@ -29,9 +31,9 @@ def test_every_experiment_composes_and_resolves(experiment: str) -> None:
     cfg = compose([f"+experiment={experiment}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert Path(resolved["state_dir"]).is_absolute()
-    # An experiment may add optional stages (monitor, loop, ...) around the default ones, in order.
-    assert [s for s in cfg.stages if s not in OPTIONAL_STAGES] == list(STAGE_NAMES)
-    assert set(cfg.stages) <= set(STAGES)
+    # An experiment may add stages (monitor, the loop demo's by class path ...) around the default ones.
+    assert [s for s in cfg.stages if s in DEFAULT_STAGES] == list(DEFAULT_STAGES)
+    assert all(stage_class(s) for s in cfg.stages)  # each registered, or a Stage class that imports
     model = build_model(cfg.model)
     pickle.loads(pickle.dumps(model))
 
@@ -44,10 +46,9 @@ def test_every_group_option_composes(group: str, option: str) -> None:
     pickle.loads(pickle.dumps(cfg))
 
 
-def test_stage_registry_matches_stage_names() -> None:
-    # tune is no default stage: it takes train's place when the job has +tune=<option>; the other
-    # optional stages are named in `stages=[...]` or an experiment's list.
-    assert [name for name in STAGES if name not in OPTIONAL_STAGES] == list(STAGE_NAMES)
+def test_the_default_stages_are_registered_and_the_schema_default() -> None:
+    assert set(DEFAULT_STAGES) <= set(STAGES)
+    assert JobConfig().stages == list(DEFAULT_STAGES)
 
 
 @pytest.mark.parametrize("override", ["trainer.scaling.num_workerz=3", "model.lrr=0.1", "serve.prt=1"])

@@ -85,7 +85,7 @@ def captured_output() -> Iterator[None]:
 
 def plant_secrets(state_dir: Path) -> None:
     """An API key made by KeyStore, a lakeFS secret, a KEK and the PII key, in the run's environment."""
-    from raymlops.serving.auth import KeyStore
+    from raymlops.security.keys import KeyStore
 
     env = _ENV["env"]
     SECRETS["api key"] = KeyStore(state_dir / "api_keys.json").create("ci-operator", "operator")

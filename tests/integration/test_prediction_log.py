@@ -238,7 +238,7 @@ def test_bad_feedback_is_a_4xx_with_an_error(served: Served, body: bytes, status
 
 def test_explain_is_additive_and_matches_the_packaged_explainer(served: Served) -> None:
     from raymlops.evaluation.explain import load_explainer
-    from raymlops.serving.onnx_model import records_to_table
+    from raymlops.serving.protocols.v1 import records_to_table
 
     rows = [{k: v for k, v in r.items() if k in PRE.input_columns} for r in ROWS]
     response = post(served.url, f"/v1/models/{MODEL}/explain", {"records": rows}, timeout_s=120)

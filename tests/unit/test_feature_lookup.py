@@ -13,7 +13,7 @@ from raymlops.features.online import open_online_store
 from raymlops.features.online.lookup import FeatureLookup, ViewLookup, lookup_for_views
 from raymlops.features.views import load_views
 from raymlops.serving.feature_lookup import with_features
-from raymlops.serving.onnx_model import records_to_inputs
+from raymlops.serving.protocols.v1 import records_to_inputs
 from raymlops.serving.spec import ModelSpec, build_user_config, parse_user_config
 
 INPUTS = {

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from raymlops.errors import ConfigError, IntegrityError
+from raymlops.registry.tags import DIGESTS_TAG, SIGNATURE_TAG
 from raymlops.security.audit import read_audit, verify_chain
 from raymlops.security.crypto import Keyring, write_encrypted
 from raymlops.security.integrity import (
-    DIGESTS_TAG,
-    SIGNATURE_TAG,
     Signer,
     digest_bytes,
     expected_digests,
