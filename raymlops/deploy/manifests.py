@@ -476,5 +476,7 @@ def stale(texts: Mapping[str, str], out: Path) -> list[str]:
     return [p for p, text in texts.items() if not (out / p).is_file() or (out / p).read_text() != text]
 
 
-if __name__ == "__main__":  # the command lives at the front door now (raymlops.cli.deploy)
-    sys.exit("python -m raymlops.deploy.manifests moved: run `raymlops deploy manifests` (same options)")
+if __name__ == "__main__":  # the older spelling of `raymlops deploy manifests`, still accepted
+    from raymlops.cli.main import main
+
+    sys.exit(main(["deploy", "manifests", *sys.argv[1:]]))

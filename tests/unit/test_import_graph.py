@@ -38,11 +38,22 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
+def _is_main_guard(node: ast.AST) -> bool:
+    """``if __name__ == "__main__":``: the module run as a command, an entry point of its own."""
+    return isinstance(node, ast.If) and ast.unparse(node.test) in ("__name__ == '__main__'",)
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Every raymlops module ``path`` imports, at module level or inside a function (a lazy import is
-    still a dependency: it only moves the failure to run time). ``if TYPE_CHECKING:`` blocks are not."""
+    still a dependency: it only moves the failure to run time). ``if TYPE_CHECKING:`` blocks are not, nor
+    a module's ``if __name__ == "__main__":`` block (run as a command, it is an entry point)."""
     tree = ast.parse(path.read_text())
-    skipped = {id(child) for node in ast.walk(tree) if _is_type_checking(node) for child in ast.walk(node)}
+    skipped = {
+        id(child)
+        for node in ast.walk(tree)
+        if _is_type_checking(node) or _is_main_guard(node)
+        for child in ast.walk(node)
+    }
     found: set[str | None] = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
