@@ -2,7 +2,8 @@
 ``parametrize_with_checks``: each registered family and one written outside the package
 (tests/plugins/external_family.py, named by its dotted path) trains on tiny data on Ray Train, reports
 the shared metrics, restores from its checkpoint, predicts, exports a graph that passes the parity check,
-gives a Tune search space and explains. Then the outside family runs the quickstart from config alone."""
+gives a Tune search space and explains. The outside family runs the quickstart from config alone in
+tests/e2e/test_plugins_quickstart.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -23,7 +23,6 @@ from raymlops.models.family import REPORTED_METRICS, ModelFamily
 from raymlops.models.registry import FAMILIES, build_model, family_class, family_parameters
 
 EXTERNAL = "tests.plugins.external_family:LinearFamily"
-PLUGIN_CONFIGS = Path(__file__).resolve().parents[1] / "plugins" / "configs"
 # Small enough for a few seconds per family on 2 cores; a family without an entry runs its defaults.
 QUICK: dict[str, dict[str, Any]] = {
     "torch_mlp": {"hidden_sizes": [8], "epochs": 3, "batch_size": 64, "lr": 0.03},
@@ -202,46 +201,3 @@ def test_explains_over_the_raw_columns(fitted: Any, table: pa.Table, pre: Any, t
         np.testing.assert_allclose(
             explanation.values.sum(1) + explanation.base_values, explanation.predictions, atol=1e-4
         )
-
-
-# -- the quickstart, from config alone -------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_a_family_from_a_test_module_runs_the_quickstart_from_config_alone(
-    tmp_path: Path, serve_port: int
-) -> None:
-    import onnxruntime as ort
-
-    from raymlops.models.export import onnx_feeds
-    from raymlops.pipeline.runner import run_pipeline
-    from raymlops.registry.mlflow_registry import ModelRegistry
-
-    cfg = compose(
-        [
-            "+experiment=quickstart",
-            f"hydra.searchpath=[file://{PLUGIN_CONFIGS}]",
-            "model=external_linear",  # tests/plugins/configs/model/external_linear.yaml
-            f"state_dir={tmp_path}",
-            f"serve.port={serve_port}",
-            "data.sample_fraction=0.05",
-            "ray.progress_bars=false",
-            "evaluate.gates=['test/auc>=0.55']",
-            "explain.background_rows=20",
-            "explain.rows=20",
-        ]
-    )
-    _, state = run_pipeline(cfg)
-    assert type(state.train.model).__name__ == "LinearFamily"
-    [version] = ModelRegistry.from_config(cfg.registry).versions(cfg.registry.model_name)
-    assert version.version == state.register.version == "1"
-    sample = state.features.raw_sample.slice(0, 20)
-    columns = state.export.input_columns
-    session = ort.InferenceSession(str(state.register.onnx_path), providers=["CPUExecutionProvider"])
-    expected = session.run(["probability"], onnx_feeds(sample, columns))[0]
-    records = [{k: row[k] for k in columns} for row in sample.to_pylist()]
-    url = f"{state.deploy.url}/v1/models/{cfg.registry.model_name}/predict"
-    response = httpx.post(url, json={"records": records}, timeout=30)
-    assert response.status_code == 200, response.text
-    served = np.array([p["probability"] for p in response.json()["predictions"]])
-    np.testing.assert_allclose(served, expected, atol=1e-6)
