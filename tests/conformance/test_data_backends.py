@@ -19,7 +19,14 @@ import pytest
 from raymlops.config.schema import LakeFSConfig
 from raymlops.data.refs import open_backend, parse_ref, parse_version
 from raymlops.data.seed import open_seeded
-from raymlops.data.versioning import BACKENDS, DataBackend, DataVersion, SeedableBackend, backend_class
+from raymlops.data.versioning import (
+    BACKENDS,
+    Candidate,
+    DataBackend,
+    DataVersion,
+    SeedableBackend,
+    backend_class,
+)
 from raymlops.errors import ConfigError
 from tests.fakes.lakefs_server import FakeLakeFS, start_fake_lakefs
 
@@ -144,9 +151,13 @@ def test_writes_make_new_versions_and_old_ones_still_read(case: Case, tmp_path: 
 
 def test_candidates_are_invisible_until_published(case: Case, tmp_path: Path) -> None:
     backend, _ = _open(case, tmp_path, _table(5))
-    if not _writes(backend):
-        pytest.skip(f"{case.name} is read-only")
     main = backend.resolve()
+    if not _writes(backend):  # a read-only backend refuses the whole write-audit-publish path, by name
+        for refused in (backend.discard, lambda c: backend.publish(c, "audited", {})):
+            with pytest.raises(ConfigError, match=r"data\.ref"):
+                refused(Candidate(main, "never-staged"))
+        assert backend.resolve() == main
+        return
     dropped = backend.stage(_table(2, start=50), "bad batch", {})
     # The candidate holds the staged rows (Delta: those alone; a lakeFS branch: what publishing makes).
     assert backend.num_rows(dropped.version) in (2, 7) and backend.resolve() == main
