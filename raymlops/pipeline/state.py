@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from raymlops.data.versioning import DataVersion
     from raymlops.evaluation.metrics import GateResult
     from raymlops.features.preprocess import FittedPreprocessor
+    from raymlops.tasks.base import Task
 
 __all__ = [
     "DeployOutput",
@@ -29,6 +30,12 @@ __all__ = [
     "TrainOutput",
     "ValidateOutput",
 ]
+
+
+def _legacy_task() -> Task:
+    from raymlops.tasks.codec import LEGACY_TASK
+
+    return LEGACY_TASK
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,11 @@ class FeaturesOutput:
     # Raw valid/test rows with ``label``: evaluation re-scores the champion on them and slices them.
     heldout_raw: dict[str, ray.data.Dataset] = dataclasses.field(default_factory=dict)
     background: pa.Table | None = None  # a random sample of raw train rows: the SHAP background
-    train_time_range: tuple[str, str] | None = None  # first and last instant of the train split
+    train_time_range: tuple[str, str] | None = None  # first and last instant of the train split (time)
+    # The problem's shape (raymlops.tasks): every later stage asks it; task_reason says why auto chose it.
+    task: Task = dataclasses.field(default_factory=_legacy_task)
+    task_reason: str = ""
+    split_kind: str = "time"
 
 
 @dataclass(frozen=True)

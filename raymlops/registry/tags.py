@@ -32,6 +32,7 @@ __all__ = [
     "SEED_TAG",
     "SIGNATURE_TAG",
     "TAG_PREFIX",
+    "TASK_TAG",
     "TRIAL_TAG",
     "VALIDATION_REPORT_TAG",
 ]
@@ -56,6 +57,7 @@ TRIAL_TAG = "raymlops.trial"  # on a Tune trial's child run: the trial's name
 BEST_TRIAL_TAG = "raymlops.best_trial"  # "true" | "false"
 
 # Registered versions: what serving and governance need.
+TASK_TAG = "raymlops.task"  # tasks.codec.task_to_json: the problem shape (absent: flights binary)
 INPUT_COLUMNS_TAG = "raymlops.input_columns"  # "col:float,col2:string", the ONNX graph's raw inputs
 GATES_TAG = "raymlops.gates"  # "passed" | "failed"
 LIFECYCLE_TAG = "raymlops.lifecycle"  # candidate | staging | production | archived | rejected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlops.tasks.base import OutputSpec, Task
+from raymlops.tasks.base import OutputSpec, Task, confusion_picture
 
 __all__ = ["BinaryTask"]
 
@@ -60,14 +61,18 @@ class BinaryTask(Task):
     def baseline(self, y_train: np.ndarray) -> np.ndarray:
         return np.array([float(np.mean(y_train))])
 
-    def answers(self, pred: np.ndarray) -> list[dict[str, Any]]:
-        proba = np.asarray(pred, np.float64).reshape(-1)
-        if self.threshold is not None or self.negative is None:
-            return [{"probability": float(p), "label": bool(p >= self.decision)} for p in proba]
-        return [
-            {"probability": float(p), "label": self.positive if p >= self.decision else self.negative}
-            for p in proba
-        ]
+    def answers(self, pred: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
+        cut = self.decision if threshold is None else threshold
+        proba = np.asarray(pred, np.float64).reshape(-1).tolist()
+        if self.threshold is not None or self.negative is None:  # a label made by a threshold: 0 / 1
+            return [{"probability": p, "label": int(p >= cut)} for p in proba]
+        return [{"probability": p, "label": self.positive if p >= cut else self.negative} for p in proba]
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> BinaryTask:
+        if description.get("threshold") is not None:
+            return cls(threshold=float(description["threshold"]))
+        return cls(positive=description.get("positive"), negative=description.get("negative"))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -75,3 +80,15 @@ class BinaryTask(Task):
             **({"threshold": self.threshold} if self.threshold is not None else {}),
             **({"positive": self.positive, "negative": self.negative} if self.positive is not None else {}),
         }
+
+    def comparable(self, other: Task) -> bool:
+        # Labels made by a threshold compare whatever it was (a legacy version reads back as 0.0);
+        # labels naming a class compare only when they name the same positive class.
+        return isinstance(other, BinaryTask) and (
+            (self.threshold is not None and other.threshold is not None) or self.positive == other.positive
+        )
+
+    def card_picture(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
+        labels = ["0", "1"] if self.positive is None else [str(self.negative), str(self.positive)]
+        chosen = np.asarray(pred, np.float64).reshape(-1) >= self.decision
+        return confusion_picture(labels, np.asarray(y_true) > 0.5, chosen)

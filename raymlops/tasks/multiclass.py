@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlops.tasks.base import OutputSpec, Task
+from raymlops.tasks.base import OutputSpec, Task, confusion_picture
 
 __all__ = ["MulticlassTask"]
 
@@ -60,7 +61,7 @@ class MulticlassTask(Task):
         counts = np.bincount(np.asarray(y_train).astype(np.int64), minlength=len(self.classes))
         return counts / max(counts.sum(), 1)
 
-    def answers(self, pred: np.ndarray) -> list[dict[str, Any]]:
+    def answers(self, pred: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
         proba = np.asarray(pred, np.float64).reshape(-1, len(self.classes))
         names = [str(c) for c in self.classes]
         return [
@@ -71,5 +72,18 @@ class MulticlassTask(Task):
             for row in proba
         ]
 
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> MulticlassTask:
+        return cls(classes=tuple(description["classes"]))
+
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "classes": list(self.classes)}
+
+    shap_spaces: ClassVar[Mapping[str, str]] = {"tree": "margin", "permutation": "probability"}
+
+    def comparable(self, other: Task) -> bool:
+        return isinstance(other, MulticlassTask) and other.classes == self.classes  # same index per class
+
+    def card_picture(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
+        proba = np.asarray(pred, np.float64).reshape(-1, len(self.classes))
+        return confusion_picture([str(c) for c in self.classes], np.asarray(y_true), proba.argmax(axis=1))

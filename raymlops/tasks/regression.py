@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlops.tasks.base import OutputSpec, Task
+from raymlops.tasks.base import OutputSpec, Task, scatter_picture
 
 __all__ = ["RegressionTask"]
 
@@ -51,8 +52,22 @@ class RegressionTask(Task):
     def baseline(self, y_train: np.ndarray) -> np.ndarray:
         return np.array([float(np.mean(y_train))])
 
-    def answers(self, pred: np.ndarray) -> list[dict[str, Any]]:
+    def answers(self, pred: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
         return [{"value": float(v)} for v in np.asarray(pred, np.float64).reshape(-1)]
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> RegressionTask:
+        return cls(huber=description.get("loss") == "huber")
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "loss": self.loss()}
+
+    shap_spaces: ClassVar[Mapping[str, str]] = {"tree": "value", "permutation": "value"}
+
+    def champion_tolerance(self, split: str, champion: Mapping[str, float]) -> dict[str, float]:
+        # RMSE is in the target's units: 2% of the champion's, not a fixed number.
+        metric = f"{split}/{self.primary_metric}"
+        return {metric: 0.02 * abs(float(champion.get(metric, float("nan"))))}
+
+    def card_picture(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
+        return scatter_picture(y_true, pred)
