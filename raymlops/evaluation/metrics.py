@@ -1,5 +1,10 @@
-"""Metrics per task (binary classification, regression), per slice, and the gates that decide whether a
-model may be registered: absolute thresholds and "not worse than the champion by more than X"."""
+"""Metrics per slice, and the gates that decide whether a model may be registered: absolute thresholds,
+"better than the constant baseline", and "not worse than the champion by more than X".
+
+The metrics themselves and their directions belong to the task (``raymlops.tasks``): this module only
+applies them. A gate or tolerance may name ``<split>/primary``, the task's primary metric (AUC for binary,
+macro-F1 for multiclass, RMSE for regression), so one config reads right for every task.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,75 +20,43 @@ import pyarrow.compute as pc
 
 from raymlops.errors import ConfigError
 
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
+
 __all__ = [
-    "TASKS",
+    "BASELINE",
     "GateResult",
     "binary_metrics",
     "champion_gates",
     "check_gates",
     "gate_results",
-    "higher_is_better",
     "parse_gate",
-    "regression_metrics",
+    "resolve_metric",
     "slice_metrics",
-    "task_metrics",
 ]
 
-TASKS = ("binary", "regression")
-_HIGHER_IS_BETTER = {"auc", "accuracy", "r2"}
-_LOWER_IS_BETTER = {"logloss", "rmse", "mae"}
+BASELINE = "baseline"  # a gate's bound: the same metric of the constant baseline ("test/auc > baseline")
+PRIMARY = "primary"  # a metric's name: the task's primary metric ("test/primary")
 
 
 def binary_metrics(
     y_true: np.ndarray, proba: np.ndarray, split: str, threshold: float = 0.5
 ) -> dict[str, float]:
-    """ROC AUC, accuracy, log loss, positive rate, named ``<split>/<metric>``."""
-    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+    """ROC AUC, accuracy, log loss, positive rate, named ``<split>/<metric>``: the binary task's metrics
+    (kept for callers that score probabilities without a task at hand)."""
+    from raymlops.tasks.binary import BinaryTask
 
-    proba = np.clip(proba.astype(np.float64), 1e-7, 1 - 1e-7)
-    both_classes = len(np.unique(y_true)) == 2
-    return {
-        f"{split}/auc": float(roc_auc_score(y_true, proba)) if both_classes else float("nan"),
-        f"{split}/accuracy": float(accuracy_score(y_true, proba >= threshold)),
-        f"{split}/logloss": float(log_loss(y_true, proba, labels=[0, 1])),
-        f"{split}/positive_rate": float(np.mean(y_true)),
-        f"{split}/rows": float(len(y_true)),
-    }
+    return BinaryTask(threshold=0.0, decision=threshold).metrics(y_true, proba, split)
 
 
-def regression_metrics(y_true: np.ndarray, pred: np.ndarray, split: str) -> dict[str, float]:
-    """RMSE, MAE, R², named ``<split>/<metric>``."""
-    y, p = y_true.astype(np.float64), pred.astype(np.float64)
-    error = p - y
-    total = float(np.sum((y - y.mean()) ** 2)) if len(y) else 0.0
-    return {
-        f"{split}/rmse": float(np.sqrt(np.mean(error**2))) if len(y) else float("nan"),
-        f"{split}/mae": float(np.mean(np.abs(error))) if len(y) else float("nan"),
-        f"{split}/r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else float("nan"),
-        f"{split}/rows": float(len(y)),
-    }
-
-
-def task_metrics(task: str, y_true: np.ndarray, pred: np.ndarray, split: str) -> dict[str, float]:
-    if task == "binary":
-        return binary_metrics(y_true, pred, split)
-    if task == "regression":
-        return regression_metrics(y_true, pred, split)
-    raise ConfigError("evaluate.task", f"{task!r} is not a task.", TASKS)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric from its name (``test/auc`` -> True, ``test/logloss`` -> False)."""
-    base = metric.rsplit("/", 1)[-1]
-    if base in _HIGHER_IS_BETTER:
-        return True
-    if base in _LOWER_IS_BETTER:
-        return False
-    raise ConfigError(
-        "evaluate.champion.max_regression",
-        f"{metric!r} has no known direction.",
-        sorted(_HIGHER_IS_BETTER | _LOWER_IS_BETTER),
-    )
+def resolve_metric(name: str, task: Task | None) -> str:
+    """``<split>/primary`` -> ``<split>/<task.primary_metric>``; other names as they are."""
+    split, _, leaf = name.rpartition("/")
+    if leaf != PRIMARY:
+        return name
+    if task is None:
+        raise ConfigError("evaluate.gates", f"{name!r} names the primary metric, but no task is known here.")
+    return f"{split}/{task.primary_metric}"
 
 
 def slice_metrics(
@@ -91,13 +64,13 @@ def slice_metrics(
     y_true: np.ndarray,
     pred: np.ndarray,
     *,
-    task: str,
+    task: Task,
     columns: Sequence[str],
     split: str,
     min_rows: int = 30,
     max_values: int = 20,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Metrics per value of each slice column (most frequent ``max_values`` values), with counts.
+    """The task's metrics per value of each slice column (most frequent ``max_values`` values), with counts.
 
     Slices smaller than ``min_rows`` are listed with their count and no metrics: a handful of rows
     gives numbers that only look precise.
@@ -117,7 +90,7 @@ def slice_metrics(
             mask = values == entry["values"]
             row: dict[str, Any] = {"value": entry["values"], "rows": int(entry["counts"])}
             if entry["counts"] >= min_rows:
-                metrics = task_metrics(task, y_true[mask], pred[mask], split)
+                metrics = task.metrics(y_true[mask], pred[mask], split)
                 row |= {k.split("/", 1)[1]: _finite(v) for k, v in metrics.items() if not k.endswith("/rows")}
             rows.append(row)
         out[column] = rows
@@ -138,7 +111,10 @@ class GateResult:
         return asdict(self)
 
 
-_GATE = re.compile(r"^\s*(?P<metric>[\w/.-]+)\s*(?P<op>>=|<=|>|<)\s*(?P<bound>[-+]?[\d.]+(?:e[-+]?\d+)?)\s*$")
+_NUMBER = r"[-+]?[\d.]+(?:e[-+]?\d+)?"
+_GATE = re.compile(
+    rf"^\s*(?P<metric>[\w/.-]+)\s*(?P<op>>=|<=|>|<)\s*(?P<bound>{_NUMBER}|{BASELINE})\s*$", re.IGNORECASE
+)
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -147,35 +123,77 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def parse_gate(expression: str) -> tuple[str, str, float]:
-    """``"test/auc >= 0.6"`` -> ``("test/auc", ">=", 0.6)``; anything else is a ConfigError."""
+def parse_gate(expression: str) -> tuple[str, str, float | str]:
+    """``"test/auc >= 0.6"`` -> ``("test/auc", ">=", 0.6)``; ``"test/rmse < baseline"`` ->
+    ``("test/rmse", "<", "baseline")``; anything else is a ConfigError."""
     match = _GATE.match(expression)
     if match is None:
-        raise ConfigError("evaluate.gates", f"{expression!r} is not a gate such as 'test/auc >= 0.6'.")
-    return match["metric"], match["op"], float(match["bound"])
+        raise ConfigError(
+            "evaluate.gates",
+            f"{expression!r} is not a gate such as 'test/auc >= 0.6' or 'test/macro_f1 > baseline'.",
+        )
+    bound = match["bound"]
+    return match["metric"], match["op"], BASELINE if bound.lower() == BASELINE else float(bound)
 
 
-def gate_results(metrics: Mapping[str, float], gates: Iterable[str]) -> list[GateResult]:
-    """Every absolute gate with its outcome; an unknown metric name fails, listing the known ones."""
+def gate_results(
+    metrics: Mapping[str, float],
+    gates: Iterable[str],
+    *,
+    baseline: Mapping[str, float] | None = None,
+    task: Task | None = None,
+) -> list[GateResult]:
+    """Every absolute gate with its outcome; an unknown metric name fails, listing the known ones.
+
+    A ``baseline`` bound compares with the same metric in ``baseline`` (the constant predictor's);
+    ``<split>/primary`` names ``task``'s primary metric.
+    """
     results = []
     for expression in gates:
         name, op, bound = parse_gate(expression)
-        gate = f"{name} {op} {bound:g}"
+        name = resolve_metric(name, task)
+        if bound == BASELINE:
+            gate = f"{name} {op} baseline"
+            reference = (baseline or {}).get(name)
+            if reference is None:
+                results.append(GateResult(gate, False, f"{name}: the baseline has no such metric"))
+                continue
+            limit, shown = float(reference), f"baseline {float(reference):.4f}"
+        else:
+            limit = float(bound)
+            gate, shown = f"{name} {op} {limit:g}", f"{limit}"
         if name not in metrics:
             results.append(
                 GateResult(gate, False, f"{name}: no such metric (known: {', '.join(sorted(metrics))})")
             )
         else:
-            passed = _OPS[op](metrics[name], bound)  # NaN fails every comparison
+            passed = _OPS[op](metrics[name], limit)  # NaN fails every comparison
             value = f"{name} = {metrics[name]:.4f}"
-            detail = f"{value} ({op} {bound})" if passed else f"{value}, must be {op} {bound}"
+            detail = f"{value} ({op} {shown})" if passed else f"{value}, must be {op} {shown}"
             results.append(GateResult(gate, passed, detail))
     return results
 
 
-def check_gates(metrics: Mapping[str, float], gates: Iterable[str]) -> list[str]:
+def check_gates(
+    metrics: Mapping[str, float],
+    gates: Iterable[str],
+    *,
+    baseline: Mapping[str, float] | None = None,
+    task: Task | None = None,
+) -> list[str]:
     """Failed gates as messages; an unknown metric name is itself a failure listing the known ones."""
-    return [r.detail for r in gate_results(metrics, gates) if not r.passed]
+    return [r.detail for r in gate_results(metrics, gates, baseline=baseline, task=task) if not r.passed]
+
+
+def _higher_is_better(task: Task, metric: str) -> bool:
+    try:
+        return task.higher_is_better(metric)
+    except KeyError:
+        raise ConfigError(
+            "evaluate.champion.max_regression",
+            f"{metric!r} has no known direction for a {task.name} task.",
+            sorted(task.directions),
+        ) from None
 
 
 def champion_gates(
@@ -183,10 +201,13 @@ def champion_gates(
     champion: Mapping[str, float],
     max_regression: Mapping[str, float],
     champion_label: str,
+    task: Task,
 ) -> list[GateResult]:
-    """ "Not worse than the champion by more than X", per metric, both scored on the same rows."""
+    """ "Not worse than the champion by more than X", per metric, both scored on the same rows; which way
+    is worse is ``task``'s metric direction."""
     results = []
-    for metric, allowed in max_regression.items():
+    for key, allowed in max_regression.items():
+        metric = resolve_metric(key, task)
         if metric not in candidate or metric not in champion:
             known = ", ".join(sorted(candidate))
             results.append(
@@ -195,7 +216,7 @@ def champion_gates(
                 )
             )
             continue
-        up = higher_is_better(metric)
+        up = _higher_is_better(task, metric)
         worse_by = (champion[metric] - candidate[metric]) if up else (candidate[metric] - champion[metric])
         passed = bool(worse_by <= allowed)  # NaN -> False
         detail = (

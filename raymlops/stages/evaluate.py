@@ -1,5 +1,7 @@
-"""evaluate: metrics on the held-out split (overall, per slice, vs a constant baseline and vs the current
-champion re-scored on the same rows); the gates decide whether the version may be promoted.
+"""evaluate: the task's metrics on the held-out split (overall, per slice, vs the task's constant baseline
+and vs the current champion re-scored on the same rows); the gates decide whether the version may be
+promoted. ``evaluate.gates: null`` = the task's default gates (its primary metric beats the baseline);
+``evaluate.champion.max_regression: null`` = the task's tolerance, ``{}`` = no champion comparison.
 
 A failed gate either stops the run here (``evaluate.on_fail=skip``: nothing is registered) or lets the
 register stage record the version as ``rejected`` and then stop the run (``reject``). Aliases never move.
@@ -16,22 +18,15 @@ import pyarrow as pa
 
 from raymlops.config.schema import GateFailure
 from raymlops.errors import ConfigError, GateFailedError
-from raymlops.evaluation.metrics import (
-    GateResult,
-    champion_gates,
-    gate_results,
-    slice_metrics,
-    task_metrics,
-)
+from raymlops.evaluation.metrics import GateResult, champion_gates, gate_results, slice_metrics
 from raymlops.models.export import parse_input_columns, predict_onnx
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import EvaluateOutput, PipelineState
-from raymlops.registry.tags import INPUT_COLUMNS_TAG
+from raymlops.registry.tags import INPUT_COLUMNS_TAG, TASK_TAG
+from raymlops.tasks.base import Task
 
 logger = logging.getLogger(__name__)
-
-TASK = "binary"  # the label is "delay > threshold"; regression metrics serve regression labels
 
 
 def _collect(ds: Any, columns: list[str]) -> pa.Table:  # ds: ray.data.Dataset of raw rows
@@ -40,26 +35,61 @@ def _collect(ds: Any, columns: list[str]) -> pa.Table:  # ds: ray.data.Dataset o
     return pa.concat_tables(batches) if batches else pa.table({c: [] for c in columns})
 
 
+def _train_targets(ds: Any) -> np.ndarray:  # ds: the materialized train split (x, y)
+    """The train split's targets (one float per row): what the constant baseline is fitted on."""
+    parts = [b["y"] for b in ds.select_columns(["y"]).iter_batches(batch_format="numpy", batch_size=None)]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
 def _champion_holder(ctx: RunContext) -> tuple[Any, Any]:  # -> (ModelRegistry, RegisteredVersion | None)
-    """The version holding ``evaluate.champion.alias`` when a champion gate is configured."""
+    """The version holding ``evaluate.champion.alias``, unless ``max_regression`` is ``{}`` (no comparison;
+    null = the task's default tolerance)."""
     from raymlops.registry.mlflow_registry import ModelRegistry
 
-    if not ctx.cfg.evaluate.champion.max_regression:
+    bounds = ctx.cfg.evaluate.champion.max_regression
+    if bounds is not None and not bounds:
         return None, None
     registry = ModelRegistry.from_config(ctx.cfg.registry)
     return registry, registry.by_alias(ctx.cfg.registry.model_name, ctx.cfg.evaluate.champion.alias)
 
 
-def _score_champion(registry: Any, holder: Any, table: pa.Table, y: np.ndarray, split: str) -> dict[str, Any]:
-    """The champion's registered ONNX graph scored on exactly the candidate's rows."""
+def _score_champion(
+    registry: Any, holder: Any, task: Task, table: pa.Table, y: np.ndarray, split: str
+) -> dict[str, Any]:
+    """The champion's registered ONNX graph scored on exactly the candidate's rows, with the candidate's
+    task; a champion of another task (its ``raymlops.task`` tag) is not compared, and says why."""
+    from raymlops.tasks.codec import task_from_json
+
+    theirs = task_from_json(holder.tags.get(TASK_TAG))
+    if not task.comparable(theirs):
+        reason = f"answers another task ({theirs.describe()}; this model: {task.describe()})"
+        logger.warning("champion comparison skipped version=%s: %s", holder.version, reason)
+        return {"version": holder.version, "metrics": {}, "skipped": reason}
     columns = parse_input_columns(holder.tags.get(INPUT_COLUMNS_TAG, ""))
     missing = sorted(set(columns) - set(table.column_names))
     if missing:
         return {"version": holder.version, "metrics": {}, "problem": f"needs column(s) {missing}"}
     from raymlops.security.integrity import registered_artifact
 
-    proba = predict_onnx(registered_artifact(registry, holder, "model.onnx"), table, columns)
-    return {"version": holder.version, "metrics": task_metrics(TASK, y, proba, split)}
+    graph = registered_artifact(registry, holder, "model.onnx")
+    pred = predict_onnx(graph, table, columns, output=theirs.output().name)
+    return {"version": holder.version, "metrics": task.metrics(y, pred, split)}
+
+
+def _champion_gate_results(
+    cfg: Any, task: Task, metrics: dict[str, float], champion: dict[str, Any] | None, split: str
+) -> list[GateResult]:
+    if champion is None or "skipped" in champion:
+        return []
+    label = f"champion v{champion['version']}"
+    if "problem" in champion:
+        return [GateResult(f"vs {label}", False, f"{label} {champion['problem']}")]
+    bounds = cfg.champion.max_regression
+    if bounds is None:  # the task's own tolerance (RMSE: relative to the champion's, it has units)
+        max_regression = task.champion_tolerance(split, champion["metrics"])
+    else:
+        max_regression = {str(k): float(v) for k, v in bounds.items()}
+    return champion_gates(metrics, champion["metrics"], max_regression, label, task)
 
 
 def _mask_pii_slices(cfg: Any, slices: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +121,7 @@ class EvaluateStage(Stage):
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.evaluate
         features, trained = state.require("features"), state.require("train")
+        task: Task = features.task
         if cfg.split not in features.heldout_raw:
             raise ConfigError("evaluate.split", f"{cfg.split!r} is not a held-out split.", ["valid", "test"])
         pre = features.preprocessor
@@ -104,63 +135,65 @@ class EvaluateStage(Stage):
         wanted = set(parse_input_columns(holder.tags.get(INPUT_COLUMNS_TAG, ""))) if holder else set()
         table = _collect(features.heldout_raw[cfg.split], sorted({*columns, *(wanted & available)}))
         y = table["label"].to_numpy().astype(np.float64)
-        proba = trained.model.predict_proba(pre.transform(table))
+        pred = trained.model.predict(pre.transform(table))
         split = cfg.split
-        metrics = task_metrics(TASK, y, proba, split)
-        # The constant predictor of the train prevalence: what the model must clearly beat.
-        baseline = task_metrics(TASK, y, np.full(len(y), features.train_positive_rate), split)
+        metrics = task.metrics(y, pred, split)
+        # The constant predictor fitted on the train targets (prevalence, class shares, mean): what the
+        # model must clearly beat.
+        baseline = task.baseline_metrics(_train_targets(features.train), y, split)
         slices = slice_metrics(
             table,
             y,
-            proba,
-            task=TASK,
+            pred,
+            task=task,
             columns=list(cfg.slices),
             split=split,
             min_rows=cfg.min_slice_rows,
             max_values=cfg.max_slice_values,
         )
         slices = _mask_pii_slices(ctx.cfg, slices)
-        gates = gate_results(metrics, cfg.gates)
-        champion = _score_champion(registry, holder, table, y, split) if holder is not None else None
-        if champion is not None:
-            label = f"champion v{champion['version']}"
-            if "problem" in champion:
-                gates.append(GateResult(f"vs {label}", False, f"{label} {champion['problem']}"))
-            else:
-                max_regression = {str(k): float(v) for k, v in cfg.champion.max_regression.items()}
-                gates += champion_gates(metrics, champion["metrics"], max_regression, label)
+        gate_list = list(cfg.gates) if cfg.gates is not None else task.default_gates(split)
+        gates = gate_results(metrics, gate_list, baseline=baseline, task=task)
+        champion = _score_champion(registry, holder, task, table, y, split) if holder is not None else None
+        gates += _champion_gate_results(cfg, task, metrics, champion, split)
         failures = tuple(g.detail for g in gates if not g.passed)
         report_path = ctx.run_dir / "evaluation.json"
         report = {
             "split": split,
-            "task": TASK,
+            "task": task.describe(),
+            "directions": {m: "higher" if up else "lower" for m, up in task.directions.items()},
             "metrics": metrics,
             "baseline": baseline,
             "slices": slices,
             "champion": champion,
             "gates": [g.to_dict() for g in gates],
             "passed": not failures,
+            "picture": task.card_picture(y, pred),  # the model card's confusion matrix or scatter
         }
         report_path.write_text(json.dumps(report, indent=2, default=str))
         # The distribution of the candidate's test predictions: the monitor's prediction-drift reference.
         from raymlops.monitoring.version_info import PREDICTION_PROFILE, prediction_profile
 
         profile_path = ctx.run_dir / PREDICTION_PROFILE
-        prediction_profile(proba, state.require("ingest").data_version).save(profile_path)
-        auc, logloss = f"{split}/auc", f"{split}/logloss"
-        ctx.record(
-            self.name,
-            auc=round(metrics[auc], 4),
-            baseline_auc=round(baseline[auc], 4),
-            logloss=round(metrics[logloss], 4),
-            baseline_logloss=round(baseline[logloss], 4),
-            accuracy=round(metrics[f"{split}/accuracy"], 4),
-            champion=f"v{champion['version']} auc {champion['metrics'].get(auc, float('nan')):.4f}"
-            if champion
-            else "none",
-            gates="passed" if not failures else f"FAILED ({len(failures)})",
+        prediction_profile(pred, state.require("ingest").data_version).save(profile_path)
+        figures: dict[str, Any] = {}
+        for metric in task.directions:
+            name = f"{split}/{metric}"
+            figures[metric] = round(metrics[name], 4)
+            figures[f"baseline_{metric}"] = round(baseline[name], 4)
+        primary = f"{split}/{task.primary_metric}"
+        if champion is None:
+            figures["champion"] = "none"
+        elif "skipped" in champion:
+            figures["champion"] = f"v{champion['version']} not compared (another task)"
+        else:
+            value = champion["metrics"].get(primary, float("nan"))
+            figures["champion"] = f"v{champion['version']} {task.primary_metric} {value:.4f}"
+        figures["gates"] = "passed" if not failures else f"FAILED ({len(failures)})"
+        ctx.record(self.name, **figures)
+        logger.info(
+            "evaluate task=%s metrics=%s baseline=%s champion=%s", task.name, metrics, baseline, champion
         )
-        logger.info("evaluate metrics=%s baseline=%s champion=%s", metrics, baseline, champion)
         if failures and cfg.on_fail == GateFailure.skip:
             raise GateFailedError(list(failures), metrics)
         output = EvaluateOutput(
