@@ -250,8 +250,9 @@ class GateFailure(Enum):
 @dataclass
 class ChampionGate:
     alias: str = "champion"  # the version the candidate must not be worse than (re-scored on its test rows)
-    # metric -> the most the candidate may be worse by (auc/accuracy: lower; logloss/rmse/mae: higher).
-    max_regression: dict[str, float] = field(default_factory=dict)
+    # metric -> the most the candidate may be worse by (auc/accuracy: lower; logloss/rmse/mae: higher);
+    # "<split>/primary" names the task's primary metric. null: the task's tolerance; {}: no comparison.
+    max_regression: dict[str, float] | None = None
 
 
 @dataclass
