@@ -1,4 +1,4 @@
-"""Splits by time and label derivation, vectorised in pyarrow inside Ray Data ``map_batches``."""
+"""The split by time, vectorised in pyarrow inside Ray Data ``map_batches`` (hash splits: hash_splits.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from raymlops.errors import ConfigError
 
-__all__ = ["parse_instant", "time_split", "with_binary_label"]
+__all__ = ["parse_instant", "time_split"]
 
 
 def parse_instant(text: str, key: str) -> dt.datetime:
@@ -50,20 +50,4 @@ def time_split(ds, column: str, valid_start: dt.datetime, test_start: dt.datetim
             zero_copy_batch=True,
         )
         for lo, hi in bounds.values()
-    )
-
-
-def _label(batch: pa.Table, column: str, threshold: float) -> pa.Table:
-    batch = batch.filter(pc.is_valid(batch[column]))
-    label = pc.cast(pc.greater(batch[column], pa.scalar(threshold)), pa.float32())
-    return batch.append_column("label", label)
-
-
-def with_binary_label(ds, column: str, threshold: float):  # -> ray.data.Dataset
-    """Drop rows with a null label source (e.g. cancelled flights); add ``label = column > threshold``."""
-    return ds.map_batches(
-        partial(_label, column=column, threshold=threshold),
-        batch_format="pyarrow",
-        batch_size=None,
-        zero_copy_batch=True,
     )

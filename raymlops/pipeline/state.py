@@ -78,6 +78,8 @@ class FeaturesOutput:
     task: Task = dataclasses.field(default_factory=_legacy_task)
     task_reason: str = ""
     split_kind: str = "time"
+    # The constant prediction (one output row) a model must beat: train target mean, or class shares.
+    baseline_prediction: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

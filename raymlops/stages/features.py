@@ -1,21 +1,32 @@
-"""features: label, time split, preprocessing fitted on train only, applied to every split with Ray Data."""
+"""features: split (time or hash), the task (inferred from the train split's label), its target, and the
+preprocessing fitted on train only, applied to every split with Ray Data."""
 
 from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from raymlops.data.splits import parse_instant, time_split, with_binary_label
+from raymlops.data.labelled_splits import (
+    LABEL,
+    check_label_column,
+    drop_null_labels,
+    label_summary,
+    split_dataset,
+    with_target,
+)
 from raymlops.data.stats import compute_stats
 from raymlops.errors import ConfigError
 from raymlops.features.preprocess import FittedPreprocessor, fit_preprocessor
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import FeaturesOutput, PipelineState
+from raymlops.tasks.base import Task
+from raymlops.tasks.codec import task_to_json
+from raymlops.tasks.infer import resolve_task
 
 if TYPE_CHECKING:
     from raymlops.data.versioning import DataVersion
@@ -24,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def _to_xy(batch: pa.Table, pre: FittedPreprocessor) -> dict[str, np.ndarray]:
-    return {"x": pre.transform(batch), "y": batch["label"].to_numpy().astype(np.float32)}
+    return {"x": pre.transform(batch), "y": batch[LABEL].to_numpy().astype(np.float32)}
 
 
 def _join_feature_views(ctx: RunContext, rows, data_version: DataVersion):  # -> ray.data.Dataset
@@ -42,6 +53,31 @@ def _join_feature_views(ctx: RunContext, rows, data_version: DataVersion):  # ->
     return joined
 
 
+def _task(cfg, column: str, train_raw, valid_raw, test_raw) -> tuple[Task, str, dict[Any, int] | None]:
+    """The configured or inferred task, from the train split's label; the held-out splits' labels must be
+    values the task knows (a class first seen in test cannot be predicted)."""
+    limit = int(cfg.max_classes)
+    summary = label_summary(train_raw, column, limit)
+    task, reason = resolve_task(
+        str(cfg.task),
+        column,
+        summary,
+        threshold=cfg.label.threshold,
+        positive=cfg.label.positive,
+        max_classes=limit,
+    )
+    for name, raw in (("valid", valid_raw), ("test", test_raw)):
+        unknown = task.unknown_values(label_summary(raw, column, limit).values)
+        if unknown:
+            raise ConfigError(
+                "features.split",
+                f"{column!r} takes value(s) {unknown[:10]} in the {name} split that the train split never "
+                f"has ({summary.values[:20]}): a model cannot predict them. Use "
+                "features.split.kind=stratified, or drop those rows from the data.",
+            )
+    return task, reason, summary.counts
+
+
 class FeaturesStage(Stage):
     name = "features"
 
@@ -52,25 +88,26 @@ class FeaturesStage(Stage):
             raise ConfigError(
                 "features", f"column(s) {leaking} are in features.forbidden (they leak the label)."
             )
-        rows = state.require("ingest").dataset
+        ingest = state.require("ingest")
+        column = cfg.label.column
+        rows = ingest.dataset
+        if not cfg.views:  # joined views add columns; without them the ingested schema is the table's
+            check_label_column(ingest.schema, column)
         if cfg.views:  # feature views joined point-in-time onto every row, before any split or statistic
-            rows = _join_feature_views(ctx, rows, state.require("ingest").version)
-        # Materialized once: each of the three splits filters it, and the label must not be recomputed.
-        dataset = with_binary_label(rows, cfg.label.column, cfg.label.threshold).materialize()
-        splits = time_split(
-            dataset,
-            cfg.split.time_column,
-            parse_instant(cfg.split.valid_start, "features.split.valid_start"),
-            parse_instant(cfg.split.test_start, "features.split.test_start"),
+            rows = _join_feature_views(ctx, rows, ingest.version)
+        limit = int(cfg.max_classes)
+        train_raw, valid_raw, test_raw = split_dataset(
+            drop_null_labels(rows, column), cfg.split, column, limit
         )
-        train_raw, valid_raw, test_raw = (s.materialize() for s in splits)
+        task, reason, train_counts = _task(cfg, column, train_raw, valid_raw, test_raw)
+        logger.info("features task=%s (%s)", task.name, reason)
+        ctx.lineage["task"] = task_to_json(task)
+        # Materialized once: statistics, the transform and evaluation all read the target.
+        train_raw, valid_raw, test_raw = (
+            with_target(raw, column, task).materialize() for raw in (train_raw, valid_raw, test_raw)
+        )
         split_rows = {"train": train_raw.count(), "valid": valid_raw.count(), "test": test_raw.count()}
-        empty = [name for name, rows in split_rows.items() if rows == 0]
-        if empty:
-            raise ConfigError(
-                "features.split", f"split(s) {empty} are empty with rows {split_rows}; move the dates."
-            )
-        train_stats = compute_stats(train_raw, [*cfg.numeric, *cfg.categorical, "label"])
+        train_stats = compute_stats(train_raw, [*cfg.numeric, *cfg.categorical, LABEL])
         pre = fit_preprocessor(
             train_stats,
             list(cfg.numeric),
@@ -88,8 +125,10 @@ class FeaturesStage(Stage):
         train = train.random_shuffle(seed=ctx.cfg.seed).materialize()
         valid, test = valid.materialize(), test.materialize()
         raw_sample = test_raw.take_batch(ctx.cfg.export.parity_rows, batch_format="pyarrow")
-        time_column = cfg.split.time_column
-        first, last = train_raw.min(time_column), train_raw.max(time_column)
+        time_range = None
+        if cfg.split.kind == "time":
+            time_column = cfg.split.time_column
+            time_range = (str(train_raw.min(time_column)), str(train_raw.max(time_column)))
         # A random, bounded sample of train rows: the background SHAP explainers integrate over.
         wanted = ctx.cfg.explain.background_rows
         fraction = min(1.0, 4.0 * wanted / max(split_rows["train"], 1))
@@ -99,9 +138,12 @@ class FeaturesStage(Stage):
         ctx.record(
             self.name,
             features=pre.num_features,
-            train_positive_rate=round(train_stats["label"].mean, 4),
+            task=task.name,
+            split=cfg.split.kind,
+            train_target_mean=round(train_stats[LABEL].mean, 4),
             **{f"{k}_rows": v for k, v in split_rows.items()},
         )
+        baseline = task.constant_prediction(train_stats[LABEL].mean, train_counts)
         logger.info("features splits=%s features=%d", split_rows, pre.num_features)
         return state.with_(
             features=FeaturesOutput(
@@ -111,9 +153,13 @@ class FeaturesStage(Stage):
                 pre,
                 raw_sample,
                 split_rows,
-                train_stats["label"].mean,
+                train_stats[LABEL].mean,
                 heldout_raw={"valid": valid_raw, "test": test_raw},
                 background=background,
-                train_time_range=(str(first), str(last)),
+                train_time_range=time_range,
+                task=task,
+                task_reason=reason,
+                split_kind=str(cfg.split.kind),
+                baseline_prediction=tuple(float(v) for v in baseline),
             )
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -64,6 +64,21 @@ class Task(abc.ABC):
         """The torch family's loss (a task may let config choose among several)."""
         return self.torch_loss
 
+    def split_kind(self) -> str:
+        """The hash split a table without a time column gets (``raymlops init``): random here;
+        classification keeps each class's share with ``stratified``."""
+        return "random"
+
+    def unknown_values(self, values: Sequence[Any]) -> list[Any]:
+        """Label values (of a valid or test split) this task cannot turn into a target: classes never
+        seen in train. None here: every value of a numeric label is a target."""
+        return []
+
+    def constant_prediction(self, target_mean: float, label_counts: Mapping[Any, int] | None) -> np.ndarray:
+        """The constant baseline from the train split's summary: the mean target (binary: the positive
+        rate; regression: the mean); multiclass overrides it with the class shares."""
+        return np.array([target_mean])
+
     def higher_is_better(self, metric: str) -> bool:
         return self.directions[metric.rsplit("/", 1)[-1]]
 
@@ -95,6 +110,85 @@ class Task(abc.ABC):
         and :func:`scatter_picture`), or None."""
         return None
 
+    # Serving: the answer beyond v1's ``answers`` (the OpenAPI schema, OIP v2, batch scoring, shadows).
+    @classmethod
+    def answer_schema(cls) -> dict[str, Any]:
+        """JSON schema of one v1 answer row (``answers``), for the serving OpenAPI document."""
+        return {"type": "object"}
+
+    def oip_parameters(self) -> dict[str, str | float | bool]:
+        """The OIP v2 output's ``parameters`` (OIP allows strings, numbers and booleans only)."""
+        return {}
+
+    def output_columns(self, pred: np.ndarray, threshold: float | None = None) -> dict[str, pa.Array]:
+        """Batch scoring's columns for ``pred`` (rows of the task's output), in order; typed even
+        when empty. This default: the output as it is, one float32 column per output column."""
+        name, width = self.output().name, self.output().width
+        values = np.asarray(pred, np.float32).reshape(-1, width)
+        if width == 1:
+            return {name: pa.array(values[:, 0])}
+        return {f"{name}_{i}": pa.array(values[:, i]) for i in range(width)}
+
+    def agreement(
+        self,
+        served: np.ndarray,
+        shadow: np.ndarray,
+        served_threshold: float | None = None,
+        shadow_threshold: float | None = None,
+    ) -> tuple[float, float]:
+        """(share of rows whose answers agree, mean absolute difference of the predictions) between
+        a served and a shadow version's predictions of the same rows. This default: the answers
+        (``answers``) are equal."""
+        _check_same_shape(served, shadow)
+        same = [
+            a == b
+            for a, b in zip(
+                self.answers(served, served_threshold), self.answers(shadow, shadow_threshold), strict=True
+            )
+        ]
+        return float(np.mean(same)), _mean_abs_diff(served, shadow)
+
+    # Monitoring: feedback's outcomes as targets, the live metrics, the statistic drift and rollout compare.
+    def live_metrics(self) -> tuple[str, ...]:
+        """The metrics the monitor computes from feedback (leaf names of ``metrics``); the primary first."""
+        return (self.primary_metric, *(m for m in self.directions if m != self.primary_metric))
+
+    def prediction_kind(self) -> str:
+        """What one row's prediction is, for the prediction log, drift and rollout: ``"probability"``
+        (of the positive class), ``"classes"`` (a probability per class) or ``"value"`` (a number)."""
+        spec = self.output()
+        if spec.width > 1:
+            return "classes"
+        return "probability" if spec.name == "probability" else "value"
+
+    @property
+    def prediction_is_categorical(self) -> bool:
+        """Whether ``prediction_statistic`` is a class (drift compares class shares) or a number."""
+        return self.prediction_kind() == "classes"
+
+    def prediction_statistic(self, pred: np.ndarray) -> np.ndarray:
+        """One float64 per row that drift and rollout compare: the probability, the value, or the
+        index of the likeliest class."""
+        values = np.asarray(pred, np.float64)
+        if values.ndim == 2:
+            return values.argmax(axis=1).astype(np.float64)
+        return values.reshape(-1)
+
+    def outcome_targets(self, values: Sequence[Any]) -> np.ndarray:
+        """Feedback's outcomes (JSON scalars: bool, number or string) as targets, float64 as ``target``
+        makes them. Raises ValueError naming the values that are no outcome of this task. This default:
+        numbers (a numeric string too)."""
+        out = np.empty(len(values), np.float64)
+        unknown = []
+        for i, value in enumerate(values):
+            number = _number(value)
+            out[i] = np.nan if number is None else number
+            if number is None:
+                unknown.append(value)
+        if unknown:
+            raise ValueError(f"outcome(s) {_shown(unknown)} are not numbers: send the true value.")
+        return out
+
 
 def confusion_picture(labels: list[str], actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     """A confusion matrix: ``counts[i][j]`` rows of class ``labels[i]`` predicted as ``labels[j]``."""
@@ -118,3 +212,30 @@ def scatter_picture(
         "actual": [round(float(v), 6) for v in y[keep]],
         "predicted": [round(float(v), 6) for v in p[keep]],
     }
+
+
+def _check_same_shape(served: np.ndarray, shadow: np.ndarray) -> None:
+    if served.shape != shadow.shape or served.size == 0:
+        raise ValueError(f"cannot compare answers of shapes {served.shape} and {shadow.shape}")
+
+
+def _mean_abs_diff(served: np.ndarray, shadow: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(served, np.float64) - np.asarray(shadow, np.float64))))
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from a JSON scalar (a numeric string too); None for anything else (bools too)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _shown(values: Sequence[Any], limit: int = 5) -> str:
+    """The first distinct ``values`` for an error message."""
+    distinct = list(dict.fromkeys(repr(v) for v in values))
+    more = f" (+{len(distinct) - limit} more)" if len(distinct) > limit else ""
+    return "[" + ", ".join(distinct[:limit]) + "]" + more

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -10,7 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlops.tasks.base import OutputSpec, Task, confusion_picture
+from raymlops.tasks.base import (
+    OutputSpec,
+    Task,
+    _check_same_shape,
+    _mean_abs_diff,
+    _shown,
+    confusion_picture,
+)
 
 __all__ = ["BinaryTask"]
 
@@ -41,6 +49,14 @@ class BinaryTask(Task):
         else:
             hit = pc.equal(values, pa.scalar(self.positive, values.type))
         return pc.cast(hit, pa.float32())
+
+    def unknown_values(self, values: Sequence[Any]) -> list[Any]:
+        if self.threshold is not None:
+            return []
+        return [v for v in values if v != self.positive and v != self.negative]
+
+    def split_kind(self) -> str:
+        return "stratified"  # every split keeps each class's share
 
     def output(self) -> OutputSpec:
         return OutputSpec("probability", 1)
@@ -92,3 +108,73 @@ class BinaryTask(Task):
         labels = ["0", "1"] if self.positive is None else [str(self.negative), str(self.positive)]
         chosen = np.asarray(pred, np.float64).reshape(-1) >= self.decision
         return confusion_picture(labels, np.asarray(y_true) > 0.5, chosen)
+
+    # Serving (see Task): the label in the label's own terms; the positive class named for OIP clients.
+    @classmethod
+    def answer_schema(cls) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": ["probability", "label"],
+            "properties": {
+                "probability": {"type": "number", "minimum": 0, "maximum": 1},
+                "label": {
+                    "type": ["integer", "string", "boolean", "number"],
+                    "description": "0 / 1 for a label made by a threshold; else the positive class or the "
+                    "other, as the label column holds them.",
+                },
+            },
+        }
+
+    def oip_parameters(self) -> dict[str, str | float | bool]:
+        return {} if self.positive is None else {"positive": json.dumps(self.positive, default=str)}
+
+    def output_columns(self, pred: np.ndarray, threshold: float | None = None) -> dict[str, pa.Array]:
+        cut = self.decision if threshold is None else threshold
+        proba = np.asarray(pred, np.float32).reshape(-1)
+        hit = proba >= cut
+        if self.threshold is not None or self.negative is None:  # as answers: 0 / 1
+            label = pa.array(hit.astype(np.int8))
+        else:
+            kind = pa.array([self.positive, self.negative]).type
+            label = pc.if_else(pa.array(hit), pa.scalar(self.positive, kind), pa.scalar(self.negative, kind))
+        return {"probability": pa.array(proba, pa.float32()), "label": label}
+
+    def agreement(
+        self,
+        served: np.ndarray,
+        shadow: np.ndarray,
+        served_threshold: float | None = None,
+        shadow_threshold: float | None = None,
+    ) -> tuple[float, float]:
+        # Each version's label by its own serving threshold, as each would have answered.
+        _check_same_shape(served, shadow)
+        cut = self.decision if served_threshold is None else served_threshold
+        other = self.decision if shadow_threshold is None else shadow_threshold
+        return float(np.mean((served >= cut) == (shadow >= other))), _mean_abs_diff(served, shadow)
+
+    def outcome_targets(self, values: Sequence[Any]) -> np.ndarray:
+        # The label's own values (the positive class or the other, or their text), else true / false
+        # or 0 / 1 as the target itself; a threshold's raw number (a delay) is not an outcome.
+        out = np.empty(len(values), np.float64)
+        unknown = []
+        classes = [(c, t) for c, t in ((self.positive, 1.0), (self.negative, 0.0)) if c is not None]
+        for i, value in enumerate(values):
+            hit = next((t for c, t in classes if _same_value(value, c)), None)
+            if hit is None and (isinstance(value, bool) or (not isinstance(value, str) and value in (0, 1))):
+                hit = float(value)
+            out[i] = np.nan if hit is None else hit
+            if hit is None:
+                unknown.append(value)
+        if unknown:
+            allowed = [*(c for c, _ in classes), True, False, 0, 1]
+            raise ValueError(
+                f"outcome(s) {_shown(unknown)} are not outcomes of this label: send one of {allowed}."
+            )
+        return out
+
+
+def _same_value(value: Any, cls: Any) -> bool:
+    """An outcome names the class: equal as sent (``True`` for ``True``, 3 for 3.0), or as text."""
+    if isinstance(value, bool) != isinstance(cls, bool):
+        return str(value).lower() == str(cls).lower()
+    return bool(value == cls) or str(value) == str(cls)

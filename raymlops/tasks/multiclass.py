@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -10,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlops.tasks.base import OutputSpec, Task, confusion_picture
+from raymlops.tasks.base import OutputSpec, Task, _check_same_shape, _mean_abs_diff, _shown, confusion_picture
 
 __all__ = ["MulticlassTask"]
 
@@ -37,6 +38,16 @@ class MulticlassTask(Task):
             unseen = sorted(set(pc.filter(values, pc.is_null(index)).to_pylist()), key=str)[:5]
             raise ValueError(f"label value(s) {unseen} are not among the classes {list(self.classes)}")
         return pc.cast(index, pa.float32())
+
+    def unknown_values(self, values: Sequence[Any]) -> list[Any]:
+        return [v for v in values if v not in self.classes]
+
+    def constant_prediction(self, target_mean: float, label_counts: Mapping[Any, int] | None) -> np.ndarray:
+        counts = np.array([(label_counts or {}).get(c, 0) for c in self.classes], dtype=np.float64)
+        return counts / max(counts.sum(), 1.0)
+
+    def split_kind(self) -> str:
+        return "stratified"  # every split keeps each class's share
 
     def output(self) -> OutputSpec:
         return OutputSpec("probabilities", len(self.classes))
@@ -87,3 +98,73 @@ class MulticlassTask(Task):
     def card_picture(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
         proba = np.asarray(pred, np.float64).reshape(-1, len(self.classes))
         return confusion_picture([str(c) for c in self.classes], np.asarray(y_true), proba.argmax(axis=1))
+
+    # Serving (see Task): class values as the label column holds them; names in the output's columns.
+    @classmethod
+    def answer_schema(cls) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": ["label", "probabilities"],
+            "properties": {
+                "label": {
+                    "type": ["string", "integer", "number", "boolean"],
+                    "description": "The likeliest class.",
+                },
+                "probabilities": {
+                    "type": "object",
+                    "description": "Class name -> probability.",
+                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+            },
+        }
+
+    def oip_parameters(self) -> dict[str, str | float | bool]:
+        # OIP parameters hold scalars only: the class values, in column order, as a JSON array.
+        return {"classes": json.dumps(list(self.classes), default=str)}
+
+    def output_columns(self, pred: np.ndarray, threshold: float | None = None) -> dict[str, pa.Array]:
+        proba = np.asarray(pred, np.float32).reshape(-1, len(self.classes))
+        classes = pa.array(list(self.classes))
+        columns = {"label": pc.take(classes, pa.array(proba.argmax(axis=1), pa.int64()))}
+        columns.update({f"probability_{c}": pa.array(proba[:, i]) for i, c in enumerate(self.classes)})
+        return columns
+
+    def agreement(
+        self,
+        served: np.ndarray,
+        shadow: np.ndarray,
+        served_threshold: float | None = None,
+        shadow_threshold: float | None = None,
+    ) -> tuple[float, float]:
+        # The same likeliest class; the difference over every class's probability.
+        _check_same_shape(served, shadow)
+        same = served.reshape(len(served), -1).argmax(axis=1) == shadow.reshape(len(shadow), -1).argmax(
+            axis=1
+        )
+        return float(np.mean(same)), _mean_abs_diff(served, shadow)
+
+    def outcome_targets(self, values: Sequence[Any]) -> np.ndarray:
+        # A class value as sent (strings stay strings; 3 and 3.0 are one class), or its text ("3").
+        exact = {_class_key(c): i for i, c in enumerate(self.classes)}
+        text = {str(c): i for i, c in enumerate(self.classes)}
+        out = np.empty(len(values), np.float64)
+        unknown = []
+        for i, value in enumerate(values):
+            hit = exact.get(_class_key(value), text.get(str(value)))
+            out[i] = np.nan if hit is None else hit
+            if hit is None:
+                unknown.append(value)
+        if unknown:
+            raise ValueError(
+                f"outcome(s) {_shown(unknown)} are not among the classes {list(self.classes)}: "
+                "send a class value."
+            )
+        return out
+
+
+def _class_key(value: Any) -> tuple[str, Any]:
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return ("number", float(value))
+    return ("text", str(value))

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlops.tasks.base import OutputSpec, Task, scatter_picture
+from raymlops.tasks.base import OutputSpec, Task, _check_same_shape, _mean_abs_diff, scatter_picture
 
 __all__ = ["RegressionTask"]
 
@@ -71,3 +71,27 @@ class RegressionTask(Task):
 
     def card_picture(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
         return scatter_picture(y_true, pred)
+
+    # Serving (see Task).
+    agreement_tolerance: ClassVar[float] = 0.05  # shadow values within 5% of the served ones agree
+
+    @classmethod
+    def answer_schema(cls) -> dict[str, Any]:
+        return {"type": "object", "required": ["value"], "properties": {"value": {"type": "number"}}}
+
+    def output_columns(self, pred: np.ndarray, threshold: float | None = None) -> dict[str, pa.Array]:
+        return {"value": pa.array(np.asarray(pred, np.float32).reshape(-1), pa.float32())}
+
+    def agreement(
+        self,
+        served: np.ndarray,
+        shadow: np.ndarray,
+        served_threshold: float | None = None,
+        shadow_threshold: float | None = None,
+    ) -> tuple[float, float]:
+        # No label to agree on: values agree when within ``agreement_tolerance`` of each other
+        # (relative to the larger); the mean absolute difference is in the target's units.
+        _check_same_shape(served, shadow)
+        a, b = np.asarray(served, np.float64), np.asarray(shadow, np.float64)
+        close = np.abs(a - b) <= self.agreement_tolerance * np.maximum(np.abs(a), np.abs(b)) + 1e-9
+        return float(np.mean(close)), _mean_abs_diff(a, b)
