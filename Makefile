@@ -52,7 +52,7 @@ system-deps:
 TEST_WORKERS ?= 2
 
 test: lint typecheck system-deps
-	$(RUN) $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
+	$(RUN) $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=40
 
 bench: install
 	for b in benchmarks/[a-z]*.py; do $(RUN) $(BIN)/python $$b --quick || exit 1; done
