@@ -9,7 +9,9 @@ onnxruntime actor pool).
     model     <name>@<alias> | <name>@<version> | <name> (= <name>@champion) | @<alias> (registry.model_name)
     input     delta:<path>[@<version>] | lakefs://<repo>/<ref>/<path> | files:<path> | <file or folder>
     output    a new or empty folder (local path or s3://, gs://): parquet parts + _raymlops_batch.json
-    threshold the decision threshold (default 0.5); keep: input columns copied to the output (default all)
+    threshold the decision threshold of a binary model (default 0.5); keep: input columns copied to the
+              output (default all). The scores are the model's task's columns: binary probability, label;
+              multiclass label, probability_<class> per class; regression value.
     overrides the job's Hydra overrides (state_dir=..., env=prod, ray.address=..., ...), so the same
               registry and data the pipeline job uses are read.
 
@@ -153,7 +155,7 @@ def run_batch_score_command(args: argparse.Namespace) -> int:
         f"batch_score: {result.model_name} version {result.model_version} (run {result.model_run_id}) "
         f"scored {result.rows:,} rows of {result.data_version} in {result.seconds:.1f} s "
         f"({rate:,.0f} rows/s) -> {result.output} ({len(result.files)} parquet files; "
-        f"lineage in {result.metadata_path})",
+        f"columns {', '.join(result.columns)}; lineage in {result.metadata_path})",
         flush=True,
     )
     return 0

@@ -19,24 +19,25 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
 
 from raymlops.errors import ConfigError, DataVersionError, ModelNotFoundError
-from raymlops.models.export import PROBABILITY_OUTPUT, parse_input_columns
+from raymlops.models.export import parse_input_columns
 from raymlops.registry.model_ref import parse_model_ref, resolve_model
-from raymlops.registry.tags import DATA_VERSION_TAG, INPUT_COLUMNS_TAG
+from raymlops.registry.tags import DATA_VERSION_TAG, INPUT_COLUMNS_TAG, TASK_TAG
 from raymlops.security.integrity import registered_artifact
 from raymlops.serving.batch_scorers import (
     DEFAULT_BATCH_SIZE,
-    LABEL_OUTPUT,
     check_threshold,
+    output_columns,
     output_filesystem,
     score_to_parquet,
 )
+from raymlops.serving.spec import task_description
 
 __all__ = ["METADATA_FILE", "BatchScoreResult", "batch_score", "check_input_schema"]
 
@@ -56,9 +57,14 @@ def _numeric(dtype: pa.DataType) -> bool:
 
 
 def check_input_schema(
-    schema: pa.Schema, input_columns: Mapping[str, str], keep_columns: Sequence[str] | None, model: str
+    schema: pa.Schema,
+    input_columns: Mapping[str, str],
+    keep_columns: Sequence[str] | None,
+    model: str,
+    task: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Fail before any work when the data cannot be scored; return the columns the output keeps."""
+    """Fail before any work when the data cannot be scored; return the columns the output keeps.
+    ``task``: the model's (``Task.describe()``; None: legacy binary), whose columns scoring adds."""
     names = list(schema.names)
     missing = [c for c in input_columns if c not in names]
     if missing:
@@ -83,7 +89,7 @@ def check_input_schema(
         raise ConfigError(
             "keep", f"column(s) {', '.join(unknown)} are not in the data. Data columns: {', '.join(names)}."
         )
-    clash = [c for c in keep if c in (PROBABILITY_OUTPUT, LABEL_OUTPUT)]
+    clash = [c for c in keep if c in output_columns(task).names]
     if clash:
         raise ConfigError(
             "keep",
@@ -116,6 +122,7 @@ class BatchScoreResult:
     input_columns: dict[str, str]
     columns: list[str]  # of the output, in order
     files: list[str]
+    task: dict[str, Any] = field(default_factory=dict)  # the model's (Task.describe()); {}: legacy binary
 
     @property
     def metadata_path(self) -> str:
@@ -191,6 +198,7 @@ def batch_score(
     version = resolve_model(registry, ref)
     label = f"{version.name} version {version.version}"
     input_columns = parse_input_columns(version.tags.get(INPUT_COLUMNS_TAG), label)
+    task = task_description(version.tags.get(TASK_TAG), label)
     onnx_file = registry.local_artifact(version, "model.onnx")
     if not onnx_file.exists():
         raise ModelNotFoundError(f"{label}: model.onnx at {onnx_file}")
@@ -198,7 +206,7 @@ def batch_score(
 
     backend = open_backend(input_ref, cfg.data.get("lakefs"), key="input")
     data_version = backend.resolve()
-    keep = check_input_schema(backend.schema(data_version), input_columns, keep_columns, label)
+    keep = check_input_schema(backend.schema(data_version), input_columns, keep_columns, label, task)
     expected_rows = backend.num_rows(data_version)
     logger.info(
         "batch_score started model=%s version=%s run_id=%s data_version=%s rows=%d output=%s",
@@ -225,6 +233,7 @@ def batch_score(
             use_gpu=use_gpu,
             concurrency=concurrency,
             batch_size=batch_size,
+            task=task,
         )
         if rows != expected_rows:
             raise DataVersionError(
@@ -233,8 +242,7 @@ def batch_score(
         schema = pa.schema(
             [
                 *(backend.schema(data_version).field(c) for c in keep),
-                pa.field(PROBABILITY_OUTPUT, pa.float32()),
-                pa.field(LABEL_OUTPUT, pa.int8()),
+                *output_columns(task),
             ]
         )
         if not files:  # an empty version still gives a readable, typed table
@@ -259,6 +267,7 @@ def batch_score(
             input_columns=input_columns,
             columns=list(schema.names),
             files=files,
+            task=task,
         )
         with filesystem.open_output_stream(f"{folder}/{METADATA_FILE}") as stream:
             stream.write(json.dumps(result.as_dict(), indent=2).encode())

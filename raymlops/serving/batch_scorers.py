@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from raymlops.errors import ConfigError
-from raymlops.models.export import PROBABILITY_OUTPUT, onnx_feeds, providers_for
+from raymlops.models.export import onnx_feeds, providers_for
 from raymlops.security.integrity import read_artifact
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "LABEL_OUTPUT",
     "check_threshold",
+    "output_columns",
     "output_filesystem",
     "score_dataset",
     "score_to_parquet",
@@ -38,7 +39,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LABEL_OUTPUT = "label"
+LABEL_OUTPUT = "label"  # binary and multiclass: the answer's label
 DEFAULT_BATCH_SIZE = 65_536  # rows per onnxruntime call: large enough that per-call overhead vanishes
 _PROGRESS_EVERY_S = 5.0
 _IN_FLIGHT = 2  # blocks per scoring actor (see _pool)
@@ -48,6 +49,17 @@ def check_threshold(threshold: float) -> None:
     """Raise ConfigError unless the label threshold is a probability, in [0, 1]."""
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError("threshold", f"must be in [0, 1], got {threshold!r}.")
+
+
+def output_columns(task: Mapping[str, Any] | None = None) -> pa.Schema:
+    """The columns scoring adds for a version of ``task`` (its ``describe()``; None or {}: the legacy
+    binary task): binary ``probability``, ``label``; multiclass ``label`` and ``probability_<class>``
+    per class; regression ``value`` (``Task.output_columns``)."""
+    from raymlops.tasks.codec import task_from_dict
+
+    spec = task_from_dict(task or {})
+    empty = np.zeros((0, spec.output().width), np.float32)
+    return pa.schema([pa.field(n, a.type) for n, a in spec.output_columns(empty).items()])
 
 
 def output_filesystem(output: str) -> tuple[Any, str]:
@@ -71,8 +83,11 @@ class _OnnxScorer:
         num_threads: int,
         batch_size: int,
         keep_columns: list[str] | None,
+        task: dict[str, Any] | None = None,
     ) -> None:
         import onnxruntime as ort
+
+        from raymlops.tasks.codec import task_from_dict
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads  # the CPUs Ray reserved for this actor, no more
@@ -80,6 +95,8 @@ class _OnnxScorer:
         self.session = ort.InferenceSession(model, sess_options=options, providers=providers_for(use_gpu))
         self.input_columns, self.threshold = input_columns, threshold
         self.batch_size, self.keep_columns = batch_size, keep_columns
+        self.task = task_from_dict(task or {})
+        self.added = output_columns(task).names
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         missing = [
@@ -91,20 +108,24 @@ class _OnnxScorer:
                 f"the data lacks column(s) {', '.join(missing)}; it has {', '.join(batch.column_names)}.",
             )
         kept = batch.column_names if self.keep_columns is None else self.keep_columns
-        if PROBABILITY_OUTPUT in kept or LABEL_OUTPUT in kept:
+        clash = [c for c in self.added if c in kept]
+        if clash:
             raise ConfigError(
                 "keep_columns",
-                f"the data already has a {PROBABILITY_OUTPUT!r} or {LABEL_OUTPUT!r} column, which scoring "
-                "adds: keep the other columns only.",
+                f"the data already has column(s) {', '.join(map(repr, clash))}, which scoring adds: "
+                "keep the other columns only.",
             )
+        output = self.task.output()
+        name, width = output.name, output.width
         parts = [
-            self.session.run([PROBABILITY_OUTPUT], onnx_feeds(chunk, self.input_columns))[0].reshape(-1)
+            self.session.run([name], onnx_feeds(chunk, self.input_columns))[0].reshape(-1, width)
             for chunk in (batch.slice(s, self.batch_size) for s in range(0, batch.num_rows, self.batch_size))
         ]
-        probability = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        pred = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, width), np.float32)
         out = batch if self.keep_columns is None else batch.select(self.keep_columns)
-        out = out.append_column(PROBABILITY_OUTPUT, pa.array(probability, pa.float32()))
-        return out.append_column(LABEL_OUTPUT, pa.array((probability >= self.threshold).astype(np.int8)))
+        for column, values in self.task.output_columns(pred, self.threshold).items():
+            out = out.append_column(column, values)
+        return out
 
 
 class _ScoreToParquet(_OnnxScorer):
@@ -188,6 +209,7 @@ def _map(
     num_gpus: float | None,
     extra: dict[str, Any] | None = None,
     expected_rows: int | None = None,
+    task: Mapping[str, Any] | None = None,
 ) -> ray.data.Dataset:
     check_threshold(threshold)
     if batch_size < 1:
@@ -204,6 +226,7 @@ def _map(
         "num_threads": max(1, int(num_cpus)),
         "batch_size": batch_size,
         "keep_columns": None if keep_columns is None else list(keep_columns),
+        "task": dict(task or {}),
         **(extra or {}),
     }
 
@@ -260,23 +283,26 @@ def score_dataset(
     keep_columns: Sequence[str] | None = None,
     num_cpus: float = 1.0,
     num_gpus: float | None = None,
+    task: Mapping[str, Any] | None = None,
 ) -> ray.data.Dataset:
-    """Append ``probability`` (float32) and ``label`` (int8, ``probability >= threshold``) to ``ds``.
+    """Append the task's columns (``output_columns``) to ``ds``: for the legacy binary task ``probability``
+    (float32) and ``label`` (int8, ``probability >= threshold``).
 
     Lazy, like every Ray Data transform: nothing runs until the result is consumed or written.
 
     Args:
         ds: Rows holding the model's raw input columns (and whatever else).
-        onnx_path: The composed graph (preprocessing + model) with a ``probability`` output.
+        onnx_path: The composed graph (preprocessing + model) with the task's output.
         input_columns: Raw column -> ``"float"`` or ``"string"``, as the graph's inputs expect.
         threshold: Decision threshold for ``label``.
         use_gpu: onnxruntime's CUDA provider, and ``num_gpus`` reserved per actor.
         concurrency: Actor pool size: ``n`` fixed, or ``(min, max)``; default ``(1, N)`` with ``N`` the
             actors the cluster's CPUs (GPUs when ``use_gpu``) hold.
         batch_size: Rows per onnxruntime call inside an actor.
-        keep_columns: Columns of ``ds`` to keep beside the two new ones; None keeps every column.
+        keep_columns: Columns of ``ds`` to keep beside the new ones; None keeps every column.
         num_cpus: CPUs reserved per actor; also its onnxruntime ``intra_op_num_threads``.
         num_gpus: GPUs reserved per actor when ``use_gpu`` (default 1).
+        task: The version's task (``Task.describe()``, the ``raymlops.task`` tag); None: legacy binary.
     """
     return _map(
         ds,
@@ -290,6 +316,7 @@ def score_dataset(
         keep_columns=keep_columns,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        task=task,
     )
 
 
@@ -307,6 +334,7 @@ def score_to_parquet(
     num_cpus: float = 1.0,
     num_gpus: float | None = None,
     expected_rows: int | None = None,
+    task: Mapping[str, Any] | None = None,
 ) -> tuple[int, list[str]]:
     """``score_dataset`` whose actors write each scored block as a parquet part under ``output``.
 
@@ -330,6 +358,7 @@ def score_to_parquet(
         num_gpus=num_gpus,
         extra={"filesystem": filesystem, "folder": folder},
         expected_rows=expected_rows,
+        task=task,
     )
     rows, files = 0, []
     started = last = time.monotonic()

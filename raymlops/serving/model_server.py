@@ -76,7 +76,7 @@ class ModelServer:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
     async def predict(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray | Exception]:
-        """Probabilities per request, from one onnxruntime run over the whole batch.
+        """Predictions per request ([N] or [N, K], the task's), from one onnxruntime run over the batch.
 
         A batch that fails is re-run request by request, so that one bad request (a row the graph
         cannot score) fails alone and not the requests that happened to share its batch.
@@ -111,12 +111,13 @@ class RemoteModel:
         self._handle = handle
 
     def can_reuse_for(self, spec: ModelSpec, *, use_gpu: bool) -> bool:
-        return spec.placement == "deployment" and (spec.name, spec.version, spec.onnx_path, use_gpu) == (
-            self.spec.name,
-            self.spec.version,
-            self.spec.onnx_path,
-            self.use_gpu,
-        )
+        return spec.placement == "deployment" and (
+            spec.name,
+            spec.version,
+            spec.onnx_path,
+            spec.task,
+            use_gpu,
+        ) == (self.spec.name, self.spec.version, self.spec.onnx_path, self.spec.task, self.use_gpu)
 
     def with_spec(self, spec: ModelSpec) -> RemoteModel:
         clone = copy.copy(self)
@@ -124,7 +125,8 @@ class RemoteModel:
         return clone
 
     async def apredict(self, inputs: ModelInputs) -> np.ndarray:
-        """Probabilities (float32 [N]); the model's own failure is raised here, as in-replica."""
+        """The task's prediction (float32 [N] or [N, K]); the model's own failure is raised here, as
+        in-replica."""
         return _raise_failure(await self._handle.predict.remote(inputs.feeds()))
 
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:

@@ -15,9 +15,10 @@ import numpy as np
 import pyarrow as pa
 
 from raymlops.errors import DeploymentError
-from raymlops.models.export import PROBABILITY_OUTPUT, onnx_feeds, providers_for
+from raymlops.models.export import onnx_feeds, providers_for
 from raymlops.serving.model_inputs import ModelInputs
 from raymlops.serving.spec import ModelSpec
+from raymlops.tasks.base import OutputSpec
 
 __all__ = ["LoadedModel"]
 
@@ -25,6 +26,17 @@ logger = logging.getLogger(__name__)
 
 # onnxruntime element types per wire kind, to check a graph against its spec at load time.
 _ORT_TYPES = {"float": "tensor(float)", "string": "tensor(string)"}
+
+
+def _fits(shape: list[Any], width: int) -> bool:
+    """Whether an output's declared shape can hold the task's: [N] or [N, 1] for one value per row,
+    [N, K] for K classes; a symbolic or undeclared dimension passes (onnxruntime checks it per run)."""
+    if not shape:  # no declared rank
+        return True
+    rest = shape[1:]
+    if width == 1:
+        return all(d == 1 or not isinstance(d, int) for d in rest) and len(rest) <= 1
+    return len(rest) == 1 and (rest[0] == width or not isinstance(rest[0], int))
 
 
 class LoadedModel:
@@ -75,22 +87,43 @@ class LoadedModel:
         """Fail at load time, not on the first request, when the graph and the spec disagree."""
         graph_inputs = {i.name: i.type for i in self.session.get_inputs()}
         expected = {name: _ORT_TYPES[kind] for name, kind in self.spec.input_columns.items()}
-        outputs = [o.name for o in self.session.get_outputs()]
-        if graph_inputs != expected or PROBABILITY_OUTPUT not in outputs:
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        name, width = self.output.name, self.output.width
+        if graph_inputs != expected or name not in outputs:
             raise DeploymentError(
                 f"ONNX model {self.spec.name!r} version {self.spec.version!r} does not match its spec: "
-                f"graph inputs {graph_inputs} and outputs {outputs}; spec expects inputs {expected} "
-                f"and an output {PROBABILITY_OUTPUT!r}."
+                f"graph inputs {graph_inputs} and outputs {sorted(outputs)}; spec expects inputs {expected} "
+                f"and an output {name!r} (its task {self.spec.task_obj.name!r})."
             )
+        if not _fits(outputs[name], width):
+            raise DeploymentError(
+                f"ONNX model {self.spec.name!r} version {self.spec.version!r}: output {name!r} has shape "
+                f"{outputs[name]}, but its task {self.spec.task_obj.name!r} answers "
+                f"{'[N]' if width == 1 else f'[N, {width}]'}; register the graph its task exports."
+            )
+
+    @property
+    def output(self) -> OutputSpec:
+        """The graph output the version's task answers from (its name and width per row)."""
+        return self.spec.task_obj.output()
 
     def can_reuse_for(self, spec: ModelSpec, *, use_gpu: bool) -> bool:
         """Whether this session can serve ``spec`` (only weight, threshold or data version differ)."""
-        return (spec.name, spec.version, spec.onnx_path, spec.digest, spec.input_columns, use_gpu) == (
+        return (
+            spec.name,
+            spec.version,
+            spec.onnx_path,
+            spec.digest,
+            spec.input_columns,
+            spec.task,
+            use_gpu,
+        ) == (
             self.spec.name,
             self.spec.version,
             self.spec.onnx_path,
             self.spec.digest,
             self.spec.input_columns,
+            self.spec.task,
             self.use_gpu,
         )
 
@@ -101,7 +134,7 @@ class LoadedModel:
         return clone
 
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
-        """Probabilities (float32 [N]) for a validated request."""
+        """The task's prediction (float32 [N], or [N, K] for K classes) for a validated request."""
         return self.run_feeds(inputs.feeds())
 
     async def apredict(self, inputs: ModelInputs) -> np.ndarray:
@@ -110,26 +143,29 @@ class LoadedModel:
         return self.run_feeds(inputs.feeds())
 
     def predict_table(self, table: pa.Table) -> np.ndarray:
-        """Probabilities (float32 [N]) for a table holding the spec's input columns."""
+        """The task's prediction (float32 [N] or [N, K]) for a table holding the spec's input columns."""
         return self.run_feeds(onnx_feeds(table, self.spec.input_columns))
 
-    def predict(self, records: list[dict[str, Any]], *, max_rows: int = 10_000) -> list[float]:
-        """Validate ``records`` and return one probability per record."""
+    def predict(self, records: list[dict[str, Any]], *, max_rows: int = 10_000) -> list[Any]:
+        """Validate ``records`` and return one prediction per record: a number (a probability, a value),
+        or the class probabilities as a list."""
         from raymlops.serving.protocols.v1 import records_to_inputs
 
         inputs = records_to_inputs(records, self.spec.input_columns, max_rows)
-        return [float(p) for p in self.predict_inputs(inputs)]
+        return self.predict_inputs(inputs).astype(np.float64).tolist()
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Probabilities (float32 [N]) for the graph's feeds (``ModelInputs.feeds``, ``onnx_feeds``)."""
-        result = self.session.run([PROBABILITY_OUTPUT], feeds)[0]
-        probabilities = np.asarray(result, dtype=np.float32).reshape(-1)
-        bad = np.flatnonzero(~np.isfinite(probabilities))
+        """The task's prediction for the graph's feeds (``ModelInputs.feeds``, ``onnx_feeds``): float32
+        [N] when the task's output has one value per row, [N, K] for K classes."""
+        name, width = self.output.name, self.output.width
+        result = np.asarray(self.session.run([name], feeds)[0], dtype=np.float32)
+        pred = result.reshape(-1) if width == 1 else result.reshape(-1, width)
+        bad = np.flatnonzero(~np.isfinite(pred).reshape(len(pred), -1).all(axis=1))
         if bad.size:
             # Inputs in float32 range can still overflow inside a graph; a NaN answer is no answer
             # (nor valid JSON): the version failed on this request, and the router says so.
             raise FloatingPointError(
                 f"model {self.spec.name!r} version {self.spec.version!r} returned a non-finite "
-                f"probability ({probabilities[bad[0]]}) for row {bad[0]}."
+                f"{name} ({pred[bad[0]]}) for row {bad[0]}."
             )
-        return probabilities
+        return pred

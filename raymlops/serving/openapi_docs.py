@@ -88,7 +88,9 @@ _FEEDBACK_ITEM = {
     "additionalProperties": False,
     "properties": {
         "prediction_id": {"type": "string", "minLength": 1, "maxLength": 256},  # prediction_log's limits
-        "outcome": {"type": "number"},
+        # The task's outcome: 0 / 1 (or true / false) or the label's value (binary), a class (multiclass),
+        # a number (regression).
+        "outcome": {"type": ["number", "string", "boolean"]},
         "row": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "model": {"type": ["string", "null"], "minLength": 1},  # null: not given
     },

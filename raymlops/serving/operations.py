@@ -194,13 +194,14 @@ def spec_from_registry(
     The spec carries model.onnx's recorded digest (its signature verified here, by ``signer``): every
     replica refuses other bytes.
 
-    A version trained with feature views carries its feature lookup (the ``raymlops.feature_lookup`` tag).
+    A version trained with feature views carries its feature lookup (the ``raymlops.feature_lookup`` tag);
+    every version its task (the ``raymlops.task`` tag: what its graph outputs and its answers read).
     """
     from raymlops.features.online.lookup import FeatureLookup
     from raymlops.models.export import parse_input_columns
     from raymlops.registry.model_ref import parse_model_ref, resolve_model
-    from raymlops.registry.tags import FEATURE_LOOKUP_TAG, INPUT_COLUMNS_TAG
-    from raymlops.serving.spec import ModelSpec
+    from raymlops.registry.tags import FEATURE_LOOKUP_TAG, INPUT_COLUMNS_TAG, TASK_TAG
+    from raymlops.serving.spec import ModelSpec, task_description
 
     version = resolve_model(registry, parse_model_ref(f"{name}@{ref.removeprefix('@')}"))
     if version.lifecycle in ("rejected", "archived"):
@@ -222,6 +223,8 @@ def spec_from_registry(
         digest=digest,
         source=(remote := _remote_source(registry, version.source))[0],
         tracking_uri=remote[1],
+        # The registered task (absent: a version from before tasks, the legacy binary task).
+        task=task_description(version.tags.get(TASK_TAG), f"{name} v{version.version}"),
     )
     return with_input_profile(spec)
 

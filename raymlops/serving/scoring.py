@@ -23,7 +23,7 @@ from raymlops.errors import OnlineStoreError, RequestError
 from raymlops.monitoring.prediction_log import PredictionLogger
 from raymlops.security.pii import masker_from_settings
 from raymlops.serving.metrics import StatsBook
-from raymlops.serving.policy import ShadowPool, agreement, choose_version, sample_shadow
+from raymlops.serving.policy import ShadowPool, choose_version, sample_shadow
 
 if TYPE_CHECKING:
     from raymlops.serving.metrics import ServingMetrics
@@ -206,7 +206,7 @@ class Scorer:
         def job() -> None:
             started = time.perf_counter()
             spec = model.spec
-            code, probabilities = 200, None
+            code, probabilities, compared = 200, None, False
             label_agreement = mean_abs_diff = 0.0
             try:
                 same_inputs = spec.input_columns == served.input_columns
@@ -216,9 +216,14 @@ class Scorer:
                     else self._inputs.collect_now(protocol, payload, spec, max_rows)[0]
                 )
                 probabilities = model.predict_inputs(inputs)
-                label_agreement, mean_abs_diff = agreement(
-                    served_probabilities, served.threshold, probabilities, spec.threshold
-                )
+                # The served version's task judges (binary: labels by each one's threshold; multiclass:
+                # the same class; regression: values close); a shadow of another task is not compared.
+                task = served.task_obj
+                compared = task.comparable(spec.task_obj)
+                if compared:
+                    label_agreement, mean_abs_diff = task.agreement(
+                        served_probabilities, probabilities, served.threshold, spec.threshold
+                    )
             except RequestError as exc:
                 code = exc.status
             except OnlineStoreError:
@@ -233,8 +238,9 @@ class Scorer:
                 stats.record(latency_s, code)
                 return
             stats.record(latency_s, code, float(probabilities.mean()))
-            stats.record_agreement(label_agreement, mean_abs_diff)
-            self._metrics.shadow_agreement(name, version, label_agreement)
+            if compared:
+                stats.record_agreement(label_agreement, mean_abs_diff)
+                self._metrics.shadow_agreement(name, version, label_agreement)
             predictions = self.predictions
             if predictions is not None:
                 predictions.log(spec, "shadow", prediction_id, inputs.table(), probabilities, latency_s * 1e3)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raymlops.errors import ConfigError
 from raymlops.features.online.base import OnlineStoreSettings
@@ -26,6 +26,9 @@ from raymlops.security.pii import check_pii_settings
 from raymlops.serving.ood import OODSettings, check_input_profile
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 from raymlops.serving.rate_limit import RateLimitSettings
+
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
 
 __all__ = [
     "INPUT_KINDS",
@@ -39,6 +42,7 @@ __all__ = [
     "build_user_config",
     "choose_version",
     "parse_user_config",
+    "task_description",
 ]
 
 
@@ -92,6 +96,9 @@ class ModelSpec:
             (:func:`node_local`). "": ``onnx_path`` is on a path every node reads.
         tracking_uri: The tracking server that resolves an ``mlflow-artifacts:`` ``source`` (no
             credentials: MLflow reads those from its environment variables).
+        task: The version's task as ``Task.describe()`` records it (the registered version's
+            ``raymlops.task`` tag); ``{}``: a version registered before tasks existed, the legacy
+            binary task (flights). ``task_obj`` is the ``Task`` it stands for.
     """
 
     name: str
@@ -107,6 +114,7 @@ class ModelSpec:
     digest: str = ""
     source: str = ""
     tracking_uri: str = ""
+    task: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         key = f"serving.models[{self.name!r}]"
@@ -160,6 +168,23 @@ class ModelSpec:
                     f"{key}.input_profile", f"profiles column(s) {unknown} that are not model inputs."
                 )
         object.__setattr__(self, "input_profile", reference)  # normalised (frozen dataclass)
+        if not isinstance(self.task, Mapping):
+            raise ConfigError(f"{key}.task", f"must be a Task.describe() mapping or {{}}, got {self.task!r}.")
+        object.__setattr__(self, "task", dict(self.task))
+        try:
+            if self.task:  # a task that cannot be rebuilt fails here, not on a request
+                self.task_obj  # noqa: B018
+        except Exception as exc:
+            raise ConfigError(
+                f"{key}.task", f"{self.task!r} does not describe a task: {exc}. Register the version again."
+            ) from None
+
+    @cached_property
+    def task_obj(self) -> Task:
+        """The version's ``Task``: what its graph outputs and how its answers read."""
+        from raymlops.tasks.codec import task_from_dict
+
+        return task_from_dict(self.task)  # {}: the legacy binary task
 
     @cached_property
     def request_columns(self) -> dict[str, str]:
@@ -174,12 +199,14 @@ class ModelSpec:
         data = {
             f.name: copy.deepcopy(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.name not in ("feature_lookup", "input_profile")
+            if f.name not in ("feature_lookup", "input_profile", "task")
         }
         if self.feature_lookup is not None:  # absent otherwise: configs without views stay as they were
             data["feature_lookup"] = self.feature_lookup.to_dict()
         if self.input_profile is not None:  # likewise for versions without a training profile
             data["input_profile"] = copy.deepcopy(self.input_profile)
+        if self.task:  # likewise for versions registered before tasks (the legacy binary task)
+            data["task"] = copy.deepcopy(self.task)
         return data
 
     @classmethod
@@ -196,7 +223,11 @@ class ModelSpec:
                 f"serving.models[{data.get('name')!r}].{unknown[0]}", "is not a ModelSpec field.", fields
             )
         missing = sorted(
-            f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
         )
         if missing:
             raise ConfigError(
@@ -496,6 +527,20 @@ def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
         ood=OODSettings.from_dict(user_config.get("ood")),
         **settings,
     )
+
+
+def task_description(tag: str | None, model: str) -> dict[str, Any]:
+    """A registered version's task (its ``raymlops.task`` tag) as ``Task.describe()`` gives it; {}
+    for a version registered before tasks (the legacy binary task)."""
+    from raymlops.registry.tags import TASK_TAG
+    from raymlops.tasks.codec import task_from_json
+
+    try:
+        return task_from_json(tag).describe() if tag else {}
+    except ConfigError as exc:
+        raise ConfigError(
+            "model", f"{model}: its {TASK_TAG} tag {tag!r} is not a task ({exc}); register it again."
+        ) from None
 
 
 def node_local(spec: ModelSpec) -> ModelSpec:

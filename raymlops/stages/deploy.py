@@ -24,6 +24,7 @@ class DeployStage(Stage):
         from raymlops.features.online.lookup import lookup_for_config
         from raymlops.registry.governance import Governance
         from raymlops.registry.mlflow_registry import ModelRegistry
+        from raymlops.registry.tags import TASK_TAG
         from raymlops.security.integrity import Signer, onnx_digest
         from raymlops.serving import ModelSpec, sample_requests
         from raymlops.serving.operations import (
@@ -33,6 +34,7 @@ class DeployStage(Stage):
             deploy_from_config,
             served_versions,
         )
+        from raymlops.serving.spec import task_description
 
         cfg = ctx.cfg.serve
         registered, exported = state.require("register"), state.require("export")
@@ -53,6 +55,7 @@ class DeployStage(Stage):
             feature_lookup=lookup_for_config(ctx.cfg, exported.input_columns),
             # Serving loads only the bytes registered (digest checked; signature verified here).
             digest=onnx_digest(tags, Signer.from_config(ctx.cfg.security.signing), label),
+            task=task_description(tags.get(TASK_TAG), label),  # the answers' shape
         )
         governance = Governance.from_config(ctx.cfg)
         check_app_env(cfg.app_name, str(ctx.cfg.env.name))  # an experiment never touches prod traffic

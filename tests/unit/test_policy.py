@@ -435,17 +435,31 @@ def test_infer_request_binary_tensors() -> None:
             422,
             "same number of rows",
         ),
-        (
-            json.dumps({"inputs": GOOD, "outputs": [{"name": "label"}]}).encode(),
-            422,
-            "unknown output 'label'",
-        ),
+        (json.dumps({"inputs": GOOD, "outputs": [{"name": 3}]}).encode(), 422, "unknown output 3"),
     ],
 )
 def test_bad_infer_requests(body: bytes, status: int, fragment: str) -> None:
     with pytest.raises(RequestError) as info:
         oip_v2.parse_infer_request(body)
     assert info.value.status == status and fragment in info.value.message
+
+
+def test_outputs_asked_for_are_the_versions_own() -> None:
+    # Which outputs a version has is its task's: checked once the version is chosen.
+    request = oip_v2.parse_infer_request(
+        json.dumps({"inputs": GOOD, "outputs": [{"name": "label"}]}).encode()
+    )
+    with pytest.raises(
+        RequestError, match="unknown output 'label'; this model has one output, 'probability'"
+    ):
+        oip_v2.OipV2().inputs(request, spec("1", 1.0), max_rows=10)
+    regression = ModelSpec("m", "1", "/m.onnx", "", COLUMNS, task={"task": "regression", "loss": "mse"})
+    request = oip_v2.parse_infer_request(
+        json.dumps({"inputs": GOOD, "outputs": [{"name": "value"}]}).encode()
+    )
+    assert oip_v2.OipV2().inputs(request, regression, max_rows=10).rows == 2
+    with pytest.raises(RequestError, match="this model has one output, 'value'"):
+        oip_v2.OipV2().inputs(parse(GOOD, outputs=[{"name": "probability"}]), regression, max_rows=10)
 
 
 @pytest.mark.parametrize(
@@ -501,3 +515,39 @@ def test_metadata_and_response_shapes() -> None:
         "outputs": [{"name": "probability", "datatype": "FP32", "shape": [2], "data": [0.25, 0.5]}],
     }
     assert oip_v2.server_metadata("0.1.0")["name"] == "raymlops"
+
+
+def test_metadata_and_response_per_task() -> None:
+    # Every task's one FP32 output: its name, [-1] or [-1, K], and (multiclass) the class names.
+    multiclass = spec(task={"task": "multiclass", "classes": ["bus", "car", "train"]})
+    regression = spec("2", task={"task": "regression", "loss": "mse"})
+    assert oip_v2.model_metadata("m", [multiclass])["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}
+    ]
+    assert oip_v2.model_metadata("m", [regression])["outputs"] == [
+        {"name": "value", "datatype": "FP32", "shape": [-1]}
+    ]
+    pred = np.asarray([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25]], dtype=np.float32)
+    request = parse(GOOD)
+    output = oip_v2.OipV2().answer("m", multiclass, "pid", pred, request)["outputs"][0]
+    assert output["name"] == "probabilities" and output["shape"] == [2, 3]
+    np.testing.assert_allclose(output["data"], pred.reshape(-1))
+    assert json.loads(output["parameters"]["classes"]) == ["bus", "car", "train"]
+    value = oip_v2.OipV2().answer("m", regression, "pid", np.asarray([1.5, -2.0], np.float32), request)
+    assert value["outputs"] == [{"name": "value", "datatype": "FP32", "shape": [2], "data": [1.5, -2.0]}]
+
+
+def test_a_spec_carries_its_task_through_user_config() -> None:
+    from raymlops.errors import ConfigError
+    from raymlops.serving.spec import build_user_config, parse_user_config
+
+    multiclass = spec(task={"task": "multiclass", "classes": ["a", "b"]})
+    config = parse_user_config(build_user_config([multiclass, spec("2", 0.0)]))
+    first, legacy = config.models["flights"]
+    assert first.task == {"task": "multiclass", "classes": ["a", "b"]} and first.task_obj.output().width == 2
+    assert legacy.task == {} and "task" not in legacy.to_dict()  # legacy user_config unchanged
+    assert legacy.task_obj.answers(np.asarray([0.7], np.float32), 0.5) == [
+        {"probability": pytest.approx(0.7), "label": 1}
+    ]
+    with pytest.raises(ConfigError, match=r"serving.models\['flights'\].task"):
+        spec(task={"task": "ranking"})

@@ -3,7 +3,9 @@ parsing and response shapes.
 
 Pure functions, no Ray: the router's ``/v2`` endpoints call them. What a served model looks like in
 the protocol: one input tensor per raw column, ``FP32`` (numeric columns) or ``BYTES`` (string
-columns), shape ``[-1, 1]``; one output ``probability``, ``FP32``, shape ``[-1]``.
+columns), shape ``[-1, 1]``; one ``FP32`` output, the version's task's (``Task.output``): ``probability``
+``[-1]`` (binary), ``probabilities`` ``[-1, K]`` (multiclass; the class names, in column order, in the
+output's ``parameters``), ``value`` ``[-1]`` (regression).
 
 Accepted on input:
 
@@ -48,6 +50,7 @@ __all__ = [
     "InferRequest",
     "OipV2",
     "Tensor",
+    "check_outputs",
     "infer_inputs",
     "infer_response",
     "infer_table",
@@ -58,7 +61,7 @@ __all__ = [
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
-OUTPUT_NAME = "probability"
+OUTPUT_NAME = "probability"  # the legacy binary task's output
 KIND_DATATYPE = {"float": "FP32", "string": "BYTES"}
 # Wire datatype -> little-endian numpy dtype of its binary form.
 NUMERIC_DATATYPES = {
@@ -117,7 +120,11 @@ INFER_REQUEST_SCHEMA = {
         },
         "outputs": {
             "type": "array",
-            "items": {"type": "object", "required": ["name"], "properties": {"name": {"const": OUTPUT_NAME}}},
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "description": "The version's one output."}},
+            },
         },
     },
 }
@@ -154,10 +161,16 @@ INFER_ANSWER = {
                 "type": "object",
                 "required": ["name", "datatype", "shape", "data"],
                 "properties": {
-                    "name": {"const": OUTPUT_NAME},
+                    "name": {"enum": ["probability", "probabilities", "value"]},
                     "datatype": {"const": "FP32"},
-                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                    "data": {"type": "array", "items": {"type": "number"}},
+                    "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                    "data": {"type": "array", "items": {"type": "number"}, "description": "Row-major."},
+                    "parameters": {
+                        "type": "object",
+                        "description": "The task's output parameters (Task.oip_parameters): multiclass "
+                        '"classes", a JSON array of the class names in column order.',
+                        "additionalProperties": {"type": ["string", "number", "boolean"]},
+                    },
                 },
             },
         },
@@ -183,6 +196,7 @@ class InferRequest:
     inputs: dict[str, Tensor]
     rows: int
     parameters: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()  # the outputs asked for by name (checked against the version's)
 
 
 def server_metadata(version: str) -> dict[str, Any]:
@@ -198,6 +212,7 @@ def model_metadata(name: str, specs: Sequence[ModelSpec], version: ModelSpec | N
     columns a request carries (entity keys instead of the features the router fetches).
     """
     spec = version or max(specs, key=lambda s: s.weight)
+    output = spec.task_obj.output()
     return {
         "name": name,
         "versions": [spec.version] if version is not None else [s.version for s in specs],
@@ -206,28 +221,42 @@ def model_metadata(name: str, specs: Sequence[ModelSpec], version: ModelSpec | N
             {"name": column, "datatype": KIND_DATATYPE[kind], "shape": [-1, 1]}
             for column, kind in spec.request_columns.items()
         ],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
+        "outputs": [
+            {
+                "name": output.name,
+                "datatype": "FP32",
+                "shape": [-1] if output.width == 1 else [-1, output.width],
+            }
+        ],
     }
 
 
 def infer_response(
-    name: str, version: str, request_id: str | None, prediction_id: str, probabilities: np.ndarray
+    name: str,
+    version: str,
+    request_id: str | None,
+    prediction_id: str,
+    pred: np.ndarray,
+    output: str = OUTPUT_NAME,
+    parameters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON answer of ``POST /v2/models/{name}/infer``; ``id`` echoes the request's, else the
-    prediction id."""
+    prediction id. ``pred``: the task's prediction, [N] or [N, K] (sent row-major, flat);
+    ``parameters``: the output's (the task's ``oip_parameters``), left out when empty."""
+    tensor: dict[str, Any] = {
+        "name": output,
+        "datatype": "FP32",
+        "shape": [int(n) for n in pred.shape],
+        "data": pred.reshape(-1).tolist(),
+    }
+    if parameters:
+        tensor["parameters"] = dict(parameters)
     return {
         "id": request_id if request_id is not None else prediction_id,
         "model_name": name,
         "model_version": version,
         "parameters": {"prediction_id": prediction_id},
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "datatype": "FP32",
-                "shape": [int(probabilities.size)],
-                "data": probabilities.tolist(),
-            }
-        ],
+        "outputs": [tensor],
     }
 
 
@@ -281,7 +310,7 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
     parameters = payload.get("parameters", {})
     if not isinstance(parameters, dict):
         raise RequestError(f"'parameters' must be a JSON object, got {describe(parameters)}.")
-    _check_outputs(payload.get("outputs"))
+    outputs = _check_outputs(payload.get("outputs"))
     raw_inputs = payload.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise RequestError(
@@ -305,18 +334,31 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
     if len(rows) > 1:
         sizes = ", ".join(f"{t.name!r}: {t.shape[0]}" for t in inputs.values())
         raise RequestError(f"inputs must all have the same number of rows; got {sizes}.")
-    return InferRequest(request_id, inputs, rows.pop(), parameters)
+    return InferRequest(request_id, inputs, rows.pop(), parameters, outputs)
 
 
-def _check_outputs(outputs: Any) -> None:
+def _check_outputs(outputs: Any) -> tuple[str, ...]:
+    """The output names asked for; which the version has is checked once it is chosen
+    (``check_outputs``)."""
     if outputs is None:
-        return
+        return ()
     if not isinstance(outputs, list):
         raise RequestError(f"'outputs' must be a list, got {describe(outputs)}.")
+    names = []
     for output in outputs:
         name = output.get("name") if isinstance(output, dict) else None
-        if name != OUTPUT_NAME:
-            raise RequestError(f"unknown output {name!r}; this model has one output, {OUTPUT_NAME!r}.")
+        if not isinstance(name, str):
+            raise RequestError(f'unknown output {name!r}; each output asked for is {{"name": NAME}}.')
+        names.append(check_text(name, "an output's name"))
+    return tuple(names)
+
+
+def check_outputs(request: InferRequest, spec: ModelSpec) -> None:
+    """Refuse (422) outputs the version does not have: it has one, its task's."""
+    output = spec.task_obj.output().name
+    for name in request.outputs:
+        if name != output:
+            raise RequestError(f"unknown output {name!r}; this model has one output, {output!r}.")
 
 
 def _parse_tensor(index: int, raw: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:
@@ -531,6 +573,7 @@ class OipV2(ServingProtocol):
         return sticky_key(payload, field)
 
     def inputs(self, payload: InferRequest, spec: ModelSpec, max_rows: int) -> ModelInputs:
+        check_outputs(payload, spec)
         return infer_inputs(payload, spec.request_columns, max_rows)
 
     def answer(
@@ -543,7 +586,11 @@ class OipV2(ServingProtocol):
         imputed: list[list[str]] | None = None,
         ood: list[list[str]] | None = None,
     ) -> dict[str, Any]:
-        answer = infer_response(name, spec.version, payload.id, prediction_id, probabilities)
+        task = spec.task_obj
+        output, parameters = task.output().name, task.oip_parameters()
+        answer = infer_response(
+            name, spec.version, payload.id, prediction_id, probabilities, output, parameters
+        )
         if imputed is not None:
             answer["parameters"]["imputed"] = imputed
         if ood is not None:

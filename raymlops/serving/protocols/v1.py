@@ -1,7 +1,9 @@
 """The ``/v1`` protocol: ``POST /v1/models/{name}/predict`` with ``{"records": [...]}`` or a bare list.
 
 Each record is a JSON object of raw input column -> value (``null``: missing, imputed by the graph as in
-training; other keys are ignored); the answer is one ``{"probability", "label"}`` per record. Bodies
+training; other keys are ignored); the answer is one row per record in the version's task's shape
+(``Task.answers``: binary ``{"probability", "label"}``, multiclass ``{"label", "probabilities"}``,
+regression ``{"value"}``). Bodies
 are checked here, before onnxruntime sees anything, so every malformed request is answered with a 422
 that names the row and column instead of an onnxruntime error (or a 500). The rest of the ``/v1`` API
 (explain, feedback, the model list and statistics) shares its body and its roles.
@@ -20,9 +22,11 @@ from raymlops.errors import RequestError
 from raymlops.serving.model_inputs import FLOAT32_MAX, ModelInputs, check_text, describe
 from raymlops.serving.policy import sticky_key_from_fields
 from raymlops.serving.protocols.base import ServingProtocol
+from raymlops.tasks.registry import TASKS, task_class
 
 if TYPE_CHECKING:
     from raymlops.serving.spec import ModelSpec
+    from raymlops.tasks.base import Task
 
 __all__ = ["PREDICT_ANSWER", "RECORDS_SCHEMA", "V1", "parse_records", "records_to_inputs", "records_to_table"]
 
@@ -45,6 +49,29 @@ RECORDS_SCHEMA = {
 
 
 COLUMNS_SCHEMA = {"type": "array", "items": {"type": "string"}}
+_ROW_EXTRAS = {
+    "imputed": {**COLUMNS_SCHEMA, "description": "Feature views the row was missing from."},
+    "ood": {
+        **COLUMNS_SCHEMA,
+        "description": "Columns whose value lies outside the version's training profile "
+        "(present when the version is checked: serve.ood.enabled and a registered profile).",
+    },
+}
+
+
+def _answer_row(task: type[Task]) -> dict[str, Any]:
+    """One prediction of a version of ``task``: the task's fields (``Task.answer_schema``) and ours."""
+    row = dict(task.answer_schema())
+    return {
+        **row,
+        "title": f"{task.name} answer",
+        "additionalProperties": False,
+        "properties": {**row.get("properties", {}), **_ROW_EXTRAS},
+    }
+
+
+# One row shape per task (binary: probability, label; multiclass: label, probabilities by class name;
+# regression: value): a name's versions answer in their own task's shape.
 PREDICT_ANSWER = {
     "type": "object",
     "required": ["model_name", "model_version", "prediction_id", "predictions"],
@@ -54,21 +81,7 @@ PREDICT_ANSWER = {
         "prediction_id": {"type": "string"},
         "predictions": {
             "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["probability", "label"],
-                "additionalProperties": False,
-                "properties": {
-                    "probability": {"type": "number", "minimum": 0, "maximum": 1},
-                    "label": {"enum": [0, 1]},
-                    "imputed": {**COLUMNS_SCHEMA, "description": "Feature views the row was missing from."},
-                    "ood": {
-                        **COLUMNS_SCHEMA,
-                        "description": "Columns whose value lies outside the version's training profile "
-                        "(present when the version is checked: serve.ood.enabled and a registered profile).",
-                    },
-                },
-            },
+            "items": {"anyOf": [_answer_row(task_class(name)) for name in TASKS]},
         },
     },
 }
@@ -215,8 +228,8 @@ class V1(ServingProtocol):
         imputed: list[list[str]] | None = None,
         ood: list[list[str]] | None = None,
     ) -> dict[str, Any]:
-        threshold = spec.threshold
-        predictions = [{"probability": p, "label": int(p >= threshold)} for p in probabilities.tolist()]
+        # The task's fields: binary probability + label, multiclass label + probabilities, regression value.
+        predictions = spec.task_obj.answers(probabilities, spec.threshold)
         if imputed is not None:  # a version with a feature lookup: the views each row was missing from
             for prediction, views in zip(predictions, imputed, strict=True):
                 prediction["imputed"] = views
