@@ -5,8 +5,9 @@ the champion.
 
     --out             the markdown comparison (candidate vs champion, every gate), e.g. for a PR comment
                       (default: ci_gate.md)
-    --max-regression  how much worse than the champion a metric may be, e.g. test/auc=0.0 (repeatable;
-                      default: the config's evaluate.champion.max_regression, else test/auc=0.0)
+    --max-regression  how much worse than the champion a metric may be, e.g. test/auc=0.0 or
+                      test/primary=0.0 (the task's primary metric: auc, macro_f1, rmse) (repeatable;
+                      default: the config's evaluate.champion.max_regression, else test/primary=0.0)
     --dry-run         compose the config and write the plan (stages, data, champion, gates); no Ray, no
                       training: checks the overrides and the workflow in seconds
     overrides         the job's Hydra overrides (+experiment=quickstart, data.ref=...,
@@ -15,8 +16,10 @@ the champion.
 The candidate is trained and scored like the job does (``stages=[ingest, validate, features, train,
 evaluate]``); nothing is exported, registered or deployed, so a pull request cannot change the registry.
 The champion (``evaluate.champion.alias`` of ``registry.model_name``) is re-scored on the candidate's test
-rows. With the embedded defaults (a local SQLite registry) it runs on a laptop as in CI; the first run
-has no champion and is judged by ``evaluate.gates`` alone.
+rows with the candidate's task (a champion of another task is not compared). With the embedded
+defaults (a local SQLite registry) it runs on a laptop as in CI; the first run has no champion and is
+judged by ``evaluate.gates`` alone (null: the task's default gates). Any task: the markdown lists the
+metrics the task computes, with which way is better.
 
 Exit status: 0 every gate passed; 1 a gate or the data validation failed, or the run failed (the
 markdown says which); 2 bad arguments or config (the message names the key).
@@ -35,7 +38,7 @@ from raymlops.cli.overrides import UsageError
 __all__ = ["add_ci_gate_command", "plan_markdown", "result_markdown", "run_ci_gate_command"]
 
 GATE_STAGES = ("ingest", "validate", "features", "train", "evaluate")
-DEFAULT_MAX_REGRESSION = {"test/auc": 0.0}
+DEFAULT_MAX_REGRESSION = {"test/primary": 0.0}  # the task's primary metric may not drop at all
 
 
 def add_ci_gate_command(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +77,8 @@ def compose_config(overrides: list[str], max_regression: dict[str, float]) -> An
     from raymlops.cli.overrides import compose_overrides
 
     cfg = compose_overrides([*overrides, f"stages=[{','.join(GATE_STAGES)}]"])
-    configured = OmegaConf.to_container(cfg.evaluate.champion.max_regression)
+    bounds = cfg.evaluate.champion.max_regression  # null: the task's tolerance; CI is strict instead
+    configured = OmegaConf.to_container(bounds) if bounds is not None else {}
     with open_dict(cfg):
         # Without a bound the evaluate stage does not score the champion at all: CI always compares.
         cfg.evaluate.champion.max_regression = max_regression or configured or DEFAULT_MAX_REGRESSION
@@ -83,6 +87,12 @@ def compose_config(overrides: list[str], max_regression: dict[str, float]) -> An
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _gates(gates: Any) -> str:
+    if gates is None:
+        return "the task's default (its primary metric beats the constant baseline)"
+    return ", ".join(f"`{g}`" for g in gates) or "none"
 
 
 def plan_markdown(cfg: Any) -> str:
@@ -96,13 +106,23 @@ def plan_markdown(cfg: Any) -> str:
             f"- data: `{cfg.data.ref}`",
             f"- model: `{cfg.model._target_}`, run `{cfg.run_name}`",
             f"- champion: `{cfg.registry.model_name}@{cfg.evaluate.champion.alias}` ({bounds})",
-            f"- gates: {', '.join(f'`{g}`' for g in cfg.evaluate.gates) or 'none'}",
+            f"- gates: {_gates(cfg.evaluate.gates)}",
             "",
         ]
     )
 
 
-def result_markdown(cfg: Any, evaluation: Any) -> str:
+def _direction(task: Any, metric: str) -> str:
+    """'higher' / 'lower' (which way is better for ``task``), '-' for counts and unknown metrics."""
+    if task is None:
+        return "-"
+    try:
+        return "higher" if task.higher_is_better(metric) else "lower"
+    except KeyError:
+        return "-"
+
+
+def result_markdown(cfg: Any, evaluation: Any, task: Any = None) -> str:
     """Candidate vs champion, metric by metric, and every gate with its verdict."""
     champion = evaluation.champion or {}
     theirs = champion.get("metrics", {})
@@ -117,14 +137,17 @@ def result_markdown(cfg: Any, evaluation: Any) -> str:
             else f"no `{cfg.evaluate.champion.alias}` of `{cfg.registry.model_name}` (gates only)"
         ),
         "",
-        "| metric | candidate | champion | change | baseline |",
-        "|---|---|---|---|---|",
+        "| metric | better | candidate | champion | change | baseline |",
+        "|---|---|---|---|---|---|",
     ]
+    if champion.get("skipped"):
+        lines[4:4] = [f"The champion was not compared: it {champion['skipped']}.", ""]
     for metric, value in sorted(evaluation.metrics.items()):
         other = theirs.get(metric)
         change = f"{value - other:+.4f}" if isinstance(other, float) and isinstance(value, float) else "-"
         baseline = _fmt(evaluation.baseline.get(metric))
-        lines.append(f"| {metric} | {_fmt(value)} | {_fmt(other)} | {change} | {baseline} |")
+        better = _direction(task, metric)
+        lines.append(f"| {metric} | {better} | {_fmt(value)} | {_fmt(other)} | {change} | {baseline} |")
     lines += ["", "| gate | result | detail |", "|---|---|---|"]
     lines += [f"| `{g.gate}` | {'pass' if g.passed else 'FAIL'} | {g.detail} |" for g in evaluation.gates]
     return "\n".join(lines) + "\n"
@@ -153,6 +176,6 @@ def run_ci_gate_command(args: argparse.Namespace) -> int:
         args.out.write_text(f"## Model gate: FAILED (error)\n\n```\n{type(exc).__name__}: {exc}\n```\n")
         raise
     evaluation = state.require("evaluate")
-    args.out.write_text(result_markdown(cfg, evaluation))
+    args.out.write_text(result_markdown(cfg, evaluation, state.require("features").task))
     print(args.out.read_text())
     return 0 if evaluation.passed else 1

@@ -60,3 +60,51 @@ def test_the_workflow_runs_the_gate_with_arguments_it_accepts(gate: ModuleType) 
         args, overrides = gate.parse_args(argv[2:])
         assert overrides == ["+experiment=quickstart"] and args.out.suffix == ".md"
     assert any("gh pr comment" in c and "ci_gate.md" in c for c in commands)
+
+
+def test_the_comparison_lists_any_tasks_metrics_with_their_direction() -> None:
+    from omegaconf import OmegaConf
+
+    from raymlops.cli.ci_gate import DEFAULT_MAX_REGRESSION, compose_config, plan_markdown, result_markdown
+    from raymlops.evaluation.metrics import champion_gates
+    from raymlops.pipeline.state import EvaluateOutput
+    from raymlops.tasks.multiclass import MulticlassTask
+    from raymlops.tasks.regression import RegressionTask
+
+    task = MulticlassTask(classes=("a", "b", "c"))
+    mine = {"test/accuracy": 0.71, "test/macro_f1": 0.64, "test/logloss": 0.80, "test/rows": 300.0}
+    theirs = {"test/accuracy": 0.70, "test/macro_f1": 0.66, "test/logloss": 0.75, "test/rows": 300.0}
+    gates = champion_gates(mine, theirs, DEFAULT_MAX_REGRESSION, "champion v2", task)
+    baseline = {"test/macro_f1": 0.22, "test/accuracy": 0.5}
+    evaluation = EvaluateOutput(
+        mine, baseline, False, (gates[0].detail,), tuple(gates), {}, {"version": "2", "metrics": theirs}
+    )
+    cfg = OmegaConf.create(
+        {
+            "run_name": "cand",
+            "data": {"ref": "t.csv"},
+            "registry": {"model_name": "gems"},
+            "evaluate": {"champion": {"alias": "champion"}},
+        }
+    )
+    text = result_markdown(cfg, evaluation, task)
+    assert "| test/macro_f1 | higher | 0.6400 | 0.6600 | -0.0200 | 0.2200 |" in text
+    assert "| test/logloss | lower | 0.8000 | 0.7500 | +0.0500 | - |" in text
+    assert "| test/rows | - |" in text
+    assert "`test/macro_f1 vs champion v2 (max 0 worse)` | FAIL" in text  # 'primary' named for the task
+    skipped = EvaluateOutput(
+        mine,
+        baseline,
+        True,
+        (),
+        (),
+        {},
+        {"version": "2", "metrics": {}, "skipped": "answers another task (regression)"},
+    )
+    text = result_markdown(cfg, skipped, RegressionTask())
+    assert "The champion was not compared: it answers another task (regression)." in text
+    # No bound anywhere (the config's null) -> the task's primary metric may not drop at all.
+    composed = compose_config(["+experiment=quickstart", "evaluate.champion.max_regression=null"], {})
+    assert OmegaConf.to_container(composed.evaluate.champion.max_regression) == {"test/primary": 0.0}
+    plan = plan_markdown(compose_config(["+experiment=quickstart", "evaluate.gates=null"], {}))
+    assert "gates: the task's default (its primary metric beats the constant baseline)" in plan
