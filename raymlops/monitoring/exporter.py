@@ -27,6 +27,7 @@ __all__ = ["GAUGES", "GaugeDef", "MonitorExporter"]
 
 _VERSION = ("model", "version")
 _FEATURE = ("model", "version", "feature")
+_METRIC = ("model", "version", "metric")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ GAUGES = (
     ),
     GaugeDef(
         "raymlops_prediction_drift_psi",
-        "PSI of the served probabilities vs the test split's (or the first monitored window's).",
+        "PSI of the task's prediction statistic (binary: probabilities; multiclass: answered classes' "
+        "shares; regression: values) vs the test split's (or the first monitored window's).",
         _VERSION,
     ),
     GaugeDef("raymlops_live_accuracy", "Accuracy on the window's rows that got feedback.", _VERSION),
@@ -66,6 +68,26 @@ GAUGES = (
     GaugeDef("raymlops_accuracy_drop", "test/accuracy minus live accuracy (positive: worse live).", _VERSION),
     GaugeDef(
         "raymlops_feedback_rows", "Rows of the window joined to feedback (live metrics' sample).", _VERSION
+    ),
+    GaugeDef(
+        "raymlops_live_metric",
+        "A metric of the task on the window's rows that got feedback (binary: auc, accuracy, logloss; "
+        "multiclass: accuracy, macro_f1, logloss; regression: rmse, mae, r2).",
+        _METRIC,
+    ),
+    GaugeDef(
+        "raymlops_test_metric", "The same metric logged for the test split in the version's run.", _METRIC
+    ),
+    GaugeDef(
+        "raymlops_live_metric_worse_by",
+        "How much worse the live metric is than the test split's, in the metric's units, the direction "
+        "from the task (positive: worse live; accuracy: test - live; rmse: live - test).",
+        _METRIC,
+    ),
+    GaugeDef(
+        "raymlops_feedback_unknown_outcomes",
+        "Feedback joined to the window whose outcome is no outcome of the version's task (an unknown class).",
+        _VERSION,
     ),
     GaugeDef(
         "raymlops_monitor_window_rows",
@@ -125,6 +147,14 @@ class MonitorExporter:
             self._set("raymlops_test_auc", accuracy.get("test", {}).get("auc"), **ids)
             self._set("raymlops_accuracy_drop", accuracy.get("drop", {}).get("accuracy"), **ids)
             self._set("raymlops_feedback_rows", accuracy.get("rows", 0), **ids)
+            self._set("raymlops_feedback_unknown_outcomes", accuracy.get("unknown_outcomes", 0), **ids)
+            for gauge, key in (
+                ("raymlops_live_metric", "live"),
+                ("raymlops_test_metric", "test"),
+                ("raymlops_live_metric_worse_by", "drop"),
+            ):
+                for metric, value in (accuracy.get(key) or {}).items():
+                    self._set(gauge, value, **ids, metric=metric)
             for route, rows in entry.get("rows", {}).items():
                 self._set("raymlops_monitor_window_rows", rows, **ids, route=route)
         self._set("raymlops_monitor_last_run_timestamp_seconds", data["generated_at"], model=model)

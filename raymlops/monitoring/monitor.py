@@ -9,16 +9,20 @@ found there (or the one an alias or version number names), computes
   (:func:`~raymlops.data.stats.table_stats`: moments, value counts, quantile sketches) and are
   compared by :func:`~raymlops.data.drift.drift_report` (PSI + KS for numeric columns, PSI +
   chi-square for categorical ones);
-- **prediction drift**: the served probabilities against a reference distribution: the version's
-  test-split probabilities when its model folder holds :data:`PREDICTION_PROFILE`, else the first
-  window with at least ``monitor.min_rows`` rows this monitor saw for the version (stored under
-  ``<out_dir>/references/``); the report says which;
-- **live accuracy** from feedback joined by prediction id (accuracy, AUC when both classes occur,
-  log loss, count; the same :func:`~raymlops.evaluation.metrics.binary_metrics` the evaluate stage
-  uses) against ``test/accuracy`` and ``test/auc`` logged in the version's MLflow run;
+- **prediction drift**: the task's prediction statistic (binary: the served probabilities; multiclass:
+  the answered classes' shares, PSI and chi-square; regression: the values, PSI and KS) against a
+  reference distribution: the version's test-split predictions when its model folder holds
+  :data:`PREDICTION_PROFILE`, else the first window with at least ``monitor.min_rows`` rows this monitor
+  saw for the version (stored under ``<out_dir>/references/``); the report says which;
+- **live metrics** from feedback joined by prediction id, its outcomes turned into the version's targets
+  by ``Task.outcome_targets`` (outcomes the task does not know are counted, not fatal): the task's
+  ``metrics`` (binary: accuracy, AUC when both classes occur, log loss; multiclass: accuracy, macro-F1,
+  log loss; regression: RMSE, MAE, R²), the ones the evaluate stage computes, against the ``test/``
+  metrics logged in the version's MLflow run, each with how much worse live it is (the task's direction);
 - **latency** p50/p99 per request and row/request counts per route, against ``monitor.slo``.
 
-Drift or an accuracy drop over the configured thresholds is an *alert* (``report.ok`` is False;
+Drift or a live metric worse than test over the configured limits (``max_accuracy_drop``, ``max_auc_drop``;
+``max_metric_drop`` for a primary metric without one of its own) is an *alert* (``report.ok`` is False;
 ``jobs/monitor.py`` exits 1); a latency or traffic SLO breach is a *warning*. Request errors are not
 in the log: the error-rate alert works from the serving counters (``monitoring/prometheus/alerts.yml``).
 
@@ -160,6 +164,7 @@ def run_monitor(
             "min_rows": m.min_rows,
             "max_accuracy_drop": m.max_accuracy_drop,
             "max_auc_drop": m.max_auc_drop,
+            "max_metric_drop": m.max_metric_drop,
             "min_feedback_rows": m.min_feedback_rows,
             "slo": {
                 "latency_p50_ms": m.slo.latency_p50_ms,

@@ -17,17 +17,22 @@ Prediction rows (one per scored row; ``model`` lives in the directory name)::
     model          string
     version        string
     route          string          "served" (answered the client) | "shadow" (mirrored, discarded)
-    probability    float64         exactly the value answered (float32 widened)
-    label          int8            probability >= the version's threshold
+    probability    float64         binary: exactly the probability answered (float32 widened);
+                                   multiclass: the likeliest class's probability; regression: null
+    label          int8            binary: probability >= the version's threshold; else null
     latency_ms     float64         the request's handler time (served) or the shadow model's time
+    probabilities  list<float64>   multiclass only: every class's probability, in the task's class
+                                   order (what log loss and the class shares need)
+    class_index    int32           multiclass only: the answered class, its index in the task's classes
+    value          float64         regression only: exactly the value answered
     f_<column>     float64 | string  each raw input column as sent (``f_distance``, ``f_origin``);
                    a PII column (``data.columns.<c>.pii``) as its HMAC hex string, or left out
                    (``data.pii.action``): see :mod:`raymlops.security.pii`
 
-Feedback rows (``POST /v1/feedback``): ``prediction_id`` string, ``row`` int32, ``outcome`` float64
-(the true label or value), ``ts`` timestamp[us, UTC] (when it arrived), ``model`` string (null when
-the client did not say). :func:`join_feedback` matches them to predictions by ``prediction_id`` and
-``row``; the latest feedback for a key wins.
+A version's files hold the output columns of its task's ``prediction_kind()`` only (:data:`OUTPUTS`): a
+binary version's files are exactly what they were before tasks existed, and old files read as they did.
+Feedback rows: see :mod:`raymlops.monitoring.feedback`. :func:`join_feedback` matches them to predictions
+by ``prediction_id`` and ``row``; the latest feedback for a key wins.
 
 Versions with different input columns write files with different ``f_`` columns; the readers unify
 them (a column a version lacks reads as null).
@@ -36,8 +41,6 @@ them (a column a version lacks reads as null).
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import os
 import re
 import threading
@@ -50,17 +53,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from raymlops.errors import ConfigError, RequestError
+from raymlops.errors import ConfigError
+from raymlops.monitoring.feedback import (
+    FEEDBACK_SCHEMA,
+    LEGACY_FEEDBACK_SCHEMA,
+    TIMESTAMP,
+    Feedback,
+    feedback_table,
+    parse_feedback,
+)
 from raymlops.monitoring.parquet_log import ParquetLog, read_log
 
 if TYPE_CHECKING:
     from raymlops.security.pii import PIIMasker
     from raymlops.serving.spec import ModelSpec
+    from raymlops.tasks.base import Task
 
 __all__ = [
+    "BASE_SCHEMA",
     "FEATURE_PREFIX",
     "FEEDBACK_DIR",
     "FEEDBACK_SCHEMA",
+    "LEGACY_FEEDBACK_SCHEMA",
+    "OUTPUTS",
     "PREDICTIONS_DIR",
     "ROUTES",
     "Feedback",
@@ -68,7 +83,9 @@ __all__ = [
     "ScoredRequest",
     "feedback_table",
     "join_feedback",
+    "log_pred",
     "parse_feedback",
+    "prediction_kind",
     "prediction_schema",
     "read_feedback",
     "read_predictions",
@@ -78,7 +95,6 @@ PREDICTIONS_DIR = "predictions"
 FEEDBACK_DIR = "feedback"
 ROUTES = ("served", "shadow")
 FEATURE_PREFIX = "f_"
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 _WIRE_TYPES = {"float": pa.float64(), "string": pa.string()}
 _PARTITIONS = ("model", "date")
 BASE_SCHEMA = pa.schema(
@@ -94,26 +110,78 @@ BASE_SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
     ]
 )
-FEEDBACK_SCHEMA = pa.schema(
-    [
-        ("prediction_id", pa.string()),
-        ("row", pa.int32()),
-        ("outcome", pa.float64()),
-        ("ts", TIMESTAMP),
-        ("model", pa.string()),
-    ]
-)
-_FEEDBACK_KEYS = ("prediction_id", "outcome", "row", "model")
-_MAX_ID_CHARS = 256
-_INT32_MAX = 2**31 - 1
+# The columns a task's prediction adds to the base ones, by ``Task.prediction_kind()``.
+OUTPUTS: dict[str, tuple[pa.Field, ...]] = {
+    "probability": (),
+    "classes": (pa.field("probabilities", pa.list_(pa.float64())), pa.field("class_index", pa.int32())),
+    "value": (pa.field("value", pa.float64()),),
+}
+OUTPUT_NAMES = tuple(f.name for fields in OUTPUTS.values() for f in fields)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def prediction_schema(input_columns: Mapping[str, str]) -> pa.Schema:
-    """The prediction log's schema for a version with these raw input columns (``f_`` + column)."""
+def prediction_kind(task: Task | None) -> str:
+    """The task's ``prediction_kind()``; None (a spec without a task) is the legacy binary task's."""
+    kind = "probability" if task is None else task.prediction_kind()
+    if kind not in OUTPUTS:
+        raise ConfigError("task", f"prediction kind {kind!r} has no prediction-log columns.", list(OUTPUTS))
+    return kind
+
+
+def _task_of(spec: Any) -> Task | None:
+    return getattr(spec, "task_obj", None)
+
+
+def prediction_schema(input_columns: Mapping[str, str], task: Task | None = None) -> pa.Schema:
+    """The prediction log's schema for a version with these raw input columns (``f_`` + column) and
+    task (None: the legacy binary task)."""
     return pa.schema(
-        [*BASE_SCHEMA, *((FEATURE_PREFIX + c, _WIRE_TYPES[kind]) for c, kind in input_columns.items())]
+        [
+            *BASE_SCHEMA,
+            *OUTPUTS[prediction_kind(task)],
+            *((FEATURE_PREFIX + c, _WIRE_TYPES[kind]) for c, kind in input_columns.items()),
+        ]
     )
+
+
+def _output_arrays(kind: str, pred: np.ndarray, threshold: np.ndarray) -> list[pa.Array]:
+    """probability, label and the kind's own columns (``OUTPUTS``) of stacked predictions."""
+    rows = len(pred)
+    if kind == "classes":
+        chosen = pred.argmax(axis=1) if rows else np.empty(0, np.int64)
+        flat = pa.array(pred.reshape(-1))
+        offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * pred.shape[1])
+        return [
+            pa.array(pred[np.arange(rows), chosen] if rows else np.empty(0)),
+            pa.nulls(rows, pa.int8()),
+            pa.ListArray.from_arrays(offsets, flat),
+            pa.array(chosen.astype(np.int32)),
+        ]
+    if kind == "value":
+        return [pa.nulls(rows, pa.float64()), pa.nulls(rows, pa.int8()), pa.array(pred)]
+    return [pa.array(pred), pa.array((pred >= threshold).astype(np.int8))]
+
+
+def _stacked(kind: str, pred: np.ndarray) -> np.ndarray:
+    """One request's prediction as float64 rows: [N] for one number per row, [N, K] for classes."""
+    values = np.asarray(pred, dtype=np.float64)
+    return values.reshape(len(values), -1) if kind == "classes" else values.reshape(-1)
+
+
+def log_pred(rows: pa.Table, task: Task | None) -> np.ndarray:
+    """The predictions of logged rows of one version, float64 in the task's shape ([N] or [N, K]):
+    what ``task.metrics`` and ``task.prediction_statistic`` take."""
+    kind = prediction_kind(task)
+    if kind == "classes":
+        if "probabilities" not in rows.column_names or not rows.num_rows:
+            return np.empty((0, task.output().width if task is not None else 0))
+        column = rows["probabilities"].combine_chunks()
+        values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+        return values.reshape(len(column), -1)
+    name = "value" if kind == "value" else "probability"
+    if name not in rows.column_names:
+        return np.empty(0)
+    return rows[name].to_numpy().astype(np.float64)
 
 
 def _now_us() -> int:
@@ -153,9 +221,8 @@ class ScoredRequest:
         def each(values: list[Any], dtype: Any = object) -> np.ndarray:
             return np.repeat(np.asarray(values, dtype=dtype), counts)
 
-        probability = np.concatenate(
-            [np.asarray(r.probabilities, dtype=np.float64).reshape(-1) for r in requests]
-        )
+        kind = prediction_kind(_task_of(requests[0].spec))
+        pred = np.concatenate([_stacked(kind, r.probabilities) for r in requests])
         threshold = each([r.spec.threshold for r in requests], np.float64)
         starts = np.repeat(np.cumsum(counts) - counts, counts)
         columns = list(requests[0].spec.input_columns)
@@ -166,6 +233,7 @@ class ScoredRequest:
         if pii:  # before anything is written: the raw values never reach a file
             features = pii.apply(features)
             columns = features.column_names
+        outputs = _output_arrays(kind, pred, threshold)
         arrays = [
             pa.array(each([r.prediction_id for r in requests]), pa.string()),
             pa.array((np.arange(total) - starts).astype(np.int32)),
@@ -173,113 +241,23 @@ class ScoredRequest:
             pa.array(each([r.spec.name for r in requests]), pa.string()),
             pa.array(each([r.spec.version for r in requests]), pa.string()),
             pa.array(each([r.route for r in requests]), pa.string()),
-            pa.array(probability),
-            pa.array((probability >= threshold).astype(np.int8)),
+            outputs[0],
+            outputs[1],
             pa.array(each([r.latency_ms for r in requests], np.float64)),
+            *outputs[2:],
             *(features.column(c) for c in columns),
         ]
-        names = [*BASE_SCHEMA.names, *(FEATURE_PREFIX + c for c in columns)]
+        names = [
+            *BASE_SCHEMA.names,
+            *(f.name for f in OUTPUTS[kind]),
+            *(FEATURE_PREFIX + c for c in columns),
+        ]
         return pa.Table.from_arrays(arrays, names=names)
 
 
-# -- feedback ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """The true outcome of one predicted row."""
-
-    prediction_id: str
-    outcome: float
-    row: int = 0
-    model: str | None = None
-
-
-def _check_text(value: str, where: str) -> None:
-    """A 422 for strings Arrow cannot store: JSON ``\\ud800`` escapes decode to lone surrogates."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError(f"{where} must be valid Unicode text (a lone surrogate escape).") from None
-
-
-def _feedback_item(index: int, item: Any) -> Feedback:
-    where = f"feedback[{index}]"
-    if not isinstance(item, Mapping):
-        raise RequestError(f'{where} must be an object like {{"prediction_id": ..., "outcome": ...}}.')
-    unknown = sorted(str(k) for k in item if k not in _FEEDBACK_KEYS)
-    if unknown:
-        raise RequestError(f"{where}: unknown field {unknown[0]!r}; fields: {', '.join(_FEEDBACK_KEYS)}.")
-    prediction_id = item.get("prediction_id")
-    if not isinstance(prediction_id, str) or not prediction_id or len(prediction_id) > _MAX_ID_CHARS:
-        raise RequestError(
-            f"{where}.prediction_id must be the non-empty string of a prediction-id header "
-            f"(at most {_MAX_ID_CHARS} characters), got {str(prediction_id)[:60]!r}."
-        )
-    _check_text(prediction_id, f"{where}.prediction_id")
-    if "outcome" not in item:
-        raise RequestError(f"{where}.outcome is missing: send the true label or value.")
-    outcome = item["outcome"]
-    if isinstance(outcome, bool) or not isinstance(outcome, int | float):
-        raise RequestError(f"{where}.outcome must be a number, got {type(outcome).__name__}.")
-    try:
-        value = float(outcome)
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise RequestError(f"{where}.outcome must be a finite number, got {outcome!r}.")
-    row = item.get("row", 0)
-    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row <= _INT32_MAX:
-        raise RequestError(f"{where}.row must be a row index (an integer >= 0), got {row!r}.")
-    model = item.get("model")
-    if model is not None and (not isinstance(model, str) or not model):
-        raise RequestError(f"{where}.model must be a non-empty string when given, got {model!r}.")
-    if model is not None:
-        _check_text(model, f"{where}.model")
-    return Feedback(prediction_id, value, row, model)
-
-
-def parse_feedback(body: bytes, *, max_items: int) -> list[Feedback]:
-    """A ``/v1/feedback`` body: one object, ``{"feedback": [objects]}`` or a bare list of objects.
-
-    Raises:
-        RequestError: 400 for a body that is not JSON, 422 naming the first bad item otherwise.
-    """
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, 4300+ digit ints
-        raise RequestError(f"request body is not valid JSON: {exc}", status=400) from None
-    if isinstance(payload, Mapping) and "feedback" in payload:
-        if len(payload) != 1:
-            raise RequestError('a {"feedback": [...]} body takes no other field.')
-        payload = payload["feedback"]
-    elif isinstance(payload, Mapping):
-        payload = [payload]
-    if not isinstance(payload, list):
-        raise RequestError(
-            'feedback must be {"prediction_id": ID, "outcome": NUMBER, "row": N, "model": NAME} '
-            f'or {{"feedback": [...]}} of those, got a JSON {type(payload).__name__}.'
-        )
-    if not payload:
-        raise RequestError("feedback is empty: send at least one item.")
-    if len(payload) > max_items:
-        raise RequestError(f"too many feedback items: {len(payload)} exceeds the limit of {max_items}.")
-    return [_feedback_item(i, item) for i, item in enumerate(payload)]
-
-
-def feedback_table(items: Sequence[Feedback], *, ts_us: int | None = None) -> pa.Table:
-    """Feedback items as rows of ``FEEDBACK_SCHEMA``."""
-    ts = _now_us() if ts_us is None else ts_us
-    return pa.Table.from_arrays(
-        [
-            pa.array([f.prediction_id for f in items], pa.string()),
-            pa.array([f.row for f in items], pa.int32()),
-            pa.array([f.outcome for f in items], pa.float64()),
-            pa.array([ts] * len(items), TIMESTAMP),
-            pa.array([f.model for f in items], pa.string()),
-        ],
-        schema=FEEDBACK_SCHEMA,
-    )
+def _log_key(spec: ModelSpec) -> tuple[str, str, tuple[tuple[str, str], ...], str]:
+    """One log per (model, version, input columns, prediction kind): every file has one schema."""
+    return (spec.name, spec.version, tuple(spec.input_columns.items()), prediction_kind(_task_of(spec)))
 
 
 # -- the router's writer ---------------------------------------------------------------------------
@@ -310,7 +288,7 @@ class PredictionLogger:
         self.writer_id = writer_id or f"{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.pii = pii if pii else None  # hashes or drops the f_ columns of PII columns
         self._lock = threading.Lock()
-        self._logs: dict[tuple[str, str, tuple[tuple[str, str], ...]], ParquetLog] = {}
+        self._logs: dict[tuple[str, str, tuple[tuple[str, str], ...], str], ParquetLog] = {}
         self._feedback: ParquetLog | None = None
         self._closed = False
         self._opened = 0  # logs opened so far: a reopened version must not reuse a file name
@@ -318,10 +296,10 @@ class PredictionLogger:
     def settings(self) -> tuple[str, int, float]:
         return self.root, self.flush_rows, self.flush_interval_s
 
-    def _open(self, key: tuple[str, str, tuple[tuple[str, str], ...]]) -> ParquetLog:
-        _, version, columns = key
+    def _open(self, key: tuple[str, str, tuple[tuple[str, str], ...], str], task: Task | None) -> ParquetLog:
+        _, version, columns, _ = key
         self._opened += 1
-        schema = prediction_schema(dict(columns))
+        schema = prediction_schema(dict(columns), task)
         if self.pii is not None:
             schema = self.pii.schema(schema, prefix=FEATURE_PREFIX)
         return ParquetLog(
@@ -346,11 +324,11 @@ class PredictionLogger:
         rows = ScoredRequest(
             spec, route, prediction_id, features, probabilities, latency_ms, _now_us(), self.pii
         )
-        key = (spec.name, spec.version, tuple(spec.input_columns.items()))
+        key = _log_key(spec)
         with self._lock:
             log = self._logs.get(key)
             if log is None:
-                log = self._logs[key] = self._open(key)
+                log = self._logs[key] = self._open(key, _task_of(spec))
             log.append(rows)  # a buffer push under the log's own lock: microseconds
             straggler = self._closed
         if straggler:  # logged after close(): write it out now
@@ -358,7 +336,7 @@ class PredictionLogger:
 
     def log_feedback(self, items: Sequence[Feedback]) -> int:
         """Buffer feedback items; returns how many."""
-        rows = feedback_table(items)
+        rows = feedback_table(items, ts_us=_now_us())
         with self._lock:
             if self._feedback is None:
                 self._feedback = ParquetLog(
@@ -377,7 +355,7 @@ class PredictionLogger:
 
     def retain(self, specs: Iterable[ModelSpec]) -> None:
         """Close (write out) the logs of versions not in ``specs``."""
-        keep = {(s.name, s.version, tuple(s.input_columns.items())) for s in specs}
+        keep = {_log_key(s) for s in specs}
         with self._lock:
             gone = [self._logs.pop(k) for k in list(self._logs) if k not in keep]
         for log in gone:
@@ -454,9 +432,9 @@ def read_predictions(
 ) -> pa.Table:
     """The logged rows of ``model`` with ``since <= ts < until`` (naive datetimes are UTC).
 
-    Columns: the base schema (see the module docstring), then every ``f_`` column any version
-    wrote; sorted by ``ts``, ``prediction_id``, ``route``, ``row``. Empty (base schema) when nothing
-    was logged.
+    Columns: the base schema (see the module docstring), the output columns of the versions' tasks
+    (``OUTPUTS``: null in another task's rows), then every ``f_`` column any version wrote; sorted by
+    ``ts``, ``prediction_id``, ``route``, ``row``. Empty (base schema) when nothing was logged.
     """
     import pyarrow.dataset as ds
 
@@ -470,8 +448,10 @@ def read_predictions(
     if table is None or table.num_rows == 0:
         return BASE_SCHEMA.empty_table()
     features = [n for n in table.column_names if n.startswith(FEATURE_PREFIX)]
-    table = table.select([*BASE_SCHEMA.names, *features]).cast(
-        pa.schema([*BASE_SCHEMA, *(table.schema.field(n) for n in features)])
+    # The output columns some version wrote (multiclass, regression); a binary-only log has none.
+    outputs = [f for fields in OUTPUTS.values() for f in fields if f.name in table.column_names]
+    table = table.select([*BASE_SCHEMA.names, *(f.name for f in outputs), *features]).cast(
+        pa.schema([*BASE_SCHEMA, *outputs, *(table.schema.field(n) for n in features)])
     )
     return table.sort_by(
         [("ts", "ascending"), ("prediction_id", "ascending"), ("route", "ascending"), ("row", "ascending")]
@@ -499,12 +479,14 @@ def read_feedback(
     )
     if table is None or table.num_rows == 0:
         return FEEDBACK_SCHEMA.empty_table()
+    if "outcome_text" not in table.column_names:  # files written before outcomes of every task
+        table = table.append_column("outcome_text", pa.nulls(table.num_rows, pa.string()))
     table = table.select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA)
     return table.sort_by([("ts", "ascending"), ("prediction_id", "ascending"), ("row", "ascending")])
 
 
 def join_feedback(predictions: pa.Table, feedback: pa.Table, *, join_type: str = "inner") -> pa.Table:
-    """Predictions with their outcome: ``outcome`` and ``feedback_ts`` added, matched on
+    """Predictions with their outcome: ``outcome``, ``outcome_text`` and ``feedback_ts`` added, matched on
     ``prediction_id`` + ``row``; of several feedbacks for one key the latest (by ``ts``) wins.
 
     ``join_type="inner"`` keeps the predictions that got feedback; ``"left outer"`` keeps all
@@ -515,11 +497,17 @@ def join_feedback(predictions: pa.Table, feedback: pa.Table, *, join_type: str =
     if join_type not in ("inner", "left outer"):
         raise ConfigError("join_type", f"must be 'inner' or 'left outer', got {join_type!r}.")
     keys = ["prediction_id", "row"]
-    ordered = feedback.select([*keys, "outcome", "ts"])
-    # A stable sort by arrival, then the last of each key in that order.
+    texts = feedback["outcome_text"] if "outcome_text" in feedback.column_names else None
+    ordered = feedback.select([*keys, "outcome", "ts"]).append_column(
+        "outcome_text", texts if texts is not None else pa.nulls(feedback.num_rows, pa.string())
+    )
+    # A stable sort by arrival, then the last row of each key in that order (by position: an
+    # aggregate's "last" would skip a null outcome, the number of a text outcome).
     ordered = ordered.take(pc.sort_indices(ordered, sort_keys=[("ts", "ascending")]))
-    latest = ordered.group_by(keys, use_threads=False).aggregate([("outcome", "last"), ("ts", "last")])
-    latest = latest.rename_columns({"outcome_last": "outcome", "ts_last": "feedback_ts"})
+    ordered = ordered.append_column("_position", pa.array(np.arange(ordered.num_rows, dtype=np.int64)))
+    last = ordered.group_by(keys, use_threads=False).aggregate([("_position", "max")])
+    latest = ordered.take(last["_position_max"]).drop_columns(["_position"])
+    latest = latest.rename_columns({"ts": "feedback_ts"})
     joined = predictions.join(latest, keys=keys, join_type=join_type, use_threads=False)
     order = [
         ("ts", "ascending"),

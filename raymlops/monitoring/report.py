@@ -6,7 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MonitorReport"]
+__all__ = ["MonitorReport", "shown_metric"]
+
+
+def shown_metric(accuracy: dict[str, Any]) -> str:
+    """The live metric a one-line summary shows: accuracy where the task has it, else its primary one."""
+    live = accuracy.get("live") or {}
+    return "accuracy" if "accuracy" in live else str(accuracy.get("primary") or "accuracy")
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,13 @@ class MonitorReport:
                 new = " (set by this window)" if prediction.get("established_now") else ""
                 parts.append(f"predictions psi {prediction['psi']:.3f} vs {prediction['reference']}{new}")
             accuracy = entry["accuracy"]
-            live, test = accuracy["live"].get("accuracy"), accuracy["test"].get("accuracy")
+            name = shown_metric(accuracy)
+            live, test = accuracy["live"].get(name), accuracy["test"].get(name)
             if live is not None:
                 versus = f" vs test {test:.3f}" if test is not None else ""
-                parts.append(f"live accuracy {live:.3f}{versus} ({accuracy['rows']:,} labelled)")
+                parts.append(f"live {name} {live:.3f}{versus} ({accuracy['rows']:,} labelled)")
+            if accuracy.get("unknown_outcomes"):
+                parts.append(f"{accuracy['unknown_outcomes']:,} outcomes unknown to the task")
             latency = entry["latency"]
             if latency.get("p50_ms") is not None:
                 parts.append(f"p50 {latency['p50_ms']:.1f} ms p99 {latency['p99_ms']:.1f} ms")

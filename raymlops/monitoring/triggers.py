@@ -9,8 +9,10 @@ Four triggers, each switched on in the ``retrain`` config group and judged again
   not retrained on the same rows forever.
 - ``drift``: the monitor (:func:`~raymlops.monitoring.monitor.run_monitor`) reports feature or
   prediction drift for the champion in the window.
-- ``accuracy_drop``: the monitor reports live accuracy or AUC (from feedback) below the champion's test
-  metrics by more than ``monitor.max_accuracy_drop`` / ``max_auc_drop``.
+- ``accuracy_drop``: the monitor reports a live metric (from feedback) worse than the champion's test
+  metric: accuracy or AUC by more than ``monitor.max_accuracy_drop`` / ``max_auc_drop``, or the task's
+  primary metric (multiclass macro-F1, regression RMSE; its direction from the task) by more than
+  ``monitor.max_metric_drop`` of its test value.
 - ``schedule``: a cron fire time (``retrain.schedule``, UTC) passed since the last retrain started (or,
   before any, since the champion was registered).
 
@@ -49,7 +51,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DRIFT_KINDS = ("feature_drift", "prediction_drift")
-ACCURACY_KINDS = ("accuracy_drop", "auc_drop")
+ACCURACY_KINDS = ("accuracy_drop", "auc_drop", "metric_drop")
 RETRAIN_STARTED = "retrain-started"  # the audit action a retrain writes before it trains
 
 
@@ -188,13 +190,16 @@ def _quiet_reason(name: str, version: str | None, entry: dict[str, Any], figures
         parts.append(f"prediction psi {psi:.3f}" if psi is not None else "no prediction psi")
         judged = "" if figures["judged"] else f" (not judged: {figures['rows']} rows)"
         return f"v{version} within thresholds: {', '.join(parts)}{judged}"
-    live, test = figures["live"].get("accuracy"), figures["test"].get("accuracy")
+    from raymlops.monitoring.report import shown_metric
+
+    metric = shown_metric(entry.get("accuracy") or {})
+    live, test = figures["live"].get(metric), figures["test"].get(metric)
     if live is None:
         return f"v{version}: no feedback joined in the window"
     versus = f" vs test {test:.3f}" if test is not None else ""
     judged = "" if figures["judged"] else " (not judged: too few labelled rows)"
     return (
-        f"v{version} live accuracy {live:.3f}{versus} on {figures['labelled_rows']:,} labelled rows{judged}"
+        f"v{version} live {metric} {live:.3f}{versus} on {figures['labelled_rows']:,} labelled rows{judged}"
     )
 
 

@@ -1,7 +1,10 @@
-"""The checks of one version's rows in a window: feature and prediction drift, live accuracy, latency.
+"""The checks of one version's rows in a window: feature and prediction drift, live metrics, latency.
 
-:func:`version_entry` gives the version's part of the report, with its alerts (drift, an accuracy or
-AUC drop) and warnings (a latency or traffic SLO breach).
+:func:`version_entry` gives the version's part of the report, with its alerts (drift, a live metric worse
+than the test split's) and warnings (a latency or traffic SLO breach). What differs by task comes from
+the version's ``Task``: the prediction statistic drift compares (binary: the probabilities; multiclass:
+the answered classes' shares; regression: the values), the live metrics (``task.live_metrics()``, from
+``task.metrics`` on the feedback turned into targets by ``task.outcome_targets``) and their direction.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from typing import Any
 import numpy as np
 
 from raymlops.data.profile import Profile
-from raymlops.monitoring.prediction_log import FEATURE_PREFIX
-from raymlops.monitoring.version_info import PREDICTION_PROFILE, VersionInfo
+from raymlops.monitoring.feedback import feedback_targets, outcome_values
+from raymlops.monitoring.prediction_log import FEATURE_PREFIX, log_pred
+from raymlops.monitoring.version_info import PREDICTION_PROFILE, VersionInfo, statistic_column
 from raymlops.monitoring.window import timestamp
-from raymlops.monitoring.window_stats import PROBABILITY, VersionPartial, feature_drift
+from raymlops.monitoring.window_stats import VersionPartial, feature_drift
 
 __all__ = ["ALERT_KINDS", "safe_name", "version_entry"]
 
-ALERT_KINDS = ("feature_drift", "prediction_drift", "accuracy_drop", "auc_drop")
+# metric_drop: the task's primary metric worse than the test split's by more than monitor.max_metric_drop
+# (a fraction of the test value), for a primary metric without an absolute limit (accuracy, auc) of its own.
+ALERT_KINDS = ("feature_drift", "prediction_drift", "accuracy_drop", "auc_drop", "metric_drop")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -40,23 +46,30 @@ def _reference_path(out_dir: str, model: str, version: str) -> Path:
     return Path(out_dir) / "references" / safe_name(model) / f"v{safe_name(version)}" / PREDICTION_PROFILE
 
 
+def _task(info: VersionInfo) -> Any:
+    from raymlops.tasks.codec import LEGACY_TASK
+
+    return info.task if info.task is not None else LEGACY_TASK
+
+
 def _prediction_drift(
     m: Any, model: str, version: str, partial: VersionPartial, info: VersionInfo, window: str
 ) -> dict[str, Any]:
     from raymlops.data.drift import drift_report
 
     rows = sum(partial.rows.values())
-    stats = partial.columns.get(PROBABILITY)
+    column = statistic_column(_task(info))
+    stats = partial.columns.get(column)
     if stats is None or stats.non_null == 0:
         return {"reference": None, "psi": None, "drifted": False, "note": "no predictions in the window"}
-    current = Profile.from_stats({PROBABILITY: stats}, rows, window, [PROBABILITY])
+    current = Profile.from_stats({column: stats}, rows, window, [column])
     stored = _reference_path(m.out_dir, model, version)
     established = False
     if info.prediction_reference is not None:
         reference, kind = info.prediction_reference, "test_split"
         where = info.prediction_reference_path or PREDICTION_PROFILE
-    elif stored.exists():
-        reference, kind, where = Profile.load(stored), "first_window", str(stored)
+    elif stored.exists() and column in (loaded := Profile.load(stored)).columns:
+        reference, kind, where = loaded, "first_window", str(stored)
     elif rows >= m.min_rows:
         current.save(stored)  # this window is the reference from now on
         reference, kind, where, established = current, "first_window", str(stored), True
@@ -68,45 +81,91 @@ def _prediction_drift(
             "note": f"no test-split reference and {rows} rows < min_rows {m.min_rows} to set one",
         }
     report = drift_report(reference, current, psi_threshold=m.prediction_psi_threshold, ks_threshold=1.0)
-    entry = report["features"][PROBABILITY]
+    entry = report["features"][column]
     judged = rows >= m.min_rows
-    return {
+    out = {
+        "statistic": column,
         "reference": kind,
         "reference_path": where,
         "reference_data_version": reference.data_version,
         "established_now": established,
         "psi": entry.get("psi"),
         "ks": entry.get("ks"),
-        "mean": {"reference": reference.columns[PROBABILITY].mean, "current": _num(stats.mean)},
         "judged": judged,
         "drifted": bool(judged and (entry.get("psi") or 0.0) >= m.prediction_psi_threshold),
     }
+    ref = reference.columns[column]
+    if ref.numeric:
+        out["mean"] = {"reference": ref.mean, "current": _num(stats.mean)}
+    else:  # the answered classes' shares (by class index), reference vs window
+        out["shares"] = {"reference": _shares(ref.counts), "current": _shares(stats.counts)}
+        out["chi2_pvalue"] = entry.get("chi2_pvalue")
+    return out
+
+
+def _shares(counts: dict[str, int]) -> dict[str, float | None]:
+    total = sum(counts.values())
+    return {k: _num(v / total) if total else None for k, v in sorted(counts.items())}
 
 
 def _accuracy(m: Any, partial: VersionPartial, info: VersionInfo) -> dict[str, Any]:
-    from raymlops.evaluation.metrics import binary_metrics
-
-    n = len(partial.outcome)
+    """The live metrics of the rows that got feedback, against the test split's, per the version's task."""
+    task = _task(info)
+    labelled = partial.labelled
+    n = labelled.num_rows if labelled is not None else 0
     out: dict[str, Any] = {"rows": n, "live": {}, "test": dict(info.test_metrics), "drop": {}}
-    if n == 0:
+    out["primary"] = task.primary_metric
+    if labelled is None or n == 0:
         out.update(judged=False, note="no feedback joined to this version's rows")
         return out
-    if not np.isin(partial.outcome, (0.0, 1.0)).all():
-        out.update(judged=False, note="outcomes are not 0/1 labels: no classification metrics")
+    targets, unknown = feedback_targets(task, outcome_values(labelled))
+    known = ~np.isnan(targets)
+    pred = log_pred(labelled, task)
+    if len(pred) != n or (pred.ndim == 1 and np.isnan(pred[known]).any()):
+        out.update(judged=False, note=f"the logged rows hold no {task.prediction_kind()} predictions")
         return out
-    metrics = binary_metrics(partial.outcome, partial.probability, "live")
+    out["rows"] = int(known.sum())
+    if unknown:  # a client's outcome the task does not know: counted and shown, never fatal
+        out["unknown_outcomes"] = len(unknown)
+        out["unknown_examples"] = [str(v) for v in dict.fromkeys(map(str, unknown))][:5]
+    if not known.any():
+        out.update(judged=False, note=f"no outcome is a {task.name} outcome: {out['unknown_examples']}")
+        return out
+    metrics = task.metrics(targets[known], pred[known], "live")
     out["live"] = {
-        "accuracy": _num(metrics["live/accuracy"]),
-        "auc": _num(metrics["live/auc"]),
-        "logloss": _num(metrics["live/logloss"]),
-        "positive_rate": _num(metrics["live/positive_rate"]),
+        name.split("/", 1)[1]: _num(value) for name, value in metrics.items() if name != "live/rows"
     }
-    for name in ("accuracy", "auc"):
-        live, test = out["live"].get(name), info.test_metrics.get(name)
-        if live is not None and test is not None:
-            out["drop"][name] = _num(test - live)
-    out["judged"] = n >= m.min_feedback_rows
+    for name, test in info.test_metrics.items():
+        live = out["live"].get(name)
+        if live is not None and name in task.directions:  # positive: worse live than on the test split
+            out["drop"][name] = _num(test - live if task.higher_is_better(name) else live - test)
+    out["judged"] = out["rows"] >= m.min_feedback_rows
     return out
+
+
+def _drops(m: Any, version: str, task: Any, accuracy: dict[str, Any]) -> list[dict[str, str]]:
+    """The alerts of live metrics worse than the test split's: accuracy and AUC by their absolute limits
+    (monitor.max_accuracy_drop, max_auc_drop); the task's primary metric, when it has no such limit, by
+    monitor.max_metric_drop, a fraction of its test value (RMSE 10% higher, macro-F1 10% lower)."""
+    limits = {"accuracy": m.max_accuracy_drop, "auc": m.max_auc_drop}
+    relative = getattr(m, "max_metric_drop", None)
+    alerts = []
+    for name, drop in accuracy["drop"].items():
+        kind, limit = f"{name}_drop", limits.get(name)
+        if limit is None and name == task.primary_metric and relative is not None:
+            kind, limit = "metric_drop", float(relative) * abs(accuracy["test"][name])
+        if limit is None or drop is None or drop <= limit:
+            continue
+        worse = "lower" if task.higher_is_better(name) else "higher"
+        alerts.append(
+            {
+                "version": version,
+                "kind": kind,
+                "detail": f"{name} test {accuracy['test'][name]:.4f} -> live {accuracy['live'][name]:.4f} "
+                f"({worse} by {drop:.4f} > {limit:.4g}; {accuracy['rows']:,} labelled rows)",
+            }
+        )
+    return alerts
 
 
 def _latency(m: Any, partial: VersionPartial) -> dict[str, Any]:
@@ -166,20 +225,9 @@ def version_entry(
             }
         )
     accuracy = _accuracy(m, partial, info)
-    accuracy["dropped"] = False
-    if accuracy.get("judged"):
-        for name, limit in (("accuracy", m.max_accuracy_drop), ("auc", m.max_auc_drop)):
-            drop = accuracy["drop"].get(name)
-            if drop is not None and drop > limit:
-                accuracy["dropped"] = True
-                alerts.append(
-                    {
-                        "version": version,
-                        "kind": f"{name}_drop",
-                        "detail": f"test {accuracy['test'][name]:.4f} -> live {accuracy['live'][name]:.4f} "
-                        f"(drop {drop:.4f} > {limit}; {accuracy['rows']:,} labelled rows)",
-                    }
-                )
+    dropped = _drops(m, version, _task(info), accuracy) if accuracy.get("judged") else []
+    accuracy["dropped"] = bool(dropped)
+    alerts += dropped
     latency = _latency(m, partial)
     breaches = []
     for q in ("p50", "p99"):

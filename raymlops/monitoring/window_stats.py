@@ -17,11 +17,22 @@ import pyarrow.compute as pc
 
 from raymlops.data.profile import Profile
 from raymlops.data.stats import ColumnStats, TableStats, _tree_merge, table_stats
-from raymlops.monitoring.prediction_log import FEATURE_PREFIX, join_feedback
+from raymlops.monitoring.prediction_log import FEATURE_PREFIX, OUTPUT_NAMES, join_feedback
 
-__all__ = ["PROBABILITY", "VersionPartial", "feature_drift", "merge_partials", "window_partials"]
+__all__ = [
+    "PREDICTED_CLASS",
+    "PROBABILITY",
+    "VALUE",
+    "VersionPartial",
+    "feature_drift",
+    "merge_partials",
+    "window_partials",
+]
 
 PROBABILITY = "probability"
+VALUE = "value"
+# The answered class of a multiclass row as a category (its index as text): drift compares class shares.
+PREDICTED_CLASS = "predicted_class"
 
 
 @dataclass
@@ -32,10 +43,24 @@ class VersionPartial:
     requests: dict[str, int] = field(default_factory=dict)  # route -> requests (row 0 of each)
     columns: TableStats = field(default_factory=dict)  # f_<column> and "probability", all rows
     latency: dict[str, ColumnStats] = field(default_factory=dict)  # route -> latency_ms, one per request
-    probability: np.ndarray = field(default_factory=lambda: np.empty(0))  # rows with feedback ...
-    outcome: np.ndarray = field(default_factory=lambda: np.empty(0))  # ... and their true outcome
+    # Rows with feedback: their output columns (probability, probabilities, value), outcome, outcome_text.
+    labelled: pa.Table | None = None
     first_ts_us: int | None = None
     last_ts_us: int | None = None
+
+    @property
+    def probability(self) -> np.ndarray:
+        """The labelled rows' probability column (NaN where the task logs none)."""
+        if self.labelled is None:
+            return np.empty(0)
+        return self.labelled[PROBABILITY].to_numpy(zero_copy_only=False).astype(np.float64)
+
+    @property
+    def outcome(self) -> np.ndarray:
+        """The labelled rows' numeric outcomes (NaN for a text outcome)."""
+        if self.labelled is None:
+            return np.empty(0)
+        return self.labelled["outcome"].to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 def _counts(column: pa.ChunkedArray) -> dict[str, int]:
@@ -47,19 +72,24 @@ def window_partials(table: pa.Table, feedback: pa.Table | None = None) -> dict[s
     """The statistics of some prediction-log rows, per version: what every monitor run computes.
 
     ``feedback`` (rows of ``FEEDBACK_SCHEMA``) is joined by prediction id and row; the matched rows'
-    probabilities and outcomes are kept for the live metrics.
+    output columns and outcomes are kept for the live metrics. The statistics cover the input columns and
+    each task's prediction statistic: ``probability``, ``value``, ``predicted_class`` (multiclass).
     """
     if table.num_rows == 0:
         return {}
     features = [c for c in table.column_names if c.startswith(FEATURE_PREFIX)]
+    outputs = [c for c in OUTPUT_NAMES if c in table.column_names]
+    if "class_index" in outputs:
+        table = table.append_column(PREDICTED_CLASS, pc.cast(table["class_index"], pa.string()))
+    statistics = [PROBABILITY, *(c for c in (VALUE, PREDICTED_CLASS) if c in table.column_names)]
     joined = None
     if feedback is not None and feedback.num_rows:
-        keys = ["prediction_id", "row", "version", PROBABILITY]
+        keys = ["prediction_id", "row", "version", PROBABILITY, *outputs]
         joined = join_feedback(table.select(keys), feedback, join_type="inner")
     out: dict[str, VersionPartial] = {}
     for version in pc.unique(table["version"]).to_pylist():
         rows = table.filter(pc.equal(table["version"], version))
-        part = VersionPartial(columns=table_stats(rows, [*features, PROBABILITY]))
+        part = VersionPartial(columns=table_stats(rows, [*features, *statistics]))
         ts = pc.min_max(rows["ts"].cast(pa.int64())).as_py()
         part.first_ts_us, part.last_ts_us = ts["min"], ts["max"]
         part.rows = _counts(rows["route"])
@@ -70,8 +100,8 @@ def window_partials(table: pa.Table, feedback: pa.Table | None = None) -> dict[s
             part.latency[route] = table_stats(per_request, ["latency_ms"])["latency_ms"]
         if joined is not None and joined.num_rows:
             mine = joined.filter(pc.equal(joined["version"], version))
-            part.probability = mine[PROBABILITY].to_numpy().astype(np.float64)
-            part.outcome = mine["outcome"].to_numpy().astype(np.float64)
+            if mine.num_rows:
+                part.labelled = mine.drop_columns(["prediction_id", "row", "version", "feedback_ts"])
         out[version] = part
     return out
 
@@ -102,8 +132,9 @@ def merge_partials(parts: Iterable[Mapping[str, VersionPartial]]) -> dict[str, V
                 latency.setdefault(route, []).append(stats)
         out.columns = {name: _tree_merge(s) for name, s in columns.items()}
         out.latency = {route: _tree_merge(s) for route, s in latency.items()}
-        out.probability = np.concatenate([p.probability for p in partials])
-        out.outcome = np.concatenate([p.outcome for p in partials])
+        labelled = [p.labelled for p in partials if p.labelled is not None]
+        if labelled:
+            out.labelled = pa.concat_tables(labelled, promote_options="permissive")
         firsts = [p.first_ts_us for p in partials if p.first_ts_us is not None]
         lasts = [p.last_ts_us for p in partials if p.last_ts_us is not None]
         out.first_ts_us, out.last_ts_us = min(firsts, default=None), max(lasts, default=None)

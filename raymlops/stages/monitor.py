@@ -2,9 +2,9 @@
 
 Not a default stage: add it after ``deploy`` (``stages=[...,deploy,monitor]`` or an experiment's list) to
 see, at the end of the run, what the monitor sees of the new version's traffic so far (drift against its
-training profile, live accuracy from feedback, latency). It never fails the run on an alert: the report
-is written beside ``jobs/monitor.py``'s (``monitor.out_dir``) and the alerts are figures to read; acting
-on them is the retrain triggers' job.
+training profile, the task's live metrics from feedback, latency). It never fails the run on an alert: the
+report is written beside ``jobs/monitor.py``'s (``monitor.out_dir``) and the alerts are figures to read;
+acting on them is the retrain triggers' job.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ FLUSH_WAIT_S = 2.5
 
 def key_figures(report: Any, version: str) -> dict[str, Any]:
     """The monitor's numbers for one version, flat, for the run summary."""
+    from raymlops.monitoring.report import shown_metric
+
     entry = report.versions.get(version) or {}
     drift = entry.get("feature_drift") or {}
     psis = [f["psi"] for f in (drift.get("features") or {}).values() if f.get("psi") is not None]
@@ -41,9 +43,10 @@ def key_figures(report: Any, version: str) -> dict[str, Any]:
     psi = (entry.get("prediction_drift") or {}).get("psi")
     if psi is not None:
         figures["prediction_psi"] = round(psi, 4)
-    live = (accuracy.get("live") or {}).get("accuracy")
+    name = shown_metric(accuracy)  # accuracy, or the task's primary metric where it has none
+    live = (accuracy.get("live") or {}).get(name)
     if live is not None:
-        figures["live_accuracy"] = round(live, 4)
+        figures[f"live_{name}"] = round(live, 4)
         figures["labelled_rows"] = accuracy.get("rows", 0)
     if latency.get("p50_ms") is not None:
         figures["p50_ms"], figures["p99_ms"] = round(latency["p50_ms"], 1), round(latency["p99_ms"], 1)

@@ -297,8 +297,11 @@ def test_retain_closes_logs_of_versions_that_left(tmp_path: Path) -> None:
         (b'{"outcome": 1}', 422, "prediction_id must be"),
         (b'{"prediction_id": "", "outcome": 1}', 422, "prediction_id must be"),
         (b'{"prediction_id": "a"}', 422, "outcome is missing"),
-        (b'{"prediction_id": "a", "outcome": "1"}', 422, "outcome must be a number"),
-        (b'{"prediction_id": "a", "outcome": true}', 422, "outcome must be a number"),
+        # An outcome of any task is a JSON scalar (a bool, a number, a class value); nothing else.
+        (b'{"prediction_id": "a", "outcome": [1]}', 422, "outcome must be a JSON scalar"),
+        (b'{"prediction_id": "a", "outcome": {"y": 1}}', 422, "outcome must be a JSON scalar"),
+        (b'{"prediction_id": "a", "outcome": null}', 422, "got null"),
+        (b'{"prediction_id": "a", "outcome": ""}', 422, "non-empty string"),
         (b'{"prediction_id": "a", "outcome": NaN}', 422, "finite"),
         (b'{"prediction_id": "a", "outcome": 1, "row": -1}', 422, "row must be"),
         (b'{"prediction_id": "a", "outcome": 1, "row": 1.5}', 422, "row must be"),
