@@ -14,6 +14,7 @@
     raymlops batch-score ...             score a versioned dataset with a registered model
     raymlops ci-gate ...                 validate -> train -> evaluate against the champion, for CI
     raymlops deploy manifests ...        KubeRay manifests and the `ray up` config from deploy/values.yaml
+    raymlops init --data F --label C     configs for a new table, and the command that runs them
 
 Each command has ``--help``. Overrides are the job's Hydra overrides (e.g. ``env=prod``,
 ``state_dir=/data/raymlops``), so a command reads the same registry and data the job writes.
@@ -36,6 +37,7 @@ from raymlops.cli.console import LOG_FORMATS, configure_logging, report_unexpect
 from raymlops.cli.data import add_data_commands, run_data_command
 from raymlops.cli.deploy import add_deploy_commands, run_deploy_command
 from raymlops.cli.features import add_features_commands, run_features_command
+from raymlops.cli.init import add_init_command, run_init_command
 from raymlops.cli.job import add_job_commands, run_job_command
 from raymlops.cli.models import add_models_commands, run_models_command
 from raymlops.cli.monitor import add_monitor_command, run_monitor_command
@@ -65,6 +67,7 @@ GROUPS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], in
     "batch-score": (add_batch_score_command, run_batch_score_command),
     "ci-gate": (add_ci_gate_command, run_ci_gate_command),
     "deploy": (add_deploy_commands, run_deploy_command),
+    "init": (add_init_command, run_init_command),
 }
 
 

@@ -123,6 +123,7 @@ CLI_ACTIONS: dict[str, str] = {
     "job run": "job.run",
     "job submit": "job.run",
     "deploy manifests": "deploy.manifests",
+    "init": "data.read",  # reads a table, writes config files only
 }
 _UNLISTED_ROLE = "admin"
 
