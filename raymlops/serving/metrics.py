@@ -19,9 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
 
 __all__ = [
     "METRICS",
@@ -80,6 +83,13 @@ METRICS = (
         f"Served probabilities (up to {MAX_OBSERVED_ROWS} evenly spaced rows per request).",
         ("model", "version"),
         PROBABILITY_BOUNDARIES,
+    ),
+    MetricDef(
+        "raymlops_predicted_class_total",
+        "counter",
+        f"Multiclass: served rows by the class answered, its index in the task's classes (up to "
+        f"{MAX_OBSERVED_ROWS} evenly spaced rows per request); the class shares of the traffic.",
+        ("model", "version", "class_index"),
     ),
     MetricDef(
         "raymlops_routing_weight",
@@ -143,6 +153,7 @@ class ServingMetrics:
         self._errors = self._by_name["raymlops_request_errors_total"]
         self._latency = self._by_name["raymlops_request_latency_seconds"]
         self._probability = self._by_name["raymlops_prediction_probability"]
+        self._classes = self._by_name["raymlops_predicted_class_total"]
         self._weight = self._by_name["raymlops_routing_weight"]
         self._agreement = self._by_name["raymlops_shadow_agreement"]
         self._dropped = self._by_name["raymlops_shadow_dropped_total"]
@@ -172,18 +183,30 @@ class ServingMetrics:
         *,
         code: int = 200,
         probabilities: np.ndarray | None = None,
+        task: Task | None = None,
     ) -> None:
-        """One scored request: counted, timed, and on error counted by status code."""
+        """One scored request: counted, timed, and on error counted by status code. ``probabilities``:
+        the served prediction (the task's shape); a binary one's probabilities enter the probability
+        histogram, a multiclass one's answered classes the class counter, a regression value neither
+        (its distribution is the monitor's; ``task`` None: judged by the shape, [N] as probabilities)."""
         tags = self._tag(model, version, route)
         self._requests.inc(1, tags)
         self._latency.observe(latency_s, tags)
         if code >= 400:
             self._errors.inc(1, {**tags, "code": str(code)})
         elif probabilities is not None and route == "served" and probabilities.size:
-            step = max(1, math.ceil(probabilities.size / MAX_OBSERVED_ROWS))
+            kind = task.prediction_kind() if task is not None else None
+            rows = len(probabilities)
+            step = max(1, math.ceil(rows / MAX_OBSERVED_ROWS))
             version_tags = self._tag(model, version)
-            for value in probabilities[::step].tolist():
-                self._probability.observe(value, version_tags)
+            if probabilities.ndim == 2 or kind == "classes":
+                chosen = np.asarray(probabilities).reshape(rows, -1)[::step].argmax(axis=1)
+                indices, counts = np.unique(chosen, return_counts=True)
+                for index, count in zip(indices.tolist(), counts.tolist(), strict=True):
+                    self._classes.inc(count, {**version_tags, "class_index": str(index)})
+            elif kind in (None, "probability"):
+                for value in probabilities[::step].tolist():
+                    self._probability.observe(value, version_tags)
 
     def shadow_agreement(self, model: str, version: str, label_agreement: float) -> None:
         self._agreement.observe(label_agreement, self._tag(model, version))
@@ -244,15 +267,22 @@ class RollingStats:
 
     def __init__(self, window: int, *, shadow: bool = False) -> None:
         self._lock = threading.Lock()
-        self._events: deque[tuple[float, int, float]] = deque(maxlen=window)  # latency_s, code, mean p
+        # latency_s, code, the request's mean prediction ([N] outputs), its prediction summary or None
+        self._events: deque[tuple[float, int, float, _Summary | None]] = deque(maxlen=window)
         self._agreements: deque[tuple[float, float]] | None = deque(maxlen=window) if shadow else None
         self.requests_total = 0
         self.errors_total = 0
         self.since = time.time()
 
-    def record(self, latency_s: float, code: int, mean_probability: float = math.nan) -> None:
+    def record(self, latency_s: float, code: int, prediction: float | np.ndarray = math.nan) -> None:
+        """One request: its latency, status and prediction: the predictions themselves (the task's
+        shape: [N] probabilities or values, [N, K] class probabilities), or a mean probability."""
+        summary = None
+        if isinstance(prediction, np.ndarray):
+            summary = _summary(prediction)
+            prediction = summary[1] / summary[0] if summary[0] and summary[3] is None else math.nan
         with self._lock:
-            self._events.append((latency_s, code, mean_probability))
+            self._events.append((latency_s, code, float(prediction), summary))
             self.requests_total += 1
             if code >= 400:
                 self.errors_total += 1
@@ -271,6 +301,7 @@ class RollingStats:
         latency_ms = np.asarray([e[0] for e in events], dtype=np.float64) * 1000.0
         codes = [e[1] for e in events]
         probabilities = np.asarray([e[2] for e in events if e[1] < 400], dtype=np.float64)
+        summaries = [e[3] for e in events if e[1] < 400 and e[3] is not None]
         errors_by_code: dict[str, int] = {}
         for code in codes:
             if code >= 400:
@@ -290,6 +321,7 @@ class RollingStats:
                     "p99": _quantile(latency_ms, 99),
                 },
                 "mean_probability": _mean(probabilities[~np.isnan(probabilities)]),
+                "prediction": _window_prediction(summaries),
             },
         }
         if agreements is not None:
@@ -299,6 +331,39 @@ class RollingStats:
                 "mean_abs_diff": _mean(np.asarray([a[1] for a in agreements], dtype=np.float64)),
             }
         return out
+
+
+# (rows, sum, sum of squares, class counts): one request's predictions, what rollout compares.
+_Summary = tuple[int, float, float, "np.ndarray | None"]
+
+
+def _summary(pred: np.ndarray) -> _Summary:
+    """[N] numbers: their count, sum and sum of squares; [N, K] classes: the answered classes' counts."""
+    values = np.asarray(pred, dtype=np.float64)
+    if values.ndim == 2:
+        counts = np.bincount(values.argmax(axis=1), minlength=values.shape[1]) if len(values) else None
+        return len(values), 0.0, 0.0, counts
+    values = values.reshape(-1)
+    return values.size, float(values.sum()), float(np.square(values).sum()), None
+
+
+def _window_prediction(summaries: list[_Summary]) -> dict[str, Any]:
+    """The window's predictions over rows: ``mean`` and ``std`` of [N] outputs (probabilities, values),
+    ``class_shares`` of the answered classes of [N, K] ones (None where the window has none)."""
+    rows = sum(s[0] for s in summaries)
+    numbers = [s for s in summaries if s[3] is None]
+    classes = [s[3] for s in summaries if s[3] is not None]
+    out: dict[str, Any] = {"rows": rows, "mean": None, "std": None, "class_shares": None}
+    n = sum(s[0] for s in numbers)
+    if n:
+        mean = sum(s[1] for s in numbers) / n
+        out["mean"] = mean
+        out["std"] = math.sqrt(max(sum(s[2] for s in numbers) / n - mean * mean, 0.0))
+    width = max((len(c) for c in classes), default=0)
+    if width:
+        counts = sum(np.pad(c, (0, width - len(c))) for c in classes)
+        out["class_shares"] = [float(v) for v in np.asarray(counts) / max(int(np.sum(counts)), 1)]
+    return out
 
 
 def _quantile(values: np.ndarray, q: float) -> float | None:

@@ -2,6 +2,12 @@
 while its live error rate, latency p99 and prediction distribution stay within thresholds of the
 champion's; the first threshold crossed sends it back to 0% and the champion keeps serving.
 
+The prediction distribution is compared by the task's ``prediction_kind()`` (the candidate's task; None:
+the legacy binary task): a probability by the shift of the mean predicted probability
+(``max_mean_shift``); a value by the shift of the mean value in units of the champion's value standard
+deviation (``max_value_shift_std``); classes by the total-variation distance of the answered classes'
+shares, half the sum of their absolute differences (``max_class_share_shift``).
+
 The controller is a loop over three injected functions, so the same code runs against a real router
 (``RouterClient``: weights through ``deploy()``'s in-place reconfigure, statistics from
 ``GET /v1/models/{name}/stats``) and in unit tests:
@@ -22,9 +28,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raymlops.errors import ConfigError
+
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
 
 __all__ = ["RolloutPolicy", "RolloutResult", "Verdict", "judge", "run_rollout"]
 
@@ -42,7 +51,12 @@ class RolloutPolicy:
         max_error_rate_increase: Candidate error rate minus the champion's, over the recent window.
         max_p99_ratio: Candidate p50 and p99 latency at most this times the champion's ...
         p99_slack_ms: ... plus this (sub-millisecond p99s jitter by more than any sane ratio).
-        max_mean_shift: Largest difference of the mean predicted probability, candidate vs champion.
+        max_mean_shift: Largest difference of the mean predicted probability, candidate vs champion
+            (binary).
+        max_value_shift_std: Largest difference of the mean predicted value, candidate vs champion, in
+            champion value standard deviations (regression).
+        max_class_share_shift: Largest total-variation distance between the shares of the classes the
+            candidate and the champion answer (multiclass; 0: the same shares, 1: no class in common).
         step_timeout_s: A step that does not see ``min_requests`` in this time rolls back (no evidence).
         poll_s: Seconds between reads of the router's statistics.
     """
@@ -54,6 +68,8 @@ class RolloutPolicy:
     max_p99_ratio: float = 2.0
     p99_slack_ms: float = 5.0
     max_mean_shift: float = 0.1
+    max_value_shift_std: float = 0.5
+    max_class_share_shift: float = 0.15
     step_timeout_s: float = 300.0
     poll_s: float = 1.0
 
@@ -92,8 +108,10 @@ def judge(
     *,
     requests_at_step: int,
     seconds_at_step: float,
+    task: Task | None = None,
 ) -> Verdict:
-    """Judge one step from the router's ``window`` statistics of both versions (served route)."""
+    """Judge one step from the router's ``window`` statistics of both versions (served route);
+    ``task``: the candidate's, which says what its predictions are (None: the legacy binary task)."""
     cand, champ = candidate.get("window", {}), champion.get("window", {})
     figures = {
         "candidate_requests": requests_at_step,
@@ -127,16 +145,10 @@ def judge(
                     reasons.append(
                         f"latency {q} {cand_q:.1f} ms vs champion {champ_q:.1f} ms (at most {bound:.1f})"
                     )
-        cand_mean, champ_mean = figures["candidate_mean_probability"], figures["champion_mean_probability"]
-        if (
-            cand_mean is not None
-            and champ_mean is not None
-            and abs(cand_mean - champ_mean) > policy.max_mean_shift
-        ):
-            reasons.append(
-                f"mean prediction {cand_mean:.3f} vs champion {champ_mean:.3f} "
-                f"(at most {policy.max_mean_shift:g} apart)"
-            )
+        kind = task.prediction_kind() if task is not None else "probability"
+        reason = _PREDICTION_CHECKS[kind](cand, champ, policy, figures)
+        if reason:
+            reasons.append(reason)
     if reasons:
         return Verdict("rollback", tuple(reasons), figures)
     if requests_at_step >= policy.min_requests and seconds_at_step >= policy.min_step_s:
@@ -148,6 +160,63 @@ def judge(
             figures,
         )
     return Verdict("wait", (), figures)
+
+
+def _probability_shift(
+    cand: Mapping[str, Any], champ: Mapping[str, Any], policy: RolloutPolicy, figures: dict[str, Any]
+) -> str | None:
+    cand_mean, champ_mean = figures["candidate_mean_probability"], figures["champion_mean_probability"]
+    if cand_mean is None or champ_mean is None or abs(cand_mean - champ_mean) <= policy.max_mean_shift:
+        return None
+    return (
+        f"mean prediction {cand_mean:.3f} vs champion {champ_mean:.3f} "
+        f"(at most {policy.max_mean_shift:g} apart)"
+    )
+
+
+def _value_shift(
+    cand: Mapping[str, Any], champ: Mapping[str, Any], policy: RolloutPolicy, figures: dict[str, Any]
+) -> str | None:
+    mine, theirs = cand.get("prediction") or {}, champ.get("prediction") or {}
+    mean, base, std = mine.get("mean"), theirs.get("mean"), theirs.get("std")
+    figures.update(candidate_mean_value=mean, champion_mean_value=base, champion_value_std=std)
+    if mean is None or base is None or std is None:
+        return None
+    # In the champion's standard deviations: a shift of 3 means little for prices in thousands.
+    scale = std if std > 0 else max(abs(base), 1.0)
+    shift = abs(mean - base) / scale
+    figures["value_shift_std"] = round(shift, 4)
+    if shift <= policy.max_value_shift_std:
+        return None
+    return (
+        f"mean value {mean:.4g} vs champion {base:.4g}: {shift:.2f} champion std apart "
+        f"(at most {policy.max_value_shift_std:g})"
+    )
+
+
+def _class_share_shift(
+    cand: Mapping[str, Any], champ: Mapping[str, Any], policy: RolloutPolicy, figures: dict[str, Any]
+) -> str | None:
+    mine = (cand.get("prediction") or {}).get("class_shares")
+    theirs = (champ.get("prediction") or {}).get("class_shares")
+    figures.update(candidate_class_shares=mine, champion_class_shares=theirs)
+    if not mine or not theirs:
+        return None
+    width = max(len(mine), len(theirs))
+    a = [*mine, *[0.0] * (width - len(mine))]
+    b = [*theirs, *[0.0] * (width - len(theirs))]
+    distance = 0.5 * sum(abs(x - y) for x, y in zip(a, b, strict=True))
+    figures["class_share_distance"] = round(distance, 4)
+    if distance <= policy.max_class_share_shift:
+        return None
+    return (
+        f"answered class shares {[round(x, 3) for x in mine]} vs champion {[round(x, 3) for x in theirs]}: "
+        f"total variation {distance:.3f} (at most {policy.max_class_share_shift:g})"
+    )
+
+
+# Task.prediction_kind() -> how a candidate's predictions are compared with the champion's.
+_PREDICTION_CHECKS = {"probability": _probability_shift, "value": _value_shift, "classes": _class_share_shift}
 
 
 @dataclass(frozen=True)
@@ -176,11 +245,13 @@ def run_rollout(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[str], None] | None = None,
+    task: Task | None = None,
 ) -> RolloutResult:
     """Step ``candidate`` up against ``champion``; roll back on the first threshold crossed.
 
-    ``audit(action, why, details)`` records each step, the rollback and the promotion; the caller
-    moves aliases (see ``raymlops.serving.rollout_registry``).
+    ``audit(action, why, details)`` records each step, the rollback and the promotion; ``task``: the
+    candidate's (what its predictions are; None: the legacy binary task). The caller moves aliases
+    (see ``raymlops.serving.rollout_registry``).
     """
     say = progress or (lambda message: logger.info("%s", message))
     timeline: list[dict[str, Any]] = []
@@ -205,6 +276,7 @@ def run_rollout(
                 policy,
                 requests_at_step=cand.get("requests_total", 0) - base,
                 seconds_at_step=clock() - started_at,
+                task=task,
             )
             if verdict.action == "wait":
                 continue

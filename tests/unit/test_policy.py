@@ -248,6 +248,7 @@ def test_metric_names_kinds_and_label_sets() -> None:
         "raymlops_request_errors_total": ("counter", ("model", "version", "route", "code")),
         "raymlops_request_latency_seconds": ("histogram", ("model", "version", "route")),
         "raymlops_prediction_probability": ("histogram", ("model", "version")),
+        "raymlops_predicted_class_total": ("counter", ("model", "version", "class_index")),
         "raymlops_routing_weight": ("gauge", ("model", "version")),
         "raymlops_shadow_agreement": ("histogram", ("model", "version")),
         "raymlops_shadow_dropped_total": ("counter", ("model", "version")),
