@@ -220,8 +220,9 @@ class Router:
 
     @app.post("/v1/feedback", openapi_extra=FEEDBACK_DOC)
     async def feedback(self, request: Request) -> JSONResponse:
-        """Record true outcomes: ``{"prediction_id": ID, "outcome": NUMBER, "row": 0, "model": NAME}``
-        or ``{"feedback": [...]}`` of those; answers ``{"accepted": n}``."""
+        """Record true outcomes: ``{"prediction_id": ID, "outcome": VALUE, "row": 0, "model": NAME}``
+        or ``{"feedback": [...]}`` of those, the outcome in the task's terms (binary 0 / 1, true / false
+        or the label's value; multiclass a class; regression a number); answers ``{"accepted": n}``."""
         config, predictions = self._routes.config, self._scorer.predictions
         if predictions is None:
             return _error(
@@ -236,8 +237,9 @@ class Router:
     @app.post("/v1/models/{name}/explain", openapi_extra=EXPLAIN_DOC)
     async def explain(self, name: str, request: Request, version: str | None = None) -> JSONResponse:
         """SHAP values of each row, per raw input column: ``{"explanations": [{"prediction",
-        "base_value", "shap": {column: value}}, ...]}``, in probability space, with
-        ``sum(shap) + base_value == prediction``. Same body as predict; the version is chosen as for
+        "base_value", "shap": {column: value}}, ...]}``, in the task's output space (``output_space``),
+        with ``sum(shap) + base_value == prediction``; multiclass keys each by class first
+        (``"shap": {class: {column: value}}``). Same body as predict; the version is chosen as for
         predict (weights, sticky key) unless ``?version=`` names one."""
         routes = self._routes
         config = routes.config

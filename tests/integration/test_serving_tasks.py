@@ -119,8 +119,17 @@ def served(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     specs = {}
     for name, (description, table_of) in TASKS.items():
         task = task_from_dict(description)
-        path = folder / f"{name}.onnx"
-        onnx.save(compose_pipeline(PRE, _graph(task, table_of(600, seed=1))), str(path))
+        path = folder / name / "model.onnx"  # a folder each: an explainer is found beside its graph
+        path.parent.mkdir()
+        table = table_of(600, seed=1)
+        onnx.save(compose_pipeline(PRE, _graph(task, table)), str(path))
+        if name == "tiers":  # explained per class
+            from raymlops.evaluation.explain import OnnxExplainer
+
+            background = table.select(list(PRE.input_columns)).slice(0, 20)
+            OnnxExplainer(path, PRE.input_columns, background, max_background=20, task=task).save(
+                path.parent / "explainer"
+            )
         specs[name] = ModelSpec(
             name=name,
             version="1",
@@ -225,6 +234,23 @@ def test_feedback_takes_each_tasks_outcome(served: Served) -> None:
         feedback = httpx.post(f"{served.url}/v1/feedback", json={"feedback": items}, timeout=30)
         assert feedback.status_code == 200, feedback.text
         assert feedback.json() == {"accepted": 2}
+
+
+def test_explain_is_per_class_for_multiclass(served: Served) -> None:
+    response = httpx.post(f"{served.url}/v1/models/tiers/explain", json={"records": ROWS[:2]}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = direct(served.specs["tiers"], ROWS[:2])
+    classes = ["bronze", "gold", "silver"]
+    for explanation, row in zip(body["explanations"], expected, strict=True):
+        assert list(explanation["shap"]) == classes and list(explanation["prediction"]) == classes
+        for k, name in enumerate(classes):
+            shap = explanation["shap"][name]
+            assert set(shap) == set(PRE.input_columns)
+            assert explanation["prediction"][name] == pytest.approx(float(row[k]), abs=1e-5)
+            # additive per class: the values and the base make that class's probability
+            total = sum(shap.values()) + explanation["base_value"][name]
+            assert total == pytest.approx(explanation["prediction"][name], abs=1e-4)
 
 
 def test_openapi_answers_name_every_tasks_shape(served: Served) -> None:
