@@ -4,15 +4,18 @@
 explainer with an ``Independent`` masker over a bounded background sample, running the exported graph
 (preprocessing + model) in one reused onnxruntime session. Raw rows become a float matrix the masker can
 mix through :class:`~raymlops.evaluation.raw_codec.RawFeatureCodec` (numerics as floats, categoricals as
-vocabulary codes). Output space: probability. Exactly additive: ``values.sum(1) + base_values ==
-predictions``, where ``base_values`` is the mean probability over the background.
+vocabulary codes). The output explained is the task's (``raymlops.tasks``): binary ``probability``,
+multiclass ``probabilities`` (one SHAP value per column and class), regression ``value``. Exactly
+additive: ``values.sum(1) + base_values == predictions``, where ``base_values`` is the mean output over
+the background.
 
 :meth:`OnnxExplainer.save` writes a folder (``explainer/`` of a model version)::
 
-    explainer.json       {"format": 1, "kind": "permutation", "output_space": "probability",
+    explainer.json       {"format": 1, "kind": "permutation", "output_space": "probability" | "value",
                           "input_columns": {column: "float" | "string"}, "codec": RawFeatureCodec.to_dict(),
                           "settings": {"max_evals": int, "seed": int}, "background_rows": int,
-                          "onnx_sha256": hex digest of the graph it was built with}
+                          "onnx_sha256": hex digest of the graph it was built with,
+                          "task": Task.describe() (absent: the flights binary task), "output": its name}
     background.parquet   the background rows, raw input columns only (the masker integrates over them)
 
 The ONNX graph is not copied into it: :func:`load_explainer` takes its path, so loading costs one small
@@ -31,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +42,9 @@ import pyarrow as pa
 from raymlops.errors import ConfigError, RayMLOpsError
 from raymlops.evaluation.explanation import Explanation, require_columns
 from raymlops.evaluation.raw_codec import RawFeatureCodec
+
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
 
 __all__ = ["EXPLAINER_DIR", "OnnxExplainer", "load_explainer", "sample_rows", "warm_up"]
 
@@ -51,7 +58,6 @@ _FORMAT = 1
 # evaluations of every background row. Antithetic permutations are exact for models with interactions
 # of order <= 2; more of them only average out higher-order interactions.
 DEFAULT_PERMUTATIONS = 4
-_PROBABILITY_OUTPUT = "probability"  # = raymlops.models.export.PROBABILITY_OUTPUT (that imports onnx code)
 
 
 _SHAP_LOCK = threading.Lock()  # numpy's global RNG is process-wide: one seeded shap call at a time
@@ -110,9 +116,11 @@ def warm_up() -> float:
 
 
 class OnnxExplainer:
-    """Permutation SHAP (probability space) of an exported ONNX pipeline, over raw input columns.
+    """Permutation SHAP of an exported ONNX pipeline's output (the task's), over raw input columns.
 
-    ``model``: the graph's bytes or path (raw columns in, ``probability`` [N] out). ``background``: raw rows
+    ``model``: the graph's bytes or path (raw columns in, the task's output out: ``probability`` [N],
+    ``probabilities`` [N, K] or ``value`` [N]); ``task``: None is the flights binary task (a version
+    registered before tasks existed). ``background``: raw rows
     the masker integrates over, sampled down to ``max_background`` with ``seed``; explaining costs
     ``rows * max_evals * background_rows`` graph rows. ``max_evals`` (per row, at least ``2 * columns + 1``)
     defaults to ``DEFAULT_PERMUTATIONS`` antithetic permutations. The session runs on the CPU with
@@ -122,7 +130,6 @@ class OnnxExplainer:
     """
 
     method = "permutation"
-    output_space = "probability"
 
     def __init__(
         self,
@@ -135,8 +142,18 @@ class OnnxExplainer:
         seed: int = 0,
         threads: int = 1,
         codec: RawFeatureCodec | None = None,
+        task: Task | None = None,
     ) -> None:
         import onnxruntime as ort
+
+        from raymlops.tasks.codec import LEGACY_TASK
+
+        self.task = task if task is not None else LEGACY_TASK
+        spec = self.task.output()
+        self.output, self.width = spec.name, spec.width
+        self.output_space = self.task.shap_spaces["permutation"]
+        # One SHAP value per class: the classes name the outputs (strings, as the answers' keys).
+        self.classes = tuple(str(c) for c in getattr(self.task, "classes", ())) if self.width > 1 else ()
 
         if max_background < 1:
             raise ConfigError("explain.background_rows", f"must be >= 1, got {max_background}.")
@@ -162,10 +179,10 @@ class OnnxExplainer:
         self.session = ort.InferenceSession(payload, sess_options=options, providers=["CPUExecutionProvider"])
         inputs = sorted(i.name for i in self.session.get_inputs())
         outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != sorted(self.input_columns) or _PROBABILITY_OUTPUT not in outputs:
+        if inputs != sorted(self.input_columns) or self.output not in outputs:
             raise RayMLOpsError(
                 f"The ONNX graph takes {inputs} and returns {outputs}; the explainer expects the raw columns "
-                f"{sorted(self.input_columns)} and a {_PROBABILITY_OUTPUT!r} output."
+                f"{sorted(self.input_columns)} and a {self.output!r} output (a {self.task.name} task)."
             )
 
     @property
@@ -173,11 +190,11 @@ class OnnxExplainer:
         return tuple(self.input_columns)
 
     def _run(self, codec: RawFeatureCodec, codes: np.ndarray) -> np.ndarray:
-        result = self.session.run([_PROBABILITY_OUTPUT], codec.decode(codes))[0]
-        return np.asarray(result, dtype=np.float64).reshape(-1)
+        result = self.session.run([self.output], codec.decode(codes))[0]
+        return np.asarray(result, dtype=np.float64).reshape((-1, self.width) if self.width > 1 else (-1,))
 
     def predict(self, table: pa.Table) -> np.ndarray:
-        """The graph's probabilities (float64 [rows]) for raw rows."""
+        """The graph's output (float64 [rows], or [rows, classes]) for raw rows."""
         require_columns(table, self.input_columns)
         table = table.select(list(self.input_columns))
         codec = self.codec.extend(table)
@@ -193,23 +210,30 @@ class OnnxExplainer:
         codec = self.codec.extend(table)  # request values unseen in the background get new codes
         codes = codec.encode(table)
 
-        def probability(batch: np.ndarray) -> np.ndarray:
+        def model_output(batch: np.ndarray) -> np.ndarray:
             return self._run(codec, batch)
 
         masker = shap.maskers.Independent(self._background_codes, max_samples=len(self._background_codes))
         with _numpy_seed(self.seed):
             explainer = shap.explainers.Permutation(
-                probability, masker, feature_names=list(self.columns), seed=self.seed
+                model_output, masker, feature_names=list(self.columns), seed=self.seed
             )
             result = explainer(codes, max_evals=self.max_evals, silent=True)
+        rows, columns = table.num_rows, len(self.columns)
+        shape, base_shape = (
+            ((rows, columns, self.width), (rows, self.width))
+            if self.width > 1
+            else ((rows, columns), (rows,))
+        )
         return Explanation(
-            values=np.asarray(result.values, dtype=np.float64).reshape(table.num_rows, -1),
-            base_values=np.asarray(result.base_values, dtype=np.float64).reshape(-1),
-            predictions=probability(codes),
+            values=np.asarray(result.values, dtype=np.float64).reshape(shape),
+            base_values=np.asarray(result.base_values, dtype=np.float64).reshape(base_shape),
+            predictions=model_output(codes),
             columns=self.columns,
             method=self.method,
             output_space=self.output_space,
             seconds=time.perf_counter() - started,
+            classes=self.classes,
         )
 
     def save(self, folder: Path) -> Path:
@@ -228,6 +252,8 @@ class OnnxExplainer:
             "settings": {"max_evals": self.max_evals, "seed": self.seed},
             "background_rows": self.background.num_rows,
             "onnx_sha256": self.onnx_sha256,
+            "task": self.task.describe(),
+            "output": self.output,
         }
         (folder / EXPLAINER_JSON).write_text(json.dumps(manifest, indent=2))
         return folder
@@ -250,6 +276,8 @@ def load_explainer(folder: Path, onnx_path: Path | str | bytes, *, threads: int 
             f"{folder / EXPLAINER_JSON}: format {manifest.get('format')!r} kind {manifest.get('kind')!r}; "
             f"this version reads format {_FORMAT} kind {OnnxExplainer.method!r}."
         )
+    from raymlops.tasks.codec import task_from_dict
+
     settings = manifest["settings"]
     explainer = OnnxExplainer(
         onnx_path,
@@ -260,6 +288,7 @@ def load_explainer(folder: Path, onnx_path: Path | str | bytes, *, threads: int 
         seed=int(settings["seed"]),
         threads=threads,
         codec=RawFeatureCodec.from_dict(manifest["codec"]),
+        task=task_from_dict(manifest.get("task") or {}),  # absent: saved before tasks, flights binary
     )
     if explainer.onnx_sha256 != manifest.get("onnx_sha256"):
         logger.warning(

@@ -1,4 +1,5 @@
-"""The SHAP summary plot: a beeswarm per raw input column, drawn without pyplot's global state."""
+"""The SHAP summary plot: a beeswarm per raw input column (one output), or bars of each class's mean |SHAP|
+stacked per column (one output per class); drawn without pyplot's global state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from raymlops.errors import RayMLOpsError
-from raymlops.evaluation.explanation import Explanation, global_shap, require_columns
+from raymlops.evaluation.explanation import Explanation, GlobalShap, global_shap, require_columns
 from raymlops.features.preprocess import numeric_column
 
 __all__ = ["summary_plot"]
@@ -38,6 +39,7 @@ def summary_plot(explanation: Explanation, table: pa.Table, path: Path, *, max_d
 
     Dots are coloured by the column's value in ``table`` (the explained rows, in order): numerics from
     low (blue) to high (red), clipped to their 5-95th percentiles; categorical values and nulls are grey.
+    A multiclass explanation (values per class) is drawn as stacked bars of each class's mean |SHAP|.
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,6 +53,8 @@ def summary_plot(explanation: Explanation, table: pa.Table, path: Path, *, max_d
         )
     summary = global_shap(explanation)
     shown = list(summary.mean_abs)[:max_display]
+    if summary.per_class:
+        return _class_bars(summary, shown, Path(path))
     cmap = colormaps["coolwarm"]
     require_columns(table, dict.fromkeys(shown, "any"), "summary_plot table")
     numeric = {name for name in shown if _is_number(table[name].type)}
@@ -87,6 +91,32 @@ def summary_plot(explanation: Explanation, table: pa.Table, path: Path, *, max_d
     bar.set_ticklabels(["low", "high"])
     bar.set_label("feature value")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def _class_bars(summary: GlobalShap, shown: list[str], path: Path) -> Path:
+    """Horizontal bars per column (largest total on top), one stacked segment per class."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    per_class = summary.per_class or {}
+    figure = Figure(figsize=(8, 1.6 + 0.45 * len(shown)), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    names = list(reversed(shown))
+    left = np.zeros(len(names))
+    palette = colormaps["tab10"]
+    for k, (cls, means) in enumerate(per_class.items()):
+        widths = np.array([means[name] for name in names])
+        ax.barh(range(len(names)), widths, left=left, color=palette(k % 10), label=cls)
+        left += widths
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel(f"mean |SHAP| ({summary.output_space.replace('_', '-')}), stacked over the classes")
+    ax.set_title(f"{summary.method} SHAP over {summary.rows} rows, {len(per_class)} classes")
+    ax.legend(title="class", loc="lower right", fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path

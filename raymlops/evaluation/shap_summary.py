@@ -3,13 +3,15 @@
 :func:`explain_model` writes under ``out_dir``::
 
     shap_summary.json      GlobalShap.to_dict(): method, output_space, rows, base_value, seconds,
-                           mean_abs (raw column -> mean |SHAP|, largest first)
+                           mean_abs (raw column -> mean |SHAP|, largest first); multiclass: summed over
+                           the classes ("aggregation" says so), with per_class and base_values by class
     shap_summary.png       beeswarm of the explained rows, coloured by feature value
     explainer/             the per-request explainer (OnnxExplainer.save, raymlops.evaluation.explain),
                            for every model family: serving answers ``/explain`` with it
 
 The global summary comes from the family's own ``global_explainer`` when it has one (exact Tree SHAP in
-log-odds for XGBoost), else from permutation SHAP of the exported graph in probability.
+the task's margin space for XGBoost), else from permutation SHAP of the exported graph's output (the
+task's: probability, each class's probability, or the value).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +29,9 @@ from raymlops.evaluation.explain import EXPLAINER_DIR, OnnxExplainer, sample_row
 from raymlops.evaluation.explanation import GlobalShap, global_shap, require_columns
 from raymlops.evaluation.shap_plot import summary_plot
 from raymlops.features.preprocess import FittedPreprocessor
+
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
 
 __all__ = ["SUMMARY_JSON", "SUMMARY_PNG", "ExplainResult", "explain_model"]
 
@@ -55,13 +60,15 @@ def explain_model(
     background_rows: int = 100,
     explain_rows: int = 100,
     seed: int = 0,
+    task: Task | None = None,
 ) -> ExplainResult:
     """Explain ``model`` globally and save its per-request explainer (see the module docstring for files).
 
     ``model`` is a fitted model family. ``background`` (train rows) and ``rows`` (the rows to summarise,
     e.g. the test split) are sampled down to ``background_rows`` and ``explain_rows`` with ``seed``. The
-    summary uses ``model.global_explainer(pre)`` when it gives one, else permutation SHAP of the ONNX graph
-    in probability. The saved per-request explainer is always the ONNX one: serving has only the graph.
+    summary uses ``model.global_explainer(pre)`` when it gives one, else permutation SHAP of the ONNX graph's
+    output. The saved per-request explainer is always the ONNX one: serving has only the graph. ``task``:
+    the model's task (None: the flights binary task); it names the graph's output and its shape.
     """
     for key, value in (("background_rows", background_rows), ("rows", explain_rows)):
         if value < 1:
@@ -73,7 +80,9 @@ def explain_model(
     background = sample_rows(background.select(list(columns)), background_rows, rng)
     rows = sample_rows(rows.select(list(columns)), explain_rows, rng)
     out_dir = Path(out_dir)
-    per_request = OnnxExplainer(onnx_path, columns, background, max_background=background_rows, seed=seed)
+    per_request = OnnxExplainer(
+        onnx_path, columns, background, max_background=background_rows, seed=seed, task=task
+    )
     explainer_dir = per_request.save(out_dir / EXPLAINER_DIR)
     explainer = model.global_explainer(pre)
     if explainer is None:
@@ -88,11 +97,12 @@ def explain_model(
     plot_png = summary_plot(explanation, rows, out_dir / SUMMARY_PNG)
     top = ", ".join(f"{c}={v:.3g}" for c, v in list(summary.mean_abs.items())[:5])
     logger.info(
-        "shap method=%s rows=%d background=%d seconds=%.2f mean_abs(%s): %s",
+        "shap method=%s rows=%d background=%d seconds=%.2f %s (%s): %s",
         summary.method,
         summary.rows,
         background.num_rows,
         summary.seconds,
+        summary.aggregation,
         summary.output_space,
         top,
     )

@@ -1,5 +1,6 @@
 """explain: global SHAP per raw input feature (JSON + summary plot) and the per-request explainer that is
-packaged with the model version, so serving can answer ``/explain`` with the same background."""
+packaged with the model version, so serving can answer ``/explain`` with the same background. Every task:
+the explanation has the task's shape (one value per column and class for multiclass)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class ExplainStage(Stage):
             background_rows=cfg.background_rows,
             explain_rows=cfg.rows,
             seed=ctx.cfg.seed,
+            task=features.task,
         )
         summary = result.summary.to_dict()
         top = list(result.summary.mean_abs.items())[:3]
