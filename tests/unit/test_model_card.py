@@ -91,6 +91,13 @@ def _card(**changes: object) -> ModelCard:
             "run_id": "a81c2f0e",
             "parent": "run 4c2b11",
         },
+        task={"task": "binary", "threshold": 15.0, "why": "arr_delay > 15 (features.label.threshold)"},
+        directions={"auc": "higher", "accuracy": "higher", "logloss": "lower"},
+        picture={
+            "kind": "confusion_matrix",
+            "labels": ["0", "1"],
+            "counts": [[48_000, 2_100], [13_300, 3_955]],
+        },
     )
     return dataclasses.replace(card, **changes)  # type: ignore[arg-type]
 
@@ -118,10 +125,12 @@ def test_markdown_has_the_figures_in_order() -> None:
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == [
         "## Intended use",
+        "## Task",
         "## Training data",
         "## Preprocessing",
         "## Model",
         "## Metrics",
+        "## Predictions",
         "## Metrics per slice",
         "## Gates",
         "## Explanations",
@@ -130,9 +139,13 @@ def test_markdown_has_the_figures_in_order() -> None:
         "## Lineage",
     ]
     # Overall metrics: this model, baseline, champion and the delta, 4 decimals; rows stay whole.
-    assert "| test/auc | 0.6731 | 0.5000 | 0.6612 | +0.0119 |" in text
-    assert "| test/logloss | 0.5521 | 0.5934 | 0.5580 | -0.0059 |" in text
-    assert "| test/rows | 67,355 | 67,355 | n/a | n/a |" in text
+    # With which way is better (the task's directions).
+    assert "| test/auc | higher | 0.6731 | 0.5000 | 0.6612 | +0.0119 |" in text
+    assert "| test/logloss | lower | 0.5521 | 0.5934 | 0.5580 | -0.0059 |" in text
+    assert "| test/rows |  | 67,355 | 67,355 | n/a | n/a |" in text
+    assert "- Task: binary" in text and "- Label threshold: 15" in text
+    assert "- Why: arr_delay &gt; 15 (features.label.threshold)" in text
+    assert "| actual \\ predicted | 0 | 1 |" in text and "| 1 | 13,300 | 3,955 |" in text
     assert "champion v5" in text
     # Slices with their counts; None and NaN read n/a; hostile slice values lose their tags.
     assert "### By `origin`" in text and "### By `carrier`" in text
@@ -179,6 +192,9 @@ def test_html_is_self_contained_and_has_the_figures() -> None:
     assert page.count('class="gate" data-passed="true"') == 1 and page.count('data-passed="false"') == 1
     assert page.count("✓") == 1 and page.count("✗") == 1  # glyphs any system font has (emoji may not)
     assert "not recorded" not in page
+    assert page.count("<svg") == 1 and page.count('<rect class="cell"') == 4  # the confusion matrix
+    assert '<rect class="cell" data-actual="1" data-predicted="0"' in page and ">13,300</text>" in page
+    assert "<th>Task</th><td>binary</td>" in page and "<th>Label threshold</th><td>15</td>" in page
 
 
 def test_hostile_text_is_escaped() -> None:
@@ -190,7 +206,8 @@ def test_hostile_text_is_escaped() -> None:
     page = render_html(card)
     parsed = _Tags()
     parsed.feed(page)
-    assert "script" not in parsed.tags and "iframe" not in parsed.tags and "svg" not in parsed.tags
+    assert "script" not in parsed.tags and "iframe" not in parsed.tags
+    assert parsed.tags.count("svg") == 1  # the card's own picture; the hostile lineage text is escaped
     assert "b" not in parsed.tags  # the "<b>9E</b>" slice value
     assert len(parsed.images) == 1  # only the SHAP summary, not the hostile <img>
     assert HOSTILE not in page and html.escape(HOSTILE, quote=True) in page
@@ -212,7 +229,7 @@ def test_missing_parts_say_not_recorded() -> None:
     assert 'id="verdict">NO GATES</span>' in page
 
     no_champion = render_markdown(_card(champion=None, shap=None))
-    assert "| test/auc | 0.6731 | 0.5000 |" in no_champion and "Δ vs champion" not in no_champion
+    assert "| test/auc | higher | 0.6731 | 0.5000 |" in no_champion and "Δ vs champion" not in no_champion
     assert "Champion: not recorded." in no_champion
     assert "SHAP values: not recorded." in no_champion
     assert "![SHAP summary](shap_summary.png)" in no_champion  # the picture alone is still shown
@@ -249,3 +266,72 @@ def test_write_model_card(tmp_path: Path) -> None:
     other = tmp_path / "bare"
     write_model_card(ModelCard(model_name="bare", version="1"), other)
     assert sorted(p.name for p in other.iterdir()) == ["model_card.html", "model_card.md"]
+
+
+def test_a_multiclass_card_shows_its_task_directions_and_confusion_matrix(tmp_path: Path) -> None:
+    from raymlops.tasks.multiclass import MulticlassTask
+
+    task = MulticlassTask(classes=("bronze", "gold", HOSTILE))
+    card = _card(
+        task={**task.describe(), "why": "target holds string values, 3 distinct"},
+        directions={m: "higher" if up else "lower" for m, up in task.directions.items()},
+        metrics={"test/accuracy": 0.70, "test/macro_f1": 0.61, "test/logloss": 0.82, "test/rows": 600.0},
+        baseline={"test/accuracy": 0.50, "test/macro_f1": 0.22, "test/logloss": 1.03, "test/rows": 600.0},
+        champion={"version": "2", "metrics": {"test/macro_f1": 0.65, "test/logloss": 0.80}},
+        picture={
+            "kind": "confusion_matrix",
+            "labels": ["bronze", "gold", HOSTILE],
+            "counts": [[250, 30, 20], [40, 60, 20], [30, 10, 140]],
+        },
+        shap={
+            "method": "permutation",
+            "output_space": "probability",
+            "rows": 100,
+            "seconds": 2.0,
+            "mean_abs": {"num_a": 0.3, "cat": 0.1},
+            "aggregation": "mean |SHAP| summed over the 3 classes",
+        },
+    )
+    text, page = render_markdown(card), render_html(card)
+    assert "| test/macro_f1 | higher | 0.6100 | 0.2200 | 0.6500 | -0.0400 |" in text
+    assert '<td class="num worse">-0.0400</td>' in page  # macro-F1 dropped: worse (the task's direction)
+    assert '<td class="num worse">+0.0200</td>' in page  # log loss rose: worse
+    assert "- Classes: bronze, gold, &lt;script&gt;" in text
+    assert "| bronze | 250 | 30 | 20 |" in text
+    assert page.count('<rect class="cell"') == 9 and HOSTILE not in page
+    assert 'data-actual="gold" data-predicted="bronze"' in page and ">40</text>" in page
+    assert "Multiclass: mean |SHAP| summed over the 3 classes." in text
+    assert "mean |SHAP| summed over the 3 classes: permutation" in page
+    write_model_card(card, tmp_path)
+    svg = (tmp_path / "predictions.svg").read_text()
+    assert svg.startswith("<svg") and svg.count('<rect class="cell"') == 9
+
+
+def test_a_regression_card_shows_predicted_against_actual(tmp_path: Path) -> None:
+    import numpy as np
+
+    from raymlops.tasks.regression import RegressionTask
+
+    task = RegressionTask()
+    rng = np.random.default_rng(0)
+    actual = 200 + 30 * rng.normal(size=800)
+    picture = task.card_picture(actual, actual + rng.normal(scale=5, size=800))
+    card = _card(
+        task={**task.describe(), "why": "price holds float numbers with more than two values"},
+        directions={m: "higher" if up else "lower" for m, up in task.directions.items()},
+        metrics={"test/rmse": 5.1, "test/mae": 4.0, "test/r2": 0.97, "test/rows": 800.0},
+        baseline={"test/rmse": 30.2, "test/mae": 24.0, "test/r2": 0.0, "test/rows": 800.0},
+        champion={"version": "4", "metrics": {"test/rmse": 5.6, "test/r2": 0.96}},
+        picture=picture,
+    )
+    text, page = render_markdown(card), render_html(card)
+    assert "| test/rmse | lower | 5.1000 | 30.2000 | 5.6000 | -0.5000 |" in text
+    assert '<td class="num better">-0.5000</td>' in page  # a lower RMSE is better
+    assert "- Task: regression" in text and "- Training loss: mse" in text
+    assert page.count('<circle class="point"') == 500 and 'class="diagonal"' in page  # sampled to 500
+    assert "800 rows, a sample of 500" in page
+    assert "![Predicted vs actual](predictions.svg)" in text
+    write_model_card(card, tmp_path)
+    assert (tmp_path / "predictions.svg").read_text().count('<circle class="point"') == 500
+    back = ModelCard.from_json(card.to_json())
+    assert back.picture == card.picture and back.task == card.task and render_html(back) == page

@@ -28,7 +28,11 @@ class ModelCard:
     same test split; ``baseline`` is a constant predictor and ``champion`` the current champion re-scored
     on that data. ``slices`` maps a slice column to rows ``{"value": str, "rows": int, <metric>: float}``.
     ``gates`` is a list of ``{"gate", "passed", "detail"}``. ``shap_png`` is the bytes of a PNG.
-    Empty strings, empty collections and ``None`` mean "not recorded".
+    ``task`` is the task's ``describe()`` plus ``why`` (how it was chosen) and, for a binary task, the
+    serving ``decision`` threshold; ``directions`` maps a metric's last name to "higher" or "lower"
+    (which way is better); ``picture`` is the task's picture of the test predictions
+    (:mod:`raymlops.evaluation.model_card.picture`). Empty strings, empty collections and ``None`` mean
+    "not recorded".
     """
 
     model_name: str
@@ -48,6 +52,9 @@ class ModelCard:
     shap_png: bytes | None = None
     validation: dict[str, Any] | None = None
     lineage: dict[str, str] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    directions: dict[str, str] = field(default_factory=dict)
+    picture: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.shap_png is not None and not bytes(self.shap_png).startswith(_PNG_SIGNATURE):

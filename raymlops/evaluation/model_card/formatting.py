@@ -58,11 +58,15 @@ def fmt_delta(diff: float | None) -> str:
     return "n/a" if diff is None else f"{diff:+.4f}"
 
 
-def direction(name: str, diff: float | None) -> str:
-    """'better', 'worse' or '' for a change in metric ``name``."""
+def direction(name: str, diff: float | None, directions: Mapping[str, str] | None = None) -> str:
+    """'better', 'worse' or '' for a change in metric ``name``; ``directions`` (the task's: metric ->
+    "higher" | "lower") first, then the usual names."""
     if diff is None or diff == 0:
         return ""
     leaf = name.rsplit("/", 1)[-1].lower()
+    known = (directions or {}).get(leaf)
+    if known is not None:
+        return "better" if (diff > 0) == (known == "higher") else "worse"
     if leaf in HIGHER_IS_BETTER:
         return "better" if diff > 0 else "worse"
     if leaf in LOWER_IS_BETTER:
@@ -133,3 +137,33 @@ def verdict(passed: bool | None) -> tuple[str, str]:
     if passed is None:
         return "none", "NO GATES"
     return ("pass", "PASS") if passed else ("fail", "FAIL")
+
+
+def better_way(name: str, directions: Mapping[str, str]) -> str:
+    """'higher', 'lower' or '' (counts and shares): which way metric ``name`` is better, for the table."""
+    return str(directions.get(name.rsplit("/", 1)[-1], ""))
+
+
+def task_facts(task: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The task section's (label, text) rows: its name, why, and what was learnt about the label."""
+    names = {
+        "task": "Task",
+        "why": "Why",
+        "classes": "Classes",
+        "positive": "Positive class",
+        "negative": "Negative class",
+        "threshold": "Label threshold",
+        "decision": "Decision threshold",
+        "loss": "Training loss",
+    }
+    rows = [(names.get(k, k), _task_value(v)) for k, v in task.items()]
+    order = list(names.values())
+    return sorted(rows, key=lambda r: order.index(r[0]) if r[0] in order else len(order))
+
+
+def _task_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f"{float(value):g}"
+    return fmt(value)

@@ -15,6 +15,7 @@ from raymlops.evaluation.model_card.formatting import (
     CHAMPION_NOTE,
     METRICS_NOTE,
     NO_CHAMPION,
+    better_way,
     delta,
     direction,
     fmt,
@@ -24,11 +25,13 @@ from raymlops.evaluation.model_card.formatting import (
     slice_metrics,
     sorted_shap,
     table_rows,
+    task_facts,
     time_range,
     total_rows,
     union,
     verdict,
 )
+from raymlops.evaluation.model_card.picture import picture_caption, picture_svg
 
 __all__ = ["render_html"]
 
@@ -143,20 +146,22 @@ def _html_metrics(card: ModelCard) -> str:
     names = union([card.metrics, card.baseline, (champion or {}).get("metrics") or {}])
     if not names:
         return _nr()
-    head = _th("metric") + _th("this model", True) + _th("baseline", True)
+    head = _th("metric") + (_th("better") if card.directions else "")
+    head += _th("this model", True) + _th("baseline", True)
     if champion is not None:
         head += _th(f"champion v{_e(champion.get('version', '?'))}", True) + _th("Δ vs champion", True)
     body = []
     for name in names:
         count = is_count(name)
         value = card.metrics.get(name)
-        cells = _td(_e(name)) + _td(f"<strong>{_e(fmt(value, count))}</strong>", True)
+        cells = _td(_e(name)) + (_td(_e(better_way(name, card.directions))) if card.directions else "")
+        cells += _td(f"<strong>{_e(fmt(value, count))}</strong>", True)
         cells += _td(_e(fmt(card.baseline.get(name), count)), True)
         if champion is not None:
             theirs = (champion.get("metrics") or {}).get(name)
             diff = delta(value, theirs)
             cells += _td(_e(fmt(theirs, count)), True)
-            cells += _td(_e(fmt_delta(diff)), True, direction(name, diff))
+            cells += _td(_e(fmt_delta(diff)), True, direction(name, diff, card.directions))
         body.append(f'<tr data-metric="{_e(name)}">{cells}</tr>')
     note = METRICS_NOTE + (NO_CHAMPION if champion is None else CHAMPION_NOTE)
     return f'<table><tr>{head}</tr>{"".join(body)}</table><p class="muted">{note}</p>'
@@ -219,7 +224,8 @@ def _html_explanations(card: ModelCard) -> str:
                 f'<td><span class="bar" style="width:{width:.1f}px"></span></td></tr>'
             )
         parts.append(
-            f'<p class="muted">{_e(shap.get("method", "n/a"))}, {_e(shap.get("output_space", "n/a"))} space, '
+            f'<p class="muted">{_e(shap.get("aggregation") or "mean |SHAP|")}: '
+            f"{_e(shap.get('method', 'n/a'))}, {_e(shap.get('output_space', 'n/a'))} space, "
             f"{_e(fmt(shap.get('rows'), True))} rows, {_e(fmt(shap.get('seconds')))} s.</p>"
             f"<table><tr>{_th('feature')}{_th('mean |SHAP|', True)}{_th('')}</tr>{''.join(rows)}</table>"
         )
@@ -227,6 +233,20 @@ def _html_explanations(card: ModelCard) -> str:
         encoded = base64.b64encode(card.shap_png).decode("ascii")
         parts.append(f'<img class="shap" alt="SHAP summary" src="data:image/png;base64,{encoded}">')
     return f'<div class="grid">{"".join(f"<div>{p}</div>" for p in parts)}</div>'
+
+
+def _html_task(card: ModelCard) -> str:
+    if not card.task:
+        return _nr()
+    return _facts((k, _e(v)) for k, v in task_facts(card.task))
+
+
+def _html_picture(card: ModelCard) -> str:
+    svg = picture_svg(card.picture) if card.picture else ""
+    if not svg:
+        return _nr()
+    assert card.picture is not None
+    return f'<p class="muted">{_e(picture_caption(card.picture))}</p>{svg}'
 
 
 def _html_validation(card: ModelCard) -> str:
@@ -272,10 +292,12 @@ def render_html(card: ModelCard) -> str:
     )
     sections = [
         ("Intended use", f"<p>{_e(card.intended_use)}</p>" if card.intended_use else _nr()),
+        ("Task", _html_task(card)),
         ("Training data", _html_training(card)),
         ("Preprocessing", _html_mapping(card.preprocessing, "feature") if card.preprocessing else _nr()),
         ("Model", _html_model(card)),
         ("Metrics", _html_metrics(card)),
+        ("Predictions", _html_picture(card)),
         ("Metrics per slice", _html_slices(card)),
         ("Gates", _html_gates(card)),
         ("Explanations", _html_explanations(card)),

@@ -11,6 +11,7 @@ from raymlops.evaluation.model_card.formatting import (
     CHAMPION_NOTE,
     METRICS_NOTE,
     NO_CHAMPION,
+    better_way,
     delta,
     fmt,
     fmt_delta,
@@ -19,11 +20,13 @@ from raymlops.evaluation.model_card.formatting import (
     slice_metrics,
     sorted_shap,
     table_rows,
+    task_facts,
     time_range,
     total_rows,
     union,
     verdict,
 )
+from raymlops.evaluation.model_card.picture import PICTURE_SVG_NAME, picture_caption
 
 __all__ = ["render_markdown"]
 
@@ -75,7 +78,7 @@ def _md_metrics(card: ModelCard) -> list[str]:
     names = union([card.metrics, card.baseline, (card.champion or {}).get("metrics") or {}])
     if not names:
         return [NOT_RECORDED]
-    header = ["metric", "this model", "baseline"]
+    header = ["metric", *(["better"] if card.directions else []), "this model", "baseline"]
     champion = card.champion
     if champion is not None:
         header += [f"champion v{champion.get('version', '?')}", "Δ vs champion"]
@@ -83,13 +86,32 @@ def _md_metrics(card: ModelCard) -> list[str]:
     for name in names:
         count = is_count(name)
         value = card.metrics.get(name)
-        row = [name, fmt(value, count), fmt(card.baseline.get(name), count)]
+        row = [name, *([better_way(name, card.directions)] if card.directions else [])]
+        row += [fmt(value, count), fmt(card.baseline.get(name), count)]
         if champion is not None:
             theirs = (champion.get("metrics") or {}).get(name)
             row += [fmt(theirs, count), fmt_delta(delta(value, theirs))]
         rows.append(row)
-    lines = _md_table(header, rows, [False, *(True for _ in header[1:])])
+    lines = _md_table(header, rows, [False, *(h != "better" for h in header[1:])])
     return [*lines, "", METRICS_NOTE + (NO_CHAMPION if champion is None else CHAMPION_NOTE)]
+
+
+def _md_picture(card: ModelCard) -> list[str]:
+    picture = card.picture
+    if not picture or picture.get("kind") not in ("confusion_matrix", "predicted_vs_actual"):
+        return [NOT_RECORDED]
+    lines = [_md(picture_caption(picture)), ""]
+    if picture["kind"] == "confusion_matrix":  # a table reads anywhere Markdown does
+        labels = [str(label) for label in picture.get("labels") or []]
+        counts = picture.get("counts") or []
+        lines += _md_table(
+            ["actual \\ predicted", *labels],
+            ([label, *(fmt(c, True) for c in row)] for label, row in zip(labels, counts, strict=False)),
+            [False, *(True for _ in labels)],
+        )
+    else:
+        lines.append(f"![Predicted vs actual]({PICTURE_SVG_NAME})")
+    return lines
 
 
 def _md_slices(card: ModelCard) -> list[str]:
@@ -118,6 +140,10 @@ def render_markdown(card: ModelCard) -> str:
     out += [f"**Gates: {label}** · created {_md(card.created or NOT_RECORDED)}", ""]
 
     out += ["## Intended use", "", _md(card.intended_use) if card.intended_use else NOT_RECORDED, ""]
+
+    out += ["## Task", ""]
+    out += [f"- {k}: {_md(v)}" for k, v in task_facts(card.task)] or [NOT_RECORDED]
+    out.append("")
 
     out += ["## Training data", ""]
     training = card.training_data
@@ -163,6 +189,7 @@ def render_markdown(card: ModelCard) -> str:
         out.append("")
 
     out += ["## Metrics", "", *_md_metrics(card), ""]
+    out += ["## Predictions", "", *_md_picture(card), ""]
     out += ["## Metrics per slice", "", *_md_slices(card), ""]
 
     out += ["## Gates", ""]
@@ -189,6 +216,7 @@ def render_markdown(card: ModelCard) -> str:
             f"Mean |SHAP| by feature ({_md(shap.get('method', 'n/a'))}, "
             f"{_md(shap.get('output_space', 'n/a'))} space, {fmt(shap.get('rows'), True)} rows, "
             f"{fmt(shap.get('seconds'))} s)."
+            + (f" Multiclass: {_md(shap['aggregation'])}." if shap.get("aggregation") else "")
         )
         out += [
             "",
