@@ -508,7 +508,15 @@ def join_feedback(predictions: pa.Table, feedback: pa.Table, *, join_type: str =
     last = ordered.group_by(keys, use_threads=False).aggregate([("_position", "max")])
     latest = ordered.take(last["_position_max"]).drop_columns(["_position"])
     latest = latest.rename_columns({"ts": "feedback_ts"})
-    joined = predictions.join(latest, keys=keys, join_type=join_type, use_threads=False)
+    # Acero joins no list column (a multiclass row's probabilities): those follow by row position.
+    nested = [f.name for f in predictions.schema if pa.types.is_nested(f.type)]
+    flat = predictions.drop_columns(nested).append_column(
+        "_position", pa.array(np.arange(predictions.num_rows, dtype=np.int64))
+    )
+    joined = flat.join(latest, keys=keys, join_type=join_type, use_threads=False)
+    for name in nested:
+        joined = joined.append_column(name, predictions[name].take(joined["_position"]))
+    joined = joined.drop_columns(["_position"])
     order = [
         ("ts", "ascending"),
         ("prediction_id", "ascending"),

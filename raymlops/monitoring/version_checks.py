@@ -98,14 +98,13 @@ def _prediction_drift(
     if ref.numeric:
         out["mean"] = {"reference": ref.mean, "current": _num(stats.mean)}
     else:  # the answered classes' shares (by class index), reference vs window
-        out["shares"] = {"reference": _shares(ref.counts), "current": _shares(stats.counts)}
+        mine = current.columns[column].frequencies or {}
+        out["shares"] = {
+            "reference": {k: _num(v) for k, v in sorted((ref.frequencies or {}).items())},
+            "current": {k: _num(v) for k, v in sorted(mine.items())},
+        }
         out["chi2_pvalue"] = entry.get("chi2_pvalue")
     return out
-
-
-def _shares(counts: dict[str, int]) -> dict[str, float | None]:
-    total = sum(counts.values())
-    return {k: _num(v / total) if total else None for k, v in sorted(counts.items())}
 
 
 def _accuracy(m: Any, partial: VersionPartial, info: VersionInfo) -> dict[str, Any]:
