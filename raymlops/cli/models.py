@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from raymlops.registry.governance import ALIASES, UNCHANGED
-from raymlops.registry.tags import DATA_VERSION_TAG, DEPLOYED_TAG, GATES_TAG, GIT_SHA_TAG
+from raymlops.registry.tags import DATA_VERSION_TAG, DEPLOYED_TAG, GATES_TAG, GIT_SHA_TAG, TASK_TAG
 
 __all__ = ["add_models_commands", "run_models_command"]
 
@@ -114,6 +114,7 @@ def run_models_command(args: argparse.Namespace) -> int:
 def _show(registry: Any, name: str, ref: str) -> dict[str, Any]:
     """One version as a dict: ``ref`` is a version number or ``@alias``."""
     from raymlops.errors import ModelNotFoundError
+    from raymlops.tasks.codec import task_from_json
 
     if ref.startswith("@"):
         version = registry.by_alias(name, ref[1:])
@@ -129,6 +130,7 @@ def _show(registry: Any, name: str, ref: str) -> dict[str, Any]:
         "model": f"{version.name} v{version.version}",
         "lifecycle": version.lifecycle,
         "aliases": ", ".join(version.aliases) or "-",
+        "task": task_from_json(version.tags.get(TASK_TAG)).describe(),  # no tag: flights binary
         "gates": version.tags.get(GATES_TAG, "?"),
         "metrics": metrics,
         "data_version": version.tags.get(DATA_VERSION_TAG, "?"),

@@ -1,6 +1,7 @@
 """register: metrics, reports, SHAP and the ONNX model into the job's MLflow run; a model version with
-lineage tags, its alias (when every gate passed) or the ``rejected`` lifecycle, an audit record, and a
-generated model card in the version's folder."""
+lineage tags (the task among them: ``raymlops.task``, on the version and the run), its alias (when every
+gate passed) or the ``rejected`` lifecycle, an audit record, and a generated model card in the version's
+folder (the task, its metrics with their direction, and the picture of the test predictions that fits)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import GateFailedError
+from raymlops.evaluation.model_card.picture import PICTURE_SVG_NAME
 from raymlops.features.online.lookup import lookup_for_config
 from raymlops.pipeline.context import RunContext, git_sha
 from raymlops.pipeline.stage import Stage
@@ -34,10 +36,12 @@ from raymlops.registry.tags import (
     RUN_NAME_TAG,
     SEED_TAG,
     TAG_PREFIX,
+    TASK_TAG,
     VALIDATION_REPORT_TAG,
 )
 from raymlops.security.crypto import active_keyring, is_encrypted, read_maybe_encrypted, write_encrypted
 from raymlops.security.integrity import Signer, digest_bytes, integrity_tags
+from raymlops.tasks.codec import task_to_json
 
 
 class RegisterStage(Stage):
@@ -99,6 +103,7 @@ class RegisterStage(Stage):
             else "",
             GATES_TAG: "passed" if passed else "failed",
             LIFECYCLE_TAG: "candidate",
+            TASK_TAG: task_to_json(state.require("features").task),  # serving's answer shape, and more
             **integrity_tags(digests, signer),
         }
         views = ctx.lineage.get("feature_views")
@@ -147,11 +152,11 @@ class RegisterStage(Stage):
             )
             aliases = (alias,)
         lifecycle = registry.version(name, version.version).lifecycle
-        tracker.set_tags({MODEL_NAME_TAG: name, MODEL_VERSION_TAG: version.version})
+        tracker.set_tags({MODEL_NAME_TAG: name, MODEL_VERSION_TAG: version.version, TASK_TAG: tags[TASK_TAG]})
         ctx.lineage.update(tags | {LIFECYCLE_TAG: lifecycle})
         card_dir = ctx.run_dir / "model_card"
         _write_card(ctx, state, version.version, {**tags, LIFECYCLE_TAG: lifecycle}, card_dir)
-        cards = sorted(card_dir.glob("model_card.*"))
+        cards = sorted([*card_dir.glob("model_card.*"), *card_dir.glob(PICTURE_SVG_NAME)])
         tracker.log_artifacts("model", cards)
         digests |= {p.name: _digest(p) for p in cards}  # the card comes after the version: tagged now
         with registry.locked():  # SQLite takes one writer at a time (see ModelRegistry.locked)
@@ -184,6 +189,13 @@ class RegisterStage(Stage):
         )
 
 
+def _report(path: Path | None) -> dict[str, Any]:
+    """The evaluation report (evaluation.json, sealed by now when encryption is on), or {}."""
+    import json
+
+    return json.loads(read_maybe_encrypted(path)) if path is not None and path.exists() else {}
+
+
 def _digest(path: Path) -> str:
     return digest_bytes(read_maybe_encrypted(path))
 
@@ -204,6 +216,7 @@ def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[
     from raymlops.evaluation.model_card import ModelCard, write_model_card
 
     features, evaluated = state.require("features"), state.require("evaluate")
+    task, report = features.task, _report(evaluated.report_path)
     pre = features.preprocessor
     validation, explained = state.validate, state.explain
     first, last = features.train_time_range or ("", "")
@@ -229,7 +242,7 @@ def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[
                 f"{c} (one-hot)": f"{len(v)} categories"
                 for c, v in zip(pre.categorical, pre.categories, strict=True)
             },
-            "label": f"{ctx.cfg.features.label.column} > {ctx.cfg.features.label.threshold}",
+            "label": f"{task.name}: {features.task_reason or ctx.cfg.features.label.column}",
         },
         model={
             "family": type(state.require("train").model).__name__,
@@ -252,7 +265,10 @@ def _write_card(ctx: RunContext, state: PipelineState, version: str, tags: dict[
         lineage={
             k.removeprefix(TAG_PREFIX): v
             for k, v in tags.items()
-            if k not in (INPUT_COLUMNS_TAG, FEATURE_LOOKUP_TAG)
+            if k not in (INPUT_COLUMNS_TAG, FEATURE_LOOKUP_TAG, TASK_TAG)  # the task has its own section
         },
+        task={**task.describe(), "why": features.task_reason or "features.task"},
+        directions={m: "higher" if up else "lower" for m, up in task.directions.items()},
+        picture=report.get("picture"),  # the evaluate stage drew it from the test predictions
     )
     write_model_card(card, out)

@@ -218,3 +218,21 @@ def test_an_experiment_cannot_change_a_prod_model(tmp_path: Path, capsys: pytest
     # A model registered without an env (before owners existed) stays open to every env.
     _register(tmp_path, "legacy")
     dev.set_alias(NAME, "champion", "1", why="unowned")
+
+
+def test_models_show_names_the_versions_task(gov: Governance, capsys: pytest.CaptureFixture[str]) -> None:
+    from raymlops.registry.tags import TASK_TAG
+    from raymlops.tasks.codec import task_to_json
+    from raymlops.tasks.multiclass import MulticlassTask
+
+    state = f"state_dir={Path(gov.registry.tracking_uri.removeprefix('sqlite:///')).parent}"
+    task = MulticlassTask(classes=("bronze", "gold", "silver"))
+    gov.registry.client.set_model_version_tag(NAME, "2", TASK_TAG, task_to_json(task))
+    assert main(["models", "show", NAME, "2", "--json", state]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == {
+        "task": "multiclass",
+        "classes": ["bronze", "gold", "silver"],
+    }
+    # A version registered before tasks existed (no tag) reads as the flights binary task.
+    assert main(["models", "show", NAME, "1", "--json", state]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == {"task": "binary", "threshold": 0.0}
