@@ -33,7 +33,7 @@ from raymlops.monitoring.monitor import run_monitor
 from raymlops.monitoring.parquet_log import ParquetLog
 from raymlops.monitoring.prediction_log import (
     FEEDBACK_DIR,
-    FEEDBACK_SCHEMA,
+    LEGACY_FEEDBACK_SCHEMA,
     PREDICTIONS_DIR,
     TIMESTAMP,
     prediction_schema,
@@ -142,7 +142,10 @@ def write_day(root: Path, day: dt.datetime, seed: int, *, shifted: bool) -> None
         }
         log.append(pa.table(columns, schema=schema))
     log.close()
-    feedback = ParquetLog(root / FEEDBACK_DIR, schema=FEEDBACK_SCHEMA, partition_cols=("model", "date"))
+    # Feedback files as written before outcomes of every task (a number only): they still read.
+    feedback = ParquetLog(
+        root / FEEDBACK_DIR, schema=LEGACY_FEEDBACK_SCHEMA, partition_cols=("model", "date")
+    )
     labelled = np.arange(0, n, 2)  # feedback for half the rows, a minute after the answer
     feedback.append(
         pa.table(
@@ -153,7 +156,7 @@ def write_day(root: Path, day: dt.datetime, seed: int, *, shifted: bool) -> None
                 "ts": pa.array(ts_us[labelled] + 60_000_000, pa.int64()).cast(TIMESTAMP),
                 "model": pa.array([MODEL] * len(labelled)),
             },
-            schema=FEEDBACK_SCHEMA,
+            schema=LEGACY_FEEDBACK_SCHEMA,
         )
     )
     feedback.close()

@@ -23,6 +23,7 @@ EXPECTED = {
     "RaymlopsFeatureDrift",
     "RaymlopsPredictionDrift",
     "RaymlopsAccuracyDrop",
+    "RaymlopsLiveMetricDrop",
     "RaymlopsHighErrorRate",
     "RaymlopsHighLatencyP99",
     "RaymlopsNoTraffic",
