@@ -35,10 +35,12 @@ def _collect(ds: Any, columns: list[str]) -> pa.Table:  # ds: ray.data.Dataset o
     return pa.concat_tables(batches) if batches else pa.table({c: [] for c in columns})
 
 
-def _train_targets(ds: Any) -> np.ndarray:  # ds: the materialized train split (x, y)
-    """The train split's targets (one float per row): what the constant baseline is fitted on."""
-    parts = [b["y"] for b in ds.select_columns(["y"]).iter_batches(batch_format="numpy", batch_size=None)]
-    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+def _baseline_metrics(task: Task, features: Any, y: np.ndarray, split: str) -> dict[str, float]:
+    """The task's metrics of the constant prediction the features stage fitted on the train targets (the
+    positive rate, the class shares, the mean): what the model must clearly beat."""
+    constant = np.asarray(features.baseline_prediction or (features.train_positive_rate,), np.float64)
+    pred = np.repeat(constant.reshape(1, -1), len(y), axis=0)
+    return task.metrics(y, pred[:, 0] if task.output().width == 1 else pred, split)
 
 
 def _champion_holder(ctx: RunContext) -> tuple[Any, Any]:  # -> (ModelRegistry, RegisteredVersion | None)
@@ -138,9 +140,7 @@ class EvaluateStage(Stage):
         pred = trained.model.predict(pre.transform(table))
         split = cfg.split
         metrics = task.metrics(y, pred, split)
-        # The constant predictor fitted on the train targets (prevalence, class shares, mean): what the
-        # model must clearly beat.
-        baseline = task.baseline_metrics(_train_targets(features.train), y, split)
+        baseline = _baseline_metrics(task, features, y, split)
         slices = slice_metrics(
             table,
             y,
