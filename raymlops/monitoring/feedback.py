@@ -174,8 +174,12 @@ def _stored(outcome: Any) -> tuple[float | None, str | None]:
     return float(outcome), None
 
 
-def feedback_table(items: Sequence[Feedback], *, ts_us: int) -> pa.Table:
-    """Feedback items as rows of ``FEEDBACK_SCHEMA``."""
+def feedback_table(items: Sequence[Feedback], *, ts_us: int | None = None) -> pa.Table:
+    """Feedback items as rows of ``FEEDBACK_SCHEMA`` (``ts_us`` None: now)."""
+    if ts_us is None:
+        import time
+
+        ts_us = time.time_ns() // 1000
     stored = [_stored(f.outcome) for f in items]
     return pa.Table.from_arrays(
         [

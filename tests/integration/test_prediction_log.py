@@ -224,7 +224,8 @@ def test_feedback_joins_to_its_predictions(served: Served, sent: Sent) -> None:
     [
         (b'{"prediction_id": "x"', 400, "not valid JSON"),
         (b'{"prediction_id": "x"}', 422, "outcome is missing"),
-        (b'{"prediction_id": "x", "outcome": "yes"}', 422, "outcome must be a number"),
+        (b'{"prediction_id": "x", "outcome": ["yes"]}', 422, "outcome must be a JSON scalar"),
+        (b'{"prediction_id": "x", "outcome": null}', 422, "outcome must be a JSON scalar"),
         (b'{"prediction_id": 7, "outcome": 1}', 422, "prediction_id must be"),
         (b'{"feedback": [{"prediction_id": "x", "outcome": 1, "row": -2}]}', 422, "row must be"),
         (b"[]", 422, "feedback is empty"),

@@ -382,3 +382,30 @@ def test_feedback_with_a_lone_surrogate_or_a_huge_integer_is_a_4xx() -> None:
     with pytest.raises(RequestError) as huge:
         parse_feedback(b'{"prediction_id": "a", "outcome": ' + b"9" * 5000 + b"}", max_items=10)
     assert huge.value.status == 400
+
+
+def test_feedback_of_every_task_is_stored_as_sent_and_read_as_targets(tmp_path: Path) -> None:
+    from raymlops.monitoring.feedback import feedback_targets, outcome_values
+    from raymlops.tasks.multiclass import MulticlassTask
+
+    sent = [("a", "gold"), ("b", True), ("c", 2**60 + 1), ("d", 231.5), ("e", "platinum")]
+    body = json.dumps([{"prediction_id": i, "outcome": o} for i, o in sent]).encode()
+    logger = PredictionLogger(str(tmp_path), flush_rows=1000, flush_interval_s=60)
+    logger.log_feedback(parse_feedback(body, max_items=10))
+    logger.close()
+    table = read_feedback(tmp_path)
+    assert table.schema.names[-1] == "outcome_text"
+    # Lossless: text stays text, an integer beyond float64's 2**53 keeps its digits, a bool reads as 1.0.
+    assert dict(zip(table["prediction_id"].to_pylist(), outcome_values(table), strict=True)) == {
+        "a": "gold",
+        "b": 1.0,
+        "c": 2**60 + 1,
+        "d": 231.5,
+        "e": "platinum",
+    }
+    task = MulticlassTask(classes=("bronze", "gold", "silver"))
+    targets, unknown = feedback_targets(task, ["gold", "silver", "platinum", "bronze"])
+    np.testing.assert_array_equal(targets[[0, 1, 3]], [1.0, 2.0, 0.0])
+    assert np.isnan(targets[2]) and unknown == ["platinum"]
+    with pytest.raises(ValueError, match=r"\['platinum'\] are not among the classes"):
+        task.outcome_targets(["platinum"])
