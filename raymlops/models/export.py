@@ -1,6 +1,7 @@
 """One ONNX artifact per model: fitted preprocessing followed by the model (DESIGN §3).
 
-Export fails unless the ONNX graph reproduces the Python pipeline on a sample of raw rows.
+Export fails unless the ONNX graph reproduces the Python pipeline on a sample of raw rows. The graph's
+output is the task's (``probability`` [N], ``probabilities`` [N, K], ``value`` [N]).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pyarrow as pa
 from raymlops.errors import ConfigError, ExportParityError
 from raymlops.features.onnx_graph import FEATURES_OUTPUT, preprocessing_graph
 from raymlops.features.preprocess import FittedPreprocessor, numeric_column
+from raymlops.models.family import fitted_task
 from raymlops.registry.tags import INPUT_COLUMNS_TAG
 
 __all__ = [
@@ -89,22 +91,37 @@ def parse_input_columns(tag: str | None, model: str = "the model") -> dict[str, 
 
 
 def predict_onnx(
-    model: str | Path | bytes, table: pa.Table, input_columns: dict[str, str], batch_rows: int = 65536
+    model: str | Path | bytes,
+    table: pa.Table,
+    input_columns: dict[str, str],
+    output: str = PROBABILITY_OUTPUT,
+    batch_rows: int = 65536,
 ) -> np.ndarray:
-    """Probabilities of a composed graph on raw rows (CPU), in batches so memory stays bounded."""
+    """The prediction of a composed graph's ``output`` (the task's ``output().name``) on raw rows (CPU),
+    in batches so memory stays bounded: float32 [N] for an output of width 1, else [N, K]."""
     import onnxruntime as ort
 
     source = model if isinstance(model, bytes) else str(model)
     session = ort.InferenceSession(source, providers=providers_for(False))
     parts = [
-        session.run([PROBABILITY_OUTPUT], onnx_feeds(table.slice(start, batch_rows), input_columns))[0]
+        session.run([output], onnx_feeds(table.slice(start, batch_rows), input_columns))[0]
         for start in range(0, table.num_rows, batch_rows)
     ]
-    return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype=np.float32)
+    if not parts:
+        width = _output_width(session, output)
+        return np.zeros((0, width) if width > 1 else 0, dtype=np.float32)
+    pred = np.concatenate(parts)
+    return pred.reshape(-1) if pred.ndim == 1 or pred.shape[1] == 1 else pred
+
+
+def _output_width(session: Any, output: str) -> int:
+    shape = next(o.shape for o in session.get_outputs() if o.name == output)
+    return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else 1
 
 
 def compose_pipeline(pre: FittedPreprocessor, model_graph: Any) -> Any:
-    """Merge the preprocessing graph into the model graph, wiring ``features`` between them."""
+    """Merge the preprocessing graph into the model graph, wiring ``features`` between them; the model
+    graph's outputs (the task's) keep their names."""
     import onnx
     from onnx import compose
 
@@ -112,18 +129,15 @@ def compose_pipeline(pre: FittedPreprocessor, model_graph: Any) -> Any:
     pre_graph = preprocessing_graph(
         pre, opset=opsets.get("", 17), ml_opset=opsets.get("ai.onnx.ml", 3), ir_version=model_graph.ir_version
     )
+    names = {f"model/{o.name}": o.name for o in model_graph.graph.output}
     model_graph = compose.add_prefix(model_graph, prefix="model/")
     merged = compose.merge_models(
-        pre_graph,
-        model_graph,
-        io_map=[(FEATURES_OUTPUT, f"model/{FEATURES_OUTPUT}")],
-        outputs=[f"model/{PROBABILITY_OUTPUT}"],
+        pre_graph, model_graph, io_map=[(FEATURES_OUTPUT, f"model/{FEATURES_OUTPUT}")], outputs=list(names)
     )
-    merged.graph.output[0].name = PROBABILITY_OUTPUT
+    for output in merged.graph.output:
+        output.name = names[output.name]
     for node in merged.graph.node:
-        node.output[:] = [
-            PROBABILITY_OUTPUT if o == f"model/{PROBABILITY_OUTPUT}" else o for o in node.output
-        ]
+        node.output[:] = [names.get(o, o) for o in node.output]
     onnx.checker.check_model(merged)
     return merged
 
@@ -133,16 +147,22 @@ def export_pipeline(
 ) -> float:
     """Write the composed graph to ``path`` after checking parity on ``raw_sample``.
 
-    Returns the largest absolute difference between ONNX and Python probabilities.
+    The graph's output is ``model.task_.output().name``. Returns the largest difference between the ONNX
+    and the Python predictions: absolute for values within [-1, 1] (probabilities), relative to the
+    value beyond (float32 regression values in the thousands differ in their last bits only).
     """
     import onnxruntime as ort
 
+    output = fitted_task(model).output().name
     merged = compose_pipeline(pre, model.to_onnx(opset))
     payload = merged.SerializeToString()
     session = ort.InferenceSession(payload, providers=providers_for(False))
-    onnx_proba = session.run([PROBABILITY_OUTPUT], onnx_feeds(raw_sample, pre.input_columns))[0]
-    python_proba = model.predict_proba(pre.transform(raw_sample))
-    max_abs_diff = float(np.max(np.abs(onnx_proba - python_proba))) if len(python_proba) else 0.0
+    onnx_pred = session.run([output], onnx_feeds(raw_sample, pre.input_columns))[0]
+    python_pred = np.asarray(model.predict(pre.transform(raw_sample)))
+    if onnx_pred.shape != python_pred.shape:
+        raise ExportParityError(float("inf"), tolerance)
+    scale = np.maximum(1.0, np.abs(python_pred))
+    max_abs_diff = float(np.max(np.abs(onnx_pred - python_pred) / scale)) if python_pred.size else 0.0
     logger.info(
         "onnx parity rows=%d max_abs_diff=%.3g tolerance=%.3g", raw_sample.num_rows, max_abs_diff, tolerance
     )

@@ -1,4 +1,19 @@
-"""A PyTorch MLP for binary classification, trained with Ray Train's TorchTrainer (DDP)."""
+"""A PyTorch MLP for every task, trained with Ray Train's TorchTrainer (DDP).
+
+The task picks the loss (``task.loss()``) and the output head's width (``task.output().width``):
+
+=================  ======================  ====================================================
+loss               head                    prediction (``predict`` and the ONNX graph)
+=================  ======================  ====================================================
+``bce``            1 logit                 sigmoid -> [N]
+``cross_entropy``  K logits                softmax -> [N, K]
+``mse``, ``huber`` 1 value                 the value -> [N], on the target's own scale
+=================  ======================  ====================================================
+
+Regression trains on the standardised target (mean and std of the train split), so that MSE on raw
+prices or durations starts at a sane scale; the fitted state folds them back into the last layer, so the
+module, ``predict`` and the exported graph all give the value in the target's units.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +21,16 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from raymlops.errors import RayMLOpsError
-from raymlops.models.family import ModelFamily
+from raymlops.models.family import ModelFamily, fitted_task, resolve_task
 from raymlops.training.ray_train import fit_with_ray_train, worker_setup
+
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
 
 __all__ = ["TorchMLP", "TorchMLPConfig", "build_mlp"]
 
@@ -20,8 +38,10 @@ logger = logging.getLogger(__name__)
 _CHECKPOINT_FILE = "model.pt"
 
 
-def build_mlp(num_features: int, hidden_sizes: list[int], dropout: float):  # -> torch.nn.Sequential
-    """Linear -> ReLU -> Dropout blocks ending in one logit."""
+def build_mlp(
+    num_features: int, hidden_sizes: list[int], dropout: float, outputs: int = 1
+):  # -> torch.nn.Sequential
+    """Linear -> ReLU -> Dropout blocks ending in ``outputs`` logits (or values)."""
     import torch
 
     layers: list[torch.nn.Module] = []
@@ -29,7 +49,7 @@ def build_mlp(num_features: int, hidden_sizes: list[int], dropout: float):  # ->
     for size in hidden_sizes:
         layers += [torch.nn.Linear(width, size), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
         width = size
-    layers.append(torch.nn.Linear(width, 1))
+    layers.append(torch.nn.Linear(width, outputs))
     return torch.nn.Sequential(*layers)
 
 
@@ -45,10 +65,61 @@ def _autocast(device: Any, precision: str):  # -> a context manager
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+@dataclass(frozen=True)
+class _Head:
+    """How one torch loss trains and predicts: the loss on (outputs, targets), the outputs' activation."""
 
-    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+    loss: str  # torch.nn class name
+    targets: str  # "float" (as y) | "index" (y as class indices, cross-entropy)
+    activation: str  # "sigmoid" | "softmax" | "identity"
+    standardise: bool  # train on the standardised target (regression)
+
+
+# task.loss() -> how the MLP learns it. A task with another loss needs an entry here.
+_HEADS = {
+    "bce": _Head("BCEWithLogitsLoss", "float", "sigmoid", False),
+    "cross_entropy": _Head("CrossEntropyLoss", "index", "softmax", False),
+    "mse": _Head("MSELoss", "float", "identity", True),
+    "huber": _Head("HuberLoss", "float", "identity", True),
+}
+
+
+def _head(task: Task) -> _Head:
+    from raymlops.errors import ConfigError
+
+    loss = task.loss()
+    if loss not in _HEADS:
+        problem = f"task {task.name} asks for the loss {loss!r}, which the torch family does not have."
+        raise ConfigError("features.task", problem, list(_HEADS))
+    return _HEADS[loss]
+
+
+def _activate(head: _Head, outputs: Any):  # torch.Tensor [N, width] -> the prediction's tensor
+    """The prediction from the module's outputs: [N] for one output, [N, K] for several."""
+    import torch
+
+    if head.activation == "softmax":
+        return torch.softmax(outputs, dim=1)
+    flat = outputs.squeeze(1)
+    return torch.sigmoid(flat) if head.activation == "sigmoid" else flat
+
+
+def _loss_inputs(head: _Head, outputs: Any, y: Any, scale: tuple[float, float]):  # -> (input, target)
+    """The loss's (input, target) pair: class indices for cross-entropy, the standardised value for
+    regression, the 0/1 target against the logit for BCE."""
+    if head.targets == "index":
+        return outputs, y.long()
+    mean, std = scale
+    return outputs.squeeze(1), (y - mean) / std if head.standardise else y
+
+
+def _target_scale(train: Any) -> tuple[float, float]:
+    """(mean, std) of the train split's target ``y``, computed by Ray Data; std 1 for a constant target."""
+    from ray.data.aggregate import Mean, Std
+
+    stats = train.aggregate(Mean("y"), Std("y", ddof=0))
+    mean, std = float(stats["mean(y)"] or 0.0), float(stats["std(y)"] or 0.0)
+    return mean, std if std > 0 else 1.0
 
 
 _CHUNK_BATCHES = 64  # minibatches per Ray Data batch
@@ -84,7 +155,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device()
     precision = config["precision"]
-    module = build_mlp(config["num_features"], config["hidden_sizes"], config["dropout"])
+    task = config["task"]
+    head, scale, primary = _head(task), config["target_scale"], f"valid/{task.primary_metric}"
+    module = build_mlp(config["num_features"], config["hidden_sizes"], config["dropout"], task.output().width)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
     start_epoch, history = 0, []
@@ -97,7 +170,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         start_epoch, history = state["epoch"], state["history"]
         logging.getLogger("raymlops.train").info("rank=%d resumed from epoch %d", rank, start_epoch)
     model = ray.train.torch.prepare_model(module)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = getattr(torch.nn, head.loss)()
     train_shard = ray.train.get_dataset_shard("train")
     valid_shard = ray.train.get_dataset_shard("valid")
     for epoch in range(start_epoch, config["epochs"]):
@@ -107,7 +180,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         for batch in _minibatches(train_shard, config["batch_size"], device, shuffle):
             optimizer.zero_grad()
             with _autocast(device, precision):
-                loss = loss_fn(model(batch["x"]).squeeze(1).float(), batch["y"])
+                loss = loss_fn(*_loss_inputs(head, model(batch["x"]).float(), batch["y"], scale))
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -115,19 +188,27 @@ def _train_loop(config: dict[str, Any]) -> None:
             rows += len(batch["y"])
         epoch_seconds = time.perf_counter() - started
         model.eval()
-        valid_total, scores, labels = 0.0, [], []
+        valid_total, preds, labels = 0.0, [], []
         with torch.no_grad(), _autocast(device, precision):
             for batch in valid_shard.iter_torch_batches(batch_size=8192, device=device):
-                logits = model(batch["x"]).squeeze(1).float()
-                valid_total += float(loss_fn(logits, batch["y"])) * len(batch["y"])
-                scores.append(logits.cpu().numpy())
+                outputs = model(batch["x"]).float()
+                valid_loss = loss_fn(*_loss_inputs(head, outputs, batch["y"], scale))
+                valid_total += float(valid_loss) * len(batch["y"])
+                pred = _activate(head, outputs)
+                preds.append((pred * scale[1] + scale[0] if head.standardise else pred).cpu().numpy())
                 labels.append(batch["y"].cpu().numpy())
         valid_rows = sum(len(y) for y in labels)
+        # The task's own metric on the whole valid split (each rank reads all of it: the same figure).
+        valid_metric = (
+            task.metrics(np.concatenate(labels), np.concatenate(preds), "valid")[primary]
+            if valid_rows
+            else float("nan")
+        )
         metrics = {
             "epoch": epoch + 1,
             "train/loss": total / max(rows, 1),
             "valid/loss": valid_total / max(valid_rows, 1),
-            "valid/auc": _auc(np.concatenate(scores), np.concatenate(labels)) if labels else float("nan"),
+            primary: valid_metric,
             "train/rows_per_worker": rows,
             "train/epoch_seconds": epoch_seconds,
             "train/samples_per_second_per_worker": rows / max(epoch_seconds, 1e-9),
@@ -135,13 +216,14 @@ def _train_loop(config: dict[str, Any]) -> None:
         }
         history.append(metrics)
         logging.getLogger("raymlops.train").info(
-            "epoch %d/%d rank=%d train/loss=%.4f valid/loss=%.4f valid/auc=%.4f (%.1f s)",
+            "epoch %d/%d rank=%d train/loss=%.4f valid/loss=%.4f %s=%.4f (%.1f s)",
             epoch + 1,
             config["epochs"],
             rank,
             metrics["train/loss"],
             metrics["valid/loss"],
-            metrics["valid/auc"],
+            primary,
+            metrics[primary],
             epoch_seconds,
         )
         with tempfile.TemporaryDirectory() as folder:
@@ -152,6 +234,7 @@ def _train_loop(config: dict[str, Any]) -> None:
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch + 1,
                         "history": history,
+                        "target_scale": scale,  # (mean, std) the regression head trained against
                         "preprocessor": config["preprocessor"],  # what turns raw columns into these inputs
                     },
                     Path(folder) / _CHECKPOINT_FILE,
@@ -205,12 +288,14 @@ class TorchMLP(ModelFamily):
         seed: int,
         callbacks: list[Any] | None = None,
         preprocessor: Any = None,
+        task: Task | None = None,
     ) -> TorchMLP:
         import dataclasses
         import os
 
         from ray.train.torch import TorchTrainer
 
+        task = resolve_task(task)
         workers = trainer_cfg.scaling.num_workers
         config = {
             "num_features": num_features,
@@ -224,22 +309,35 @@ class TorchMLP(ModelFamily):
             "threads": max(1, (os.cpu_count() or 1) // workers),
             "precision": getattr(getattr(trainer_cfg, "precision", None), "value", "fp32"),
             "preprocessor": dataclasses.asdict(preprocessor) if preprocessor is not None else None,
+            "task": task,
+            "target_scale": _target_scale(datasets["train"]) if _head(task).standardise else (0.0, 1.0),
         }
         result = fit_with_ray_train(
             TorchTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "torch_mlp", callbacks
         )
         if result.checkpoint is None:
             raise RayMLOpsError("Training finished without a checkpoint: no epoch completed.")
-        return self.load_checkpoint(result.checkpoint, num_features)
+        return self.load_checkpoint(result.checkpoint, num_features, task)
 
-    def load_checkpoint(self, checkpoint: Any, num_features: int) -> TorchMLP:
-        """The fitted state from a ``ray.train.Checkpoint`` of this family (a finished run, a Tune trial)."""
+    def load_checkpoint(self, checkpoint: Any, num_features: int, task: Task | None = None) -> TorchMLP:
+        """The fitted state from a ``ray.train.Checkpoint`` of this family (a finished run, a Tune trial).
+
+        A regression head's target scale is folded into the last layer here: the module gives values in
+        the target's units, so ``predict`` and the exported graph need no extra step.
+        """
         import torch
 
+        self.task_ = resolve_task(task)
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / _CHECKPOINT_FILE, weights_only=False)
-        self.module_ = build_mlp(num_features, self.hidden_sizes, self.dropout)
+        self.module_ = build_mlp(num_features, self.hidden_sizes, self.dropout, self.task_.output().width)
         self.module_.load_state_dict(state["model"])
+        mean, std = state.get("target_scale", (0.0, 1.0))  # checkpoints from before tasks have none
+        if _head(self.task_).standardise:
+            last = self.module_[-1]
+            with torch.no_grad():
+                last.weight.mul_(std)
+                last.bias.mul_(std).add_(mean)
         self.module_.eval()
         self.num_features_ = num_features
         self.history_: list[dict[str, float]] = state["history"]
@@ -253,22 +351,35 @@ class TorchMLP(ModelFamily):
         # submodule afterwards, which would switch dropout back on here.
         return self.module_.eval()
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """P(label = 1) for each row of the feature matrix."""
+    def _predictor(self):  # -> torch.nn.Sequential: the module and its task's activation
+        """The fitted module followed by the task's activation: what ``predict`` runs and ONNX exports."""
+        import torch
+
+        activation = _head(fitted_task(self)).activation
+        tails: dict[str, list[torch.nn.Module]] = {
+            "sigmoid": [torch.nn.Sigmoid(), torch.nn.Flatten(0)],
+            "softmax": [torch.nn.Softmax(dim=1)],
+            "identity": [torch.nn.Flatten(0)],
+        }
+        tail = tails[activation]
+        return torch.nn.Sequential(self._fitted(), *tail).eval()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The task's prediction for each row of the feature matrix: [N] or [N, classes], float32."""
         import torch
 
         with torch.no_grad():
-            logits = self._fitted()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        return torch.sigmoid(logits).squeeze(1).numpy()
+            return self._predictor()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
     def to_onnx(self, opset: int):  # -> onnx.ModelProto
-        """ONNX graph: ``features`` [N, F] float -> ``probability`` [N] float."""
+        """ONNX graph: ``features`` [N, F] float -> the task's output (``probability`` [N] for binary)."""
         import warnings
 
         import onnx
         import torch
 
-        wrapped = torch.nn.Sequential(self._fitted(), torch.nn.Sigmoid(), torch.nn.Flatten(0)).eval()
+        output = fitted_task(self).output().name
+        wrapped = self._predictor()
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             # The TorchScript exporter writes one self-contained file at opset 17; it warns that
             # the dynamo exporter is the future, which writes external data files instead.
@@ -279,8 +390,8 @@ class TorchMLP(ModelFamily):
                 Path(folder) / "model.onnx",
                 dynamo=False,
                 input_names=["features"],
-                output_names=["probability"],
+                output_names=[output],
                 opset_version=opset,
-                dynamic_axes={"features": {0: "rows"}, "probability": {0: "rows"}},
+                dynamic_axes={"features": {0: "rows"}, output: {0: "rows"}},
             )
             return onnx.load(Path(folder) / "model.onnx")

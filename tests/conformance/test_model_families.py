@@ -1,14 +1,17 @@
-"""Every model family keeps the contract of raymlops.models.family, in the manner of scikit-learn's
-``parametrize_with_checks``: each registered family and one written outside the package
-(tests/plugins/external_family.py, named by its dotted path) trains on tiny data on Ray Train, reports
-the shared metrics, restores from its checkpoint, predicts, exports a graph that passes the parity check,
-gives a Tune search space and explains. The outside family runs the quickstart from config alone in
-tests/e2e/test_plugins_quickstart.py."""
+"""Every model family keeps the contract of raymlops.models.family for every task, in the manner of
+scikit-learn's ``parametrize_with_checks``: each registered family and one written outside the package
+(tests/plugins/external_family.py, named by its dotted path) trains on tiny data on Ray Train once per task
+(binary, multiclass, regression), reports the task's metrics, restores from its checkpoint, predicts in the
+pred convention ([N], or [N, K] for K classes) better than the task's constant baseline, exports a graph
+whose output is the task's and passes the parity check, gives a Tune search space and explains. Tune's
+``auto`` metric searches a regression task by valid/rmse. The outside family runs the quickstart from config
+alone in tests/e2e/test_plugins_quickstart.py."""
 
 from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +22,27 @@ from omegaconf import OmegaConf
 
 from raymlops.config import compose
 from raymlops.errors import ConfigError, RayMLOpsError
-from raymlops.models.family import REPORTED_METRICS, ModelFamily
+from raymlops.models.family import ModelFamily, reported_metrics
 from raymlops.models.registry import FAMILIES, build_model, family_class, family_parameters
+from raymlops.tasks.base import Task
+from raymlops.tasks.multiclass import MulticlassTask
+from raymlops.tasks.regression import RegressionTask
+from tests.task_tables import CLASSES, multiclass_strings, regression_numbers
 
 EXTERNAL = "tests.plugins.external_family:LinearFamily"
 # Small enough for a few seconds per family on 2 cores; a family without an entry runs its defaults.
 QUICK: dict[str, dict[str, Any]] = {
     "torch_mlp": {"hidden_sizes": [8], "epochs": 3, "batch_size": 64, "lr": 0.03},
     "xgboost": {"num_boost_round": 8, "max_depth": 3, "report_every": 4},
-    EXTERNAL: {"epochs": 2, "lr": 0.1, "batch_size": 256},
+    EXTERNAL: {"epochs": 3, "lr": 0.1, "batch_size": 128},
 }
 FAMILY_REFS = [*FAMILIES, EXTERNAL]
+TASKS = ("binary", "multiclass", "regression")
+# Explanations per class and for values are the explain suite's (tests/unit/test_explain.py); here the
+# tasks whose explanation the families' explain check covers.
+EXPLAINED_TASKS = ("binary",)
 ROWS = 1200
+CUT = int(ROWS * 0.75)  # train rows; the rest are valid
 
 
 def model_cfg(ref: str) -> Any:
@@ -44,9 +56,8 @@ def model_cfg(ref: str) -> Any:
     return OmegaConf.create({"_target_": ref, **defaults, **QUICK.get(ref, {})})
 
 
-@pytest.fixture(scope="module")
-def table() -> pa.Table:
-    """x1 and c drive the label, x2 is noise; a few nulls."""
+def binary_table() -> pa.Table:
+    """x1 and c drive the label, x2 is noise; a few nulls. Labels 0/1: the legacy (flights) binary task."""
     rng = np.random.default_rng(0)
     x1, x2 = rng.normal(size=ROWS), rng.normal(size=ROWS)
     c = rng.choice(["a", "b", "c"], ROWS)
@@ -57,34 +68,77 @@ def table() -> pa.Table:
     )
 
 
-@pytest.fixture(scope="module")
-def pre(table: pa.Table) -> Any:
+@dataclass(frozen=True)
+class TaskData:
+    """One task's tiny problem: raw rows, their targets, the fitted preprocessing, train/valid datasets."""
+
+    task: Task | None  # None: fit without a task, as every caller did before tasks (binary)
+    table: pa.Table  # raw columns (what the graph takes)
+    y: np.ndarray  # targets, float32
+    pre: Any
+    datasets: dict[str, Any]
+
+    @property
+    def resolved(self) -> Task:
+        from raymlops.models.family import resolve_task
+
+        return resolve_task(self.task)
+
+
+def _task_data(name: str) -> TaskData:
+    import ray.data
+
     from raymlops.data.stats import table_stats
     from raymlops.features.preprocess import fit_preprocessor
 
-    return fit_preprocessor(table_stats(table), ["x1", "x2"], ["c"], max_categories=10, min_frequency=1)
+    task: Task | None
+    if name == "binary":
+        task, table = None, binary_table()
+        y, numeric, categorical = table["label"].to_numpy().astype(np.float32), ["x1", "x2"], ["c"]
+    else:
+        task = MulticlassTask(classes=CLASSES) if name == "multiclass" else RegressionTask()
+        raw = multiclass_strings(ROWS, seed=1) if name == "multiclass" else regression_numbers(ROWS, seed=1)
+        table, numeric, categorical = raw.drop_columns(["target"]), ["num_a", "num_b"], ["cat"]
+        y = task.target(raw["target"].combine_chunks()).to_numpy().astype(np.float32)
+    stats = table_stats(table)
+    pre = fit_preprocessor(stats, numeric, categorical, max_categories=10, min_frequency=1)
+    x = pre.transform(table)
+    datasets = {
+        split: ray.data.from_items([{"x": x[i], "y": y[i]} for i in rows]).materialize()
+        for split, rows in (("train", range(CUT)), ("valid", range(CUT, ROWS)))
+    }
+    return TaskData(task, table, y, pre, datasets)
 
 
 @pytest.fixture(scope="module")
-def datasets(ray_local: None, table: pa.Table, pre: Any) -> dict[str, Any]:
-    """train / valid as the features stage hands them on: columns x (float32 vector) and y, materialized."""
-    import ray.data
-
-    x, y = pre.transform(table), table["label"].to_numpy().astype(np.float32)
-    cut = int(ROWS * 0.75)
-    return {
-        name: ray.data.from_items([{"x": x[i], "y": y[i]} for i in rows]).materialize()
-        for name, rows in (("train", range(cut)), ("valid", range(cut, ROWS)))
-    }
+def task_data(ray_local: None) -> dict[str, TaskData]:
+    """Every task's problem, as the features stage hands it on: columns x (float32 vector) and y."""
+    return {name: _task_data(name) for name in TASKS}
 
 
-@pytest.fixture(scope="module", params=FAMILY_REFS)
-def fitted(request: pytest.FixtureRequest, datasets: dict[str, Any], pre: Any, tmp_path_factory) -> Any:
+@dataclass(frozen=True)
+class Case:
+    name: str  # "<task>-<family>"
+    data: TaskData
+    fitted: Any
+
+
+CASES = [(task, ref) for task in TASKS for ref in FAMILY_REFS]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{t}-{r.rsplit(':', 1)[-1]}" for t, r in CASES])
+def case(request: pytest.FixtureRequest, task_data: dict[str, TaskData], tmp_path_factory) -> Case:
+    """One Ray Train fit per task and family, shared by every check of it."""
+    task_name, ref = request.param
+    data = task_data[task_name]
     trainer = compose(["+experiment=quickstart", "trainer=single"]).trainer
     trainer.scaling.cpus_per_worker = 0.5  # Ray Data keeps a CPU for its tasks (RAY-NOTES: Train hangs)
-    model = build_model(model_cfg(request.param))
+    model = build_model(model_cfg(ref))
     storage = tmp_path_factory.mktemp("ray_train")
-    return model.fit(datasets, pre.num_features, trainer, str(storage), 7, preprocessor=pre)
+    fitted = model.fit(
+        data.datasets, data.pre.num_features, trainer, str(storage), 7, preprocessor=data.pre, task=data.task
+    )
+    return Case(f"{task_name}-{ref}", data, fitted)
 
 
 # -- the contract, without training ------------------------------------------------------------------
@@ -99,7 +153,7 @@ def test_family_is_a_model_family_whose_constructor_only_stores(ref: str) -> Non
     assert vars(pickle.loads(pickle.dumps(model))) == vars(model)
     assert cls.reports(OmegaConf.to_container(model_cfg(ref))) >= 1  # type: ignore[arg-type]
     with pytest.raises(RayMLOpsError, match="not fitted"):
-        model.predict_proba(np.zeros((1, 3), dtype=np.float32))
+        model.predict(np.zeros((1, 3), dtype=np.float32))
 
 
 @pytest.mark.parametrize("ref", FAMILY_REFS)
@@ -133,53 +187,83 @@ def test_unknown_family_names_the_registered_ones() -> None:
         family_class("raymlops.models.export:compose_pipeline")
 
 
-# -- trained on Ray Train --------------------------------------------------------------------------------
+# -- trained on Ray Train, once per task and family -----------------------------------------------------
 
 
-def test_fits_on_ray_train_and_reports_the_shared_metrics(fitted: Any) -> None:
+def test_fits_on_ray_train_and_reports_the_tasks_metrics(case: Case) -> None:
+    fitted, task = case.fitted, case.data.resolved
+    assert fitted.task_ == task
     history = fitted.history_
-    assert history and set(REPORTED_METRICS) <= set(history[-1])
-    assert all(math.isfinite(history[-1][name]) for name in REPORTED_METRICS)
+    names = reported_metrics(task)
+    assert names[1] == f"valid/{task.primary_metric}"
+    assert history and set(names) <= set(history[-1])
+    assert all(math.isfinite(history[-1][name]) for name in names)
     params = {name: getattr(fitted, name) for name in family_parameters(type(fitted))}
     assert len(history) <= type(fitted).reports(params)  # ASHA's max_t is never short
     assert Path(fitted.checkpoint_path_).is_dir()
 
 
-def test_checkpoint_restores_the_same_predictions(fitted: Any, table: pa.Table, pre: Any) -> None:
+def test_checkpoint_restores_the_same_predictions(case: Case) -> None:
     import ray.train
 
-    x = pre.transform(table.slice(0, 200))
+    fitted, data = case.fitted, case.data
+    x = data.pre.transform(data.table.slice(0, 200))
     restored = type(fitted)(**{name: getattr(fitted, name) for name in family_parameters(type(fitted))})
-    restored.load_checkpoint(ray.train.Checkpoint(fitted.checkpoint_path_), pre.num_features)
-    np.testing.assert_allclose(restored.predict_proba(x), fitted.predict_proba(x), atol=1e-6)
+    restored.load_checkpoint(ray.train.Checkpoint(fitted.checkpoint_path_), data.pre.num_features, data.task)
+    np.testing.assert_allclose(restored.predict(x), fitted.predict(x), rtol=1e-6, atol=1e-6)
 
 
-def test_predicts_probabilities_that_rank_the_labels(fitted: Any, table: pa.Table, pre: Any) -> None:
+def test_predicts_in_the_pred_convention_and_beats_the_constant_baseline(case: Case) -> None:
+    data, task = case.data, case.data.resolved
+    pred = case.fitted.predict(data.pre.transform(data.table))
+    width = task.output().width
+    assert pred.dtype == np.float32 and pred.shape == ((ROWS,) if width == 1 else (ROWS, width))
+    valid, primary = slice(CUT, ROWS), f"valid/{task.primary_metric}"
+    ours = task.metrics(data.y[valid], pred[valid], "valid")[primary]
+    baseline = task.baseline_metrics(data.y[:CUT], data.y[valid], "valid")[primary]
+    # Clearly better than the constant: AUC / macro-F1 by 0.15, an error 30% lower.
+    if task.higher_is_better(primary):
+        assert ours >= baseline + 0.15, (case.name, ours, baseline)
+    else:
+        assert ours <= 0.7 * baseline, (case.name, ours, baseline)
+
+
+def test_binary_probabilities_rank_the_labels(case: Case) -> None:
     from sklearn.metrics import roc_auc_score
 
-    proba = np.asarray(fitted.predict_proba(pre.transform(table)))
+    if case.data.task is not None:
+        pytest.skip("the legacy 0/1 binary task's check")
+    proba = np.asarray(case.fitted.predict(case.data.pre.transform(case.data.table)))
     assert proba.shape == (ROWS,) and np.all((proba >= 0) & (proba <= 1))
-    assert roc_auc_score(table["label"].to_numpy(), proba) > 0.7
+    assert roc_auc_score(case.data.y, proba) > 0.7
 
 
-def test_exports_a_graph_that_passes_the_parity_check(
-    fitted: Any, table: pa.Table, pre: Any, tmp_path: Path
-) -> None:
+def test_exports_a_graph_of_the_tasks_output_that_passes_the_parity_check(case: Case, tmp_path: Path) -> None:
+    import onnx
+
     from raymlops.models.export import export_pipeline, predict_onnx
 
+    data, task = case.data, case.data.resolved
     path = tmp_path / "model.onnx"
-    diff = export_pipeline(pre, fitted, table.slice(0, 256), path, opset=17, tolerance=1e-4)
+    diff = export_pipeline(data.pre, case.fitted, data.table.slice(0, 256), path, opset=17, tolerance=1e-4)
     assert diff <= 1e-4
-    rows = table.slice(256, 300)
-    onnx_proba = predict_onnx(path, rows, pre.input_columns)
-    np.testing.assert_allclose(onnx_proba, fitted.predict_proba(pre.transform(rows)), atol=1e-4)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == [task.output().name]
+    rows = data.table.slice(256, 300)
+    onnx_pred = predict_onnx(path, rows, data.pre.input_columns, output=task.output().name)
+    python_pred = case.fitted.predict(data.pre.transform(rows))
+    assert onnx_pred.shape == python_pred.shape
+    np.testing.assert_allclose(onnx_pred, python_pred, rtol=1e-5, atol=1e-4)
 
 
-def test_explains_over_the_raw_columns(fitted: Any, table: pa.Table, pre: Any, tmp_path: Path) -> None:
+def test_explains_over_the_raw_columns(case: Case, tmp_path: Path) -> None:
     from raymlops.evaluation.explain import load_explainer
     from raymlops.evaluation.shap_summary import explain_model
     from raymlops.models.export import export_pipeline
 
+    data, fitted = case.data, case.fitted
+    if data.resolved.name not in EXPLAINED_TASKS:
+        pytest.skip(f"explanations of {data.resolved.name} models are checked by the explain suite")
+    table, pre = data.table, data.pre
     onnx_path = tmp_path / "model.onnx"
     export_pipeline(pre, fitted, table.slice(0, 256), onnx_path, opset=17, tolerance=1e-4)
     result = explain_model(
@@ -193,11 +277,49 @@ def test_explains_over_the_raw_columns(fitted: Any, table: pa.Table, pre: Any, t
         explain_rows=20,
     )
     exact = fitted.global_explainer(pre)
+    columns = tuple(pre.input_columns)
     assert result.summary.method == ("permutation" if exact is None else exact.method)
-    assert set(result.summary.mean_abs) == {"x1", "x2", "c"} and result.summary.rows == 20
-    assert load_explainer(result.explainer_dir, onnx_path).columns == ("x1", "x2", "c")
+    assert set(result.summary.mean_abs) == set(columns) and result.summary.rows == 20
+    assert set(load_explainer(result.explainer_dir, onnx_path).columns) == set(columns)
     if exact is not None:  # the family's own explainer is additive in its output space
         explanation = exact.explain(table.slice(0, 50))
         np.testing.assert_allclose(
             explanation.values.sum(1) + explanation.base_values, explanation.predictions, atol=1e-4
         )
+
+
+# -- Tune over a task: tune.metric auto is the task's metric ---------------------------------------------
+
+
+def test_tune_searches_a_regression_task_by_its_rmse_with_asha(
+    task_data: dict[str, TaskData], tmp_path: Path
+) -> None:
+    from raymlops.training.tune import tune_model
+
+    data = task_data["regression"]
+    cfg = compose(
+        [
+            "+experiment=quickstart_xgb",
+            "+tune=optuna_xgb",
+            "trainer=single",
+            "model.num_boost_round=6",
+            "model.max_depth=3",
+            "model.report_every=3",
+            "tune.num_samples=2",
+            "tune.scheduler.grace_period=2",
+        ]
+    )
+    assert cfg.tune.metric == "auto"
+    search, model = tune_model(
+        cfg,
+        data.datasets,
+        data.pre.num_features,
+        tune_path=str(tmp_path / "tune"),
+        train_path=str(tmp_path / "train"),
+        name="regression",
+        task=data.task,
+    )
+    assert search.metric == "valid/rmse" and len(search.trials) == 2
+    finals = [t["metrics"]["valid/rmse"] for t in search.trials if t["error"] is None]
+    assert search.best_metric == min(finals)  # rmse: lower is better
+    assert model.task_ == data.task and model.predict(data.pre.transform(data.table)).shape == (ROWS,)

@@ -41,7 +41,7 @@ class TinyLogReg:
     def to_onnx(self, opset: int) -> Any:
         return model_graph(self.weights.tolist())
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(np.asarray(x, dtype=np.float32) @ self.weights)))
 
 

@@ -149,4 +149,4 @@ def test_xgboost_stops_early_and_reports_the_torch_metric_names(features: Any, t
     assert rounds == losses.index(min(losses)) + 1  # the kept booster is the best one
     assert {"train/loss", "valid/loss", "valid/auc"} <= set(model.history_[-1])
     x = features.test.take_batch(64, batch_format="numpy")["x"]
-    assert model.predict_proba(x).shape == (64,)
+    assert model.predict(x).shape == (64,)
