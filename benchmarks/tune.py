@@ -123,7 +123,14 @@ def ours(data: dict[str, np.ndarray], trials: int, epochs: int, seed: int) -> fl
     entered = time.time()
     with tempfile.TemporaryDirectory(prefix="raymlops-bench-tune-") as storage, redirect_stdout(sys.stderr):
         result = run_search(
-            trainable, cfg, search_space(cfg.space), storage_path=storage, name="bench", max_t=epochs
+            trainable,
+            cfg,
+            search_space(cfg.space),
+            storage_path=storage,
+            name="bench",
+            max_t=epochs,
+            metric="valid/loss",  # what _tune_trial reports; tune.metric's default (auto) needs a task
+            mode="min",
         )
     left = time.time()
     if len(result.trials) != trials or any(len(t["history"]) != epochs for t in result.trials):

@@ -26,6 +26,7 @@ class TrainStage(Stage):
             storage_path,
             ctx.cfg.seed,
             preprocessor=features.preprocessor,
+            task=features.task,
         )
         last = model.history_[-1] if model.history_ else {}
         ctx.record(

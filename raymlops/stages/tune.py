@@ -33,6 +33,7 @@ class TuneStage(Stage):
             tune_path=str(ctx.state_dir / "ray_tune"),
             train_path=str(ctx.state_dir / "ray_train" / ctx.run_id),
             name=ctx.run_id,
+            task=features.task,
         )
         (ctx.run_dir / "tune_trials.json").write_text(json.dumps(search.trials, indent=2, default=str))
         tracker = getattr(ctx, "tracker", None)

@@ -3,7 +3,8 @@
 Each trial is a function trainable that fits the configured model with the same ``model.fit`` as the
 train stage, on its own Ray Train run. ``TuneReportCallback`` forwards every per-epoch report of
 that run to Tune (``Tuner(TorchTrainer(...))`` is refused in Ray 2.60, see RAY-NOTES), so ASHA sees
-each epoch and can stop a trial between two of them.
+each epoch and can stop a trial between two of them. The metric is the task's (``tune.metric: auto``,
+see ``raymlops.training.tune_space.objective``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,24 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from raymlops.errors import RayMLOpsError
 from raymlops.models.registry import build_model
-from raymlops.training.tune_space import decode_params, max_reports, search_space, space_of, validate_tune
+from raymlops.training.tune_space import (
+    AUTO,
+    decode_params,
+    max_reports,
+    objective,
+    search_space,
+    space_of,
+    validate_tune,
+)
+
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
 
 __all__ = ["SearchResult", "model_trainable", "run_search", "search_space", "tune_model", "validate_tune"]
 
@@ -120,6 +132,8 @@ def run_search(
     name: str,
     max_t: int,
     decode: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+    metric: str | None = None,
+    mode: str | None = None,
 ) -> SearchResult:
     """Run ``tune_cfg.num_samples`` trials of ``trainable`` over ``space`` and gather every trial.
 
@@ -127,11 +141,19 @@ def run_search(
         trainable: a Tune function trainable that reports ``tune_cfg.metric`` once per time step.
         max_t: reports of the longest trial (ASHA's last rung; it stops any trial that gets there).
         decode: turns a trial's config into the params recorded (e.g. JSON choices back to lists).
+        metric, mode: what to optimise, resolved from the task (``tune_space.objective``); default
+            ``tune_cfg.metric`` and ``tune_cfg.mode``, which must then not be ``auto``.
     """
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    mode = str(getattr(tune_cfg.mode, "value", tune_cfg.mode))
+    metric = str(tune_cfg.metric) if metric is None else metric
+    mode = str(getattr(tune_cfg.mode, "value", tune_cfg.mode)) if mode is None else mode
+    if AUTO in (metric, mode):
+        raise RayMLOpsError(
+            f"run_search got tune.metric={metric!r}, tune.mode={mode!r}: resolve 'auto' for the task first "
+            "(raymlops.training.tune_space.objective)."
+        )
     asha = tune_cfg.scheduler
     scheduler = None if asha is None else _recording_asha(max_t, asha.grace_period, asha.reduction_factor)
     tuner = tune.Tuner(
@@ -139,7 +161,7 @@ def run_search(
         param_space=space,
         tune_config=tune.TuneConfig(
             # metric and mode go here only: Tune refuses them on both the config and the searcher.
-            metric=tune_cfg.metric,
+            metric=metric,
             mode=mode,
             search_alg=OptunaSearch(seed=int(tune_cfg.seed)),
             scheduler=scheduler,
@@ -152,20 +174,20 @@ def run_search(
             reuse_actors=scheduler is None,
         ),
         run_config=tune.RunConfig(
-            storage_path=storage_path, name=name, verbose=0, callbacks=[_log_callback(tune_cfg.metric)]
+            storage_path=storage_path, name=name, verbose=0, callbacks=[_log_callback(metric)]
         ),
     )
     logger.info(
         "search started trials=%d concurrent=%d metric=%s mode=%s scheduler=%s max_t=%d",
         tune_cfg.num_samples,
         tune_cfg.max_concurrent_trials,
-        tune_cfg.metric,
+        metric,
         mode,
         "asha" if scheduler else "fifo",
         max_t,
     )
     grid = tuner.fit()
-    return _gather(grid, tune_cfg.metric, mode, scheduler.stopped if scheduler else set(), decode)
+    return _gather(grid, metric, mode, scheduler.stopped if scheduler else set(), decode)
 
 
 def _recording_asha(max_t: int, grace_period: int, reduction_factor: float) -> Any:
@@ -254,6 +276,7 @@ def _fit_trial(
     num_features: int,
     seed: int,
     storage_path: str,
+    task: Task | None = None,
 ) -> None:
     """One trial: the configured model with the trial's params, fitted by the train stage's code."""
     import ray.tune
@@ -268,11 +291,17 @@ def _fit_trial(
         f"{storage_path}/{trial_id}",
         seed,
         callbacks=[TuneReportCallback()],
+        task=task,
     )
 
 
 def model_trainable(
-    cfg: Any, datasets: dict[str, Any], num_features: int, storage_path: str, space_cfg: Any = None
+    cfg: Any,
+    datasets: dict[str, Any],
+    num_features: int,
+    storage_path: str,
+    space_cfg: Any = None,
+    task: Task | None = None,
 ) -> Any:
     """The Tune trainable that fits ``cfg.model``; datasets reach the trials through the object store.
 
@@ -293,31 +322,43 @@ def model_trainable(
         num_features=num_features,
         seed=int(cfg.seed),
         storage_path=storage_path,
+        task=task,
     )
     return tune.with_resources(fn, {"CPU": _TRIAL_CPUS})
 
 
 def tune_model(
-    cfg: Any, datasets: dict[str, Any], num_features: int, *, tune_path: str, train_path: str, name: str
+    cfg: Any,
+    datasets: dict[str, Any],
+    num_features: int,
+    *,
+    tune_path: str,
+    train_path: str,
+    name: str,
+    task: Task | None = None,
 ) -> tuple[SearchResult, Any]:
-    """Search ``cfg.tune.space`` for ``cfg.model``; return the search and the best trial's fitted model.
+    """Search ``cfg.tune.space`` for ``cfg.model`` on ``task`` (None: the legacy binary task); return
+    the search and the best trial's fitted model. ``tune.metric: auto`` is the task's primary metric.
 
     Tune's experiment goes to ``tune_path/name``; each trial's Ray Train run to ``train_path/<trial id>``.
     """
     validate_tune(cfg.tune, cfg.model)
+    metric, mode = objective(cfg.tune, task)
     space_cfg = space_of(cfg.tune, cfg.model)
     asha = cfg.tune.scheduler
     max_t = max_reports(cfg.model, space_cfg) if asha is None or asha.max_t is None else asha.max_t
     search = run_search(
-        model_trainable(cfg, datasets, num_features, train_path, space_cfg),
+        model_trainable(cfg, datasets, num_features, train_path, space_cfg, task),
         cfg.tune,
         search_space(space_cfg, cfg.model),
         storage_path=tune_path,
         name=name,
         max_t=int(max_t),
         decode=lambda params: decode_params(params, space_cfg),
+        metric=metric,
+        mode=mode,
     )
     if search.best_checkpoint is None:
         raise RayMLOpsError("The best trial reported no checkpoint: it stopped before its first epoch ended.")
     model = build_model(cfg.model, **search.best_params)
-    return search, model.load_checkpoint(search.best_checkpoint, num_features)
+    return search, model.load_checkpoint(search.best_checkpoint, num_features, task)

@@ -7,23 +7,56 @@ range fails in a second with the key's name instead of after minutes of trials. 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from raymlops.errors import ConfigError, did_you_mean
-from raymlops.models.family import REPORTED_METRICS
+from raymlops.models.family import reported_metrics, resolve_task
 from raymlops.models.registry import family_of
 
+if TYPE_CHECKING:
+    from raymlops.tasks.base import Task
+
 __all__ = [
-    "REPORTED_METRICS",
+    "AUTO",
     "decode_params",
     "max_reports",
+    "metrics_any_task",
     "model_parameters",
+    "objective",
     "search_space",
     "space_of",
     "validate_tune",
 ]
+
+
+AUTO = "auto"  # tune.metric and tune.mode: the task's primary metric and its direction
+
+
+def metrics_any_task() -> tuple[str, ...]:
+    """What some task's families report: the ``tune.metric`` values accepted before the task is known."""
+    from raymlops.tasks.registry import TASKS, task_class
+
+    losses = {m for m in reported_metrics() if m.endswith("/loss")}  # every task reports the losses
+    return tuple(sorted(losses | {f"valid/{task_class(name).primary_metric}" for name in TASKS}))
+
+
+def objective(tune_cfg: Any, task: Task | None) -> tuple[str, str]:
+    """The search's (metric, mode): ``auto`` is the task's ``valid/<primary_metric>`` and its direction
+    (binary: valid/auc, max; multiclass: valid/macro_f1, max; regression: valid/rmse, min); a loss is
+    always minimised. Raises ``ConfigError`` for a metric the task's families do not report."""
+    task = resolve_task(task)
+    metric = str(tune_cfg.metric)
+    metric = f"valid/{task.primary_metric}" if metric == AUTO else metric
+    reported = reported_metrics(task)
+    if metric not in reported:
+        problem = f"{metric!r} is not reported for a {task.name} task; it reports {', '.join(reported)}."
+        raise ConfigError("tune.metric", problem + did_you_mean(metric, reported))
+    mode = str(getattr(tune_cfg.mode, "value", tune_cfg.mode))
+    if mode == AUTO:
+        mode = "min" if metric.endswith("/loss") or not task.higher_is_better(metric) else "max"
+    return metric, mode
 
 
 def model_parameters(model_cfg: Any) -> list[str]:
@@ -101,10 +134,12 @@ def validate_tune(tune_cfg: Any, model_cfg: Any) -> None:
             # ConfigError adds "Did you mean ...? Valid choices: <the model's parameters>".
             raise ConfigError(key, f"{name!r} is not a parameter of model {model_cfg._target_}.", parameters)
         _check_dim(key, dim)
-    if tune_cfg.metric not in REPORTED_METRICS:
-        # The hint is about the value here, not the key: did_you_mean on the metric itself.
-        problem = f"{tune_cfg.metric!r} is not reported by {model_cfg._target_}."
-        raise ConfigError("tune.metric", problem + did_you_mean(tune_cfg.metric, REPORTED_METRICS))
+    known = metrics_any_task()
+    if tune_cfg.metric != AUTO and tune_cfg.metric not in known:
+        # The hint is about the value here, not the key: did_you_mean on the metric itself. Whether the
+        # task reports it is known once the features stage has chosen the task (``objective``).
+        problem = f"{tune_cfg.metric!r} is not reported by {model_cfg._target_} (or use {AUTO!r})."
+        raise ConfigError("tune.metric", problem + did_you_mean(tune_cfg.metric, known))
     for key, value, least in (
         ("num_samples", tune_cfg.num_samples, 1),
         ("max_concurrent_trials", tune_cfg.max_concurrent_trials, 1),

@@ -52,6 +52,7 @@ def test_tune_replaces_train_and_the_best_trial_is_evaluated(tmp_path: Path, sou
             "tune.num_samples=3",
             "tune.max_concurrent_trials=2",
             "tune.seed=3",
+            "tune.metric=valid/loss",  # the ASHA story above is the loss's (auto: valid/auc); mode auto: min
             "tune.scheduler.grace_period=1",
             "tune.scheduler.reduction_factor=2",
         ]

@@ -9,7 +9,10 @@ from hydra.errors import ConfigCompositionException
 
 from raymlops.config import compose
 from raymlops.errors import ConfigError
-from raymlops.training.tune_space import decode_params, max_reports, search_space, validate_tune
+from raymlops.tasks.binary import BinaryTask
+from raymlops.tasks.multiclass import MulticlassTask
+from raymlops.tasks.regression import RegressionTask
+from raymlops.training.tune_space import decode_params, max_reports, objective, search_space, validate_tune
 
 
 def _tune(*overrides: str):
@@ -25,7 +28,7 @@ def _compose_error(*overrides: str) -> str:
 def test_shipped_option_is_valid_for_its_model() -> None:
     cfg = _tune()
     validate_tune(cfg.tune, cfg.model)
-    assert cfg.tune.metric == "valid/loss" and cfg.tune.scheduler.max_t is None
+    assert cfg.tune.metric == "auto" and cfg.tune.scheduler.max_t is None
     assert compose(["+experiment=quickstart"]).tune is None  # no search unless asked for
 
 
@@ -54,7 +57,7 @@ def test_unknown_key_of_a_dim_fails_at_compose_time() -> None:
         (["tune.space.dropout.values=[0.1]"], "tune.space.dropout", "only for type 'choice'"),
         (["+tune.space={epochs:{type:int,low:1,high:2.5}}"], "tune.space.epochs", "whole bounds"),
         (["+tune.space={lrr:{type:uniform,low:0,high:1}}"], "tune.space.lrr", "Did you mean 'lr'?"),
-        (["tune.metric=valid-auc"], "tune.metric", "Did you mean 'valid/auc'?"),
+        (["tune.metric=valid-auc"], "tune.metric", "Did you mean 'valid/auc'"),
         (["tune.num_samples=0"], "tune.num_samples", "must be >= 1"),
         (["tune.scheduler.max_t=0", "tune.scheduler.grace_period=1"], "tune.scheduler.max_t", "below"),
     ],
@@ -104,3 +107,33 @@ def test_domains_for_every_type() -> None:
     params = decode_params({"hidden_sizes": "[64, 32]", "lr": 0.01}, cfg.tune.space)
     assert params == {"hidden_sizes": [64, 32], "lr": 0.01}
     assert max_reports(cfg.model, cfg.tune.space) == 3  # epochs is searched: its highest value
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "mode"),
+    [
+        (None, "valid/auc", "max"),  # no task: the legacy binary (flights) task
+        (BinaryTask(positive="YES", negative="NO"), "valid/auc", "max"),
+        (MulticlassTask(classes=("a", "b", "c")), "valid/macro_f1", "max"),
+        (RegressionTask(), "valid/rmse", "min"),
+    ],
+)
+def test_auto_metric_and_mode_are_the_tasks_primary_metric_and_its_direction(
+    task: object, metric: str, mode: str
+) -> None:
+    cfg = _tune()
+    validate_tune(cfg.tune, cfg.model)  # auto passes before the task is known
+    assert objective(cfg.tune, task) == (metric, mode)  # type: ignore[arg-type]
+
+
+def test_an_explicit_metric_keeps_its_mode_and_a_loss_is_minimised() -> None:
+    assert objective(_tune("tune.metric=valid/loss").tune, RegressionTask()) == ("valid/loss", "min")
+    assert objective(_tune("tune.metric=valid/auc", "tune.mode=min").tune, None) == ("valid/auc", "min")
+
+
+def test_a_metric_another_task_reports_names_what_this_task_reports() -> None:
+    cfg = _tune("tune.metric=valid/auc")
+    validate_tune(cfg.tune, cfg.model)  # some task reports it
+    with pytest.raises(ConfigError) as info:
+        objective(cfg.tune, RegressionTask())
+    assert info.value.key == "tune.metric" and "valid/rmse" in str(info.value)
