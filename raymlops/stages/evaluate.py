@@ -175,7 +175,7 @@ class EvaluateStage(Stage):
         from raymlops.monitoring.version_info import PREDICTION_PROFILE, prediction_profile
 
         profile_path = ctx.run_dir / PREDICTION_PROFILE
-        prediction_profile(pred, state.require("ingest").data_version).save(profile_path)
+        prediction_profile(pred, state.require("ingest").data_version, task).save(profile_path)  # per task
         figures: dict[str, Any] = {}
         for metric in task.directions:
             name = f"{split}/{metric}"
