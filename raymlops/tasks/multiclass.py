@@ -56,6 +56,8 @@ class MulticlassTask(Task):
         from sklearn.metrics import accuracy_score, f1_score, log_loss
 
         proba = np.asarray(pred, np.float64).reshape(len(y_true), len(self.classes))
+        # float32 softmax rows sum to 1 only within rounding: scikit-learn's log loss warns on each call.
+        proba = proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)
         labels = list(range(len(self.classes)))
         chosen = proba.argmax(axis=1)
         y = np.asarray(y_true).astype(np.int64)

@@ -146,6 +146,6 @@ def test_envs_separate_model_names_storage_apps_and_prefixes() -> None:
     assert resolved["prod"]["monitor"]["model"] == "flights-delay-prod"
     assert [cfg["env"]["name"] for cfg in resolved.values()] == ["dev", "staging", "prod"]
     assert resolved["prod"]["serve"]["auth"]["enabled"] and not resolved["dev"]["serve"]["auth"]["enabled"]
-    assert resolved["prod"]["evaluate"]["champion"]["max_regression"] == {"test/auc": 0.0}
+    assert resolved["prod"]["evaluate"]["champion"]["max_regression"] == {"test/primary": 0.0}
     assert resolved["prod"]["registry"]["on_pass"] == resolved["staging"]["registry"]["on_pass"]
     assert str(compose(["env=prod"]).registry.on_pass.value) == "challenger"
