@@ -203,6 +203,7 @@ class TrainerConfig:
 class TuneMode(Enum):
     min = "min"  # e.g. valid/loss
     max = "max"  # e.g. valid/auc
+    auto = "auto"  # the metric's direction for the task (a loss: min)
 
 
 class SearchType(Enum):
@@ -229,8 +230,8 @@ class ASHAConfig:
 
 @dataclass
 class TuneConfig:
-    metric: str = "valid/loss"  # reported by every model family: valid/loss | valid/auc | train/loss
-    mode: TuneMode = TuneMode.min
+    metric: str = "auto"  # auto: the task's valid/<primary> (auc, macro_f1, rmse); valid/loss; train/loss
+    mode: TuneMode = TuneMode.auto  # auto: the metric's direction for the task (a loss: min)
     num_samples: int = 8  # trials
     max_concurrent_trials: int = 2
     scheduler: ASHAConfig | None = field(default_factory=ASHAConfig)  # None: every trial runs to the end
@@ -315,6 +316,8 @@ class RolloutConfig:  # raymlops.serving.rollout.RolloutPolicy
     max_p99_ratio: float = 2.0  # candidate p99 <= champion p99 * ratio + slack
     p99_slack_ms: float = 5.0
     max_mean_shift: float = 0.1  # |mean predicted probability, candidate - champion|
+    max_value_shift_std: float = 0.5  # regression: |mean value shift| in champion value stds
+    max_class_share_shift: float = 0.15  # multiclass: total variation of the answered classes' shares
     step_timeout_s: float = 600.0  # no evidence in this time: roll back
     poll_s: float = 2.0
 
@@ -423,6 +426,7 @@ class MonitorConfig:  # jobs/monitor.py, raymlops.monitoring.monitor.run_monitor
     min_rows: int = 200  # fewer rows of a version in the window: drift reported, not judged
     max_accuracy_drop: float = 0.05  # test/accuracy - live accuracy above this is an alert
     max_auc_drop: float = 0.05
+    max_metric_drop: float = 0.1  # the task's primary metric worse than test by this share of it: alert
     min_feedback_rows: int = 100  # fewer labelled rows: live accuracy reported, not judged
     slo: MonitorSLOConfig = field(default_factory=MonitorSLOConfig)
     ray_data_min_bytes: int = 268435456  # a window whose files exceed this is read with Ray Data

@@ -352,6 +352,7 @@ def progressive_rollout(
             stats=stats,
             audit=audit,
             progress=progress,
+            task=getattr(candidate, "task_obj", None),  # what its predictions are, to compare
         )
     finally:
         client.close()

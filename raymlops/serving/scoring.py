@@ -161,7 +161,7 @@ class Scorer:
                 failed, spec, started = spec.version, fallback, time.perf_counter()
         prediction_id = uuid.uuid4().hex
         body_out = protocol.answer(name, spec, prediction_id, probabilities, payload, imputed, ood)
-        self._record_served(name, spec.version, started, 200, probabilities)
+        self._record_served(name, spec.version, started, 200, probabilities, spec.task_obj)
         predictions = self.predictions
         if predictions is not None:  # a buffer push: the log's own thread writes the files
             latency_ms = (time.perf_counter() - started) * 1e3
@@ -181,12 +181,21 @@ class Scorer:
             logger.warning("%s model failed name=%s version=%s error=%r", route, name, version, exc)
 
     def _record_served(
-        self, name: str, version: str, started: float, code: int, probabilities: np.ndarray | None = None
+        self,
+        name: str,
+        version: str,
+        started: float,
+        code: int,
+        probabilities: np.ndarray | None = None,
+        task: Any = None,
     ) -> None:
         latency_s = time.perf_counter() - started
-        self._metrics.request(name, version, "served", latency_s, code=code, probabilities=probabilities)
-        mean = float(probabilities.mean()) if probabilities is not None and probabilities.size else np.nan
-        self.stats.get(name, version, "served").record(latency_s, code, mean)
+        self._metrics.request(
+            name, version, "served", latency_s, code=code, probabilities=probabilities, task=task
+        )
+        # The predictions themselves (the task's shape): summarised as rollout compares them.
+        prediction = probabilities if probabilities is not None and probabilities.size else np.nan
+        self.stats.get(name, version, "served").record(latency_s, code, prediction)
 
     def _start_shadow(
         self,
@@ -237,7 +246,7 @@ class Scorer:
             if probabilities is None or code != 200:
                 stats.record(latency_s, code)
                 return
-            stats.record(latency_s, code, float(probabilities.mean()))
+            stats.record(latency_s, code, probabilities)
             if compared:
                 stats.record_agreement(label_agreement, mean_abs_diff)
                 self._metrics.shadow_agreement(name, version, label_agreement)
