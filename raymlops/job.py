@@ -27,10 +27,22 @@ def _describe(answer: dict) -> str:
     request = " ".join(f"{k}={v}" for k, v in answer["record"].items())
     [prediction] = answer["body"]["predictions"]
     actual = " ".join(f"{k}={v}" for k, v in answer.get("actual", {}).items())
-    return (
-        f"{request} -> {{'probability': {prediction['probability']:.3f}, 'label': {prediction['label']}}}"
-        f" [model-version {answer['headers']['model-version']}; actual {actual}]"
-    )
+    shown = {k: v for k, v in prediction.items() if k in _ANSWER_FIELDS}  # not "imputed" and the like
+    version = answer["headers"]["model-version"]
+    return f"{request} -> {_short(shown)} [model-version {version}; actual {actual}]"
+
+
+# Every task's v1 answer fields: binary probability, label; multiclass label, probabilities; regression value.
+_ANSWER_FIELDS = ("probability", "label", "probabilities", "value")
+
+
+def _short(value) -> str:
+    """An answer for one line: floats to 3 decimals, strings quoted, ints as they are."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return repr(value)
 
 
 def format_summary(ctx, state) -> str:  # RunContext, PipelineState | None
