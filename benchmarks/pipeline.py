@@ -19,7 +19,8 @@ one-off costs the other does not.
 ``--quick``: ``data.sample_fraction=0.1``, ``model.epochs=1`` and the AUC gate lowered to 0.5 (at 10% and
 one epoch the test AUC is ~0.54, under the quickstart's 0.60), one timed run per side and no warm-up.
 ``--smoke``: 20,000 of the table's rows, one epoch, no AUC gate (``test/auc>=0``: a tiny model's AUC
-says nothing), one run per side.
+says nothing), one Ray Train worker on each side (a smoke run is start-up, and each further worker is one
+more process to start), one run per side.
 """
 
 from __future__ import annotations
@@ -381,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (0 if args.quick or args.smoke else 1)
     table, described = flights_table(args.rows or (SMOKE_ROWS if args.smoke else None), seed=0)
     if args.smoke:
-        quick = ["model.epochs=1", "evaluate.gates=['test/auc>=0']"]
+        one_worker = ["trainer.scaling.num_workers=1", "trainer.scaling.cpus_per_worker=1.0"]
+        quick = ["model.epochs=1", "evaluate.gates=['test/auc>=0']", *one_worker]
     elif args.quick:
         quick = ["data.sample_fraction=0.1", "model.epochs=1", "evaluate.gates=['test/auc>=0.5']"]
     else:
