@@ -281,7 +281,8 @@ class XGBoostModel(ModelFamily):
         return np.asarray(pred, dtype=np.float32).reshape((-1, width) if width > 1 else (-1,))
 
     def global_explainer(self, pre: FittedPreprocessor) -> TreeShap:
-        """Exact Tree SHAP of the booster, in log-odds, summed from one-hot features to raw columns."""
+        """Exact Tree SHAP of the booster in the task's margin (binary log-odds, each class's margin, the
+        value), summed from one-hot features to raw columns."""
         from raymlops.evaluation.tree_shap import TreeShap
 
         return TreeShap(self._fitted(), pre, task=getattr(self, "task_", None))

@@ -38,9 +38,6 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 FAMILY_REFS = [*FAMILIES, EXTERNAL]
 TASKS = ("binary", "multiclass", "regression")
-# Explanations per class and for values are the explain suite's (tests/unit/test_explain.py); here the
-# tasks whose explanation the families' explain check covers.
-EXPLAINED_TASKS = ("binary",)
 ROWS = 1200
 CUT = int(ROWS * 0.75)  # train rows; the rest are valid
 
@@ -261,8 +258,6 @@ def test_explains_over_the_raw_columns(case: Case, tmp_path: Path) -> None:
     from raymlops.models.export import export_pipeline
 
     data, fitted = case.data, case.fitted
-    if data.resolved.name not in EXPLAINED_TASKS:
-        pytest.skip(f"explanations of {data.resolved.name} models are checked by the explain suite")
     table, pre = data.table, data.pre
     onnx_path = tmp_path / "model.onnx"
     export_pipeline(pre, fitted, table.slice(0, 256), onnx_path, opset=17, tolerance=1e-4)
@@ -275,13 +270,14 @@ def test_explains_over_the_raw_columns(case: Case, tmp_path: Path) -> None:
         tmp_path,
         background_rows=20,
         explain_rows=20,
+        task=data.task,
     )
     exact = fitted.global_explainer(pre)
     columns = tuple(pre.input_columns)
     assert result.summary.method == ("permutation" if exact is None else exact.method)
     assert set(result.summary.mean_abs) == set(columns) and result.summary.rows == 20
     assert set(load_explainer(result.explainer_dir, onnx_path).columns) == set(columns)
-    if exact is not None:  # the family's own explainer is additive in its output space
+    if exact is not None:  # the family's own explainer is additive in its output space (per class: [N, K])
         explanation = exact.explain(table.slice(0, 50))
         np.testing.assert_allclose(
             explanation.values.sum(1) + explanation.base_values, explanation.predictions, atol=1e-4
