@@ -253,7 +253,8 @@ class ChampionGate:
     alias: str = "champion"  # the version the candidate must not be worse than (re-scored on its test rows)
     # metric -> the most the candidate may be worse by (auc/accuracy: lower; logloss/rmse/mae: higher);
     # "<split>/primary" names the task's primary metric. null: the task's tolerance; {}: no comparison.
-    max_regression: dict[str, float] | None = None
+    # dict[str, float] | None, typed Any: OmegaConf cannot merge a mapping onto an Optional dict that is None.
+    max_regression: Any = None
 
 
 @dataclass
