@@ -247,8 +247,9 @@ def test_prometheus_scrapes_router_metrics(tmp_path: Path) -> None:
         print("\nexported series:", json.dumps(ours))
         expected = set()
         for definition in METRICS:
-            if definition.name.startswith(("raymlops_shadow_", "raymlops_ood_", "raymlops_rate_limited")):
-                continue  # no shadow policy here
+            skipped = ("raymlops_shadow_", "raymlops_ood_", "raymlops_rate_limited", "raymlops_predicted_class")
+            if definition.name.startswith(skipped):
+                continue  # no shadow policy, OOD check, rate limit or multiclass model here
             base = _exported(definition.name)
             kinds = ("_bucket", "_count", "_sum") if definition.kind == "histogram" else ("",)
             expected |= {base + suffix for suffix in kinds}
