@@ -247,7 +247,7 @@ def test_prometheus_scrapes_router_metrics(tmp_path: Path) -> None:
         print("\nexported series:", json.dumps(ours))
         expected = set()
         for definition in METRICS:
-            skipped = ("raymlops_shadow_", "raymlops_ood_", "raymlops_rate_limited", "raymlops_predicted_class")
+            skipped = ("raymlops_shadow_", "raymlops_ood_", "raymlops_rate_limited", "raymlops_predicted_")
             if definition.name.startswith(skipped):
                 continue  # no shadow policy, OOD check, rate limit or multiclass model here
             base = _exported(definition.name)
