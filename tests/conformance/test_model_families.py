@@ -123,19 +123,34 @@ class Case:
 CASES = [(task, ref) for task in TASKS for ref in FAMILY_REFS]
 
 
+# One Ray Train fit per task and family for the whole module: the served check below reuses them.
+FITTED: dict[tuple[str, str], Case] = {}
+
+
+def _fitted(task_name: str, ref: str, data: TaskData, tmp_path_factory: pytest.TempPathFactory) -> Case:
+    if (task_name, ref) not in FITTED:
+        trainer = compose(["+experiment=quickstart", "trainer=single"]).trainer
+        trainer.scaling.cpus_per_worker = 0.5  # Ray Data keeps a CPU for its tasks (RAY-NOTES: Train hangs)
+        model = build_model(model_cfg(ref))
+        storage = tmp_path_factory.mktemp("ray_train")
+        fitted = model.fit(
+            data.datasets,
+            data.pre.num_features,
+            trainer,
+            str(storage),
+            7,
+            preprocessor=data.pre,
+            task=data.task,
+        )
+        FITTED[task_name, ref] = Case(f"{task_name}-{ref}", data, fitted)
+    return FITTED[task_name, ref]
+
+
 @pytest.fixture(scope="module", params=CASES, ids=[f"{t}-{r.rsplit(':', 1)[-1]}" for t, r in CASES])
 def case(request: pytest.FixtureRequest, task_data: dict[str, TaskData], tmp_path_factory) -> Case:
     """One Ray Train fit per task and family, shared by every check of it."""
     task_name, ref = request.param
-    data = task_data[task_name]
-    trainer = compose(["+experiment=quickstart", "trainer=single"]).trainer
-    trainer.scaling.cpus_per_worker = 0.5  # Ray Data keeps a CPU for its tasks (RAY-NOTES: Train hangs)
-    model = build_model(model_cfg(ref))
-    storage = tmp_path_factory.mktemp("ray_train")
-    fitted = model.fit(
-        data.datasets, data.pre.num_features, trainer, str(storage), 7, preprocessor=data.pre, task=data.task
-    )
-    return Case(f"{task_name}-{ref}", data, fitted)
+    return _fitted(task_name, ref, task_data[task_name], tmp_path_factory)
 
 
 # -- the contract, without training ------------------------------------------------------------------
@@ -225,16 +240,6 @@ def test_predicts_in_the_pred_convention_and_beats_the_constant_baseline(case: C
         assert ours <= 0.7 * baseline, (case.name, ours, baseline)
 
 
-def test_binary_probabilities_rank_the_labels(case: Case) -> None:
-    from sklearn.metrics import roc_auc_score
-
-    if case.data.task is not None:
-        pytest.skip("the legacy 0/1 binary task's check")
-    proba = np.asarray(case.fitted.predict(case.data.pre.transform(case.data.table)))
-    assert proba.shape == (ROWS,) and np.all((proba >= 0) & (proba <= 1))
-    assert roc_auc_score(case.data.y, proba) > 0.7
-
-
 def test_exports_a_graph_of_the_tasks_output_that_passes_the_parity_check(case: Case, tmp_path: Path) -> None:
     import onnx
 
@@ -319,3 +324,166 @@ def test_tune_searches_a_regression_task_by_its_rmse_with_asha(
     finals = [t["metrics"]["valid/rmse"] for t in search.trials if t["error"] is None]
     assert search.best_metric == min(finals)  # rmse: lower is better
     assert model.task_ == data.task and model.predict(data.pre.transform(data.table)).shape == (ROWS,)
+
+
+# -- served: every task x family from one app, over v1 and OIP v2, with feedback and live metrics -------
+
+
+@dataclass(frozen=True)
+class ServedCase:
+    name: str  # the served model name: "<task>-<family>"
+    case: Case
+    onnx_path: Path
+
+
+def _served_name(task_name: str, ref: str) -> str:
+    return f"{task_name}-{ref.rsplit(':', 1)[-1].rsplit('.', 1)[-1].lower()}"
+
+
+def _records(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows as a client sends them: JSON, NaN as null."""
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        for row in table.to_pylist()
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(ray_local: None, task_data: dict[str, TaskData], tmp_path_factory: pytest.TempPathFactory):
+    """Every fitted task x family exported (parity checked) and served by one router app, with the
+    prediction log on; Serve shut down afterwards."""
+    from ray import serve
+
+    from raymlops.models.export import export_pipeline
+    from raymlops.serving import ModelSpec, deploy
+    from tests.conftest import free_port
+
+    folder = tmp_path_factory.mktemp("served-families")
+    cases, specs = {}, []
+    for task_name, ref in CASES:
+        case = _fitted(task_name, ref, task_data[task_name], tmp_path_factory)
+        name = _served_name(task_name, ref)
+        path = folder / name / "model.onnx"
+        data = case.data
+        export_pipeline(data.pre, case.fitted, data.table.slice(0, 256), path, opset=17, tolerance=1e-4)
+        cases[name] = ServedCase(name, case, path)
+        specs.append(
+            ModelSpec(
+                name=name,
+                version="1",
+                onnx_path=str(path),
+                data_version="conformance",
+                input_columns=data.pre.input_columns,
+                task=data.resolved.describe(),
+            )
+        )
+    log_root = folder / "predlog"
+    port = free_port()
+    try:
+        url = deploy(
+            specs,
+            app_name="families-served",
+            host="127.0.0.1",
+            port=port,
+            timeout_s=120,
+            prediction_log={"root": str(log_root), "flush_rows": 1, "flush_interval_s": 0.2},
+        )
+        yield {"url": url, "port": port, "cases": cases, "log_root": log_root}
+    finally:
+        serve.shutdown()
+
+
+def _outcome(task: Task, target: float) -> Any:
+    """A feedback outcome in the label's own terms: the class value, 0 / 1, or the number."""
+    classes = task.describe().get("classes")
+    if classes is not None:
+        return classes[int(target)]
+    return int(target) if task.name == "binary" else float(target)
+
+
+def test_every_task_and_family_answers_v1_and_oip_v2_takes_feedback_and_yields_live_metrics(
+    served: dict[str, Any],
+) -> None:
+    import time
+
+    import httpx
+    import tritonclient.http as triton
+
+    from raymlops.models.export import predict_onnx
+    from raymlops.monitoring.feedback import feedback_targets, outcome_values
+    from raymlops.monitoring.prediction_log import log_pred, read_feedback, read_predictions
+    from raymlops.monitoring.window_stats import window_partials
+
+    url, rows = served["url"], slice(CUT, CUT + 40)  # valid rows: not trained on
+    client = triton.InferenceServerClient(f"127.0.0.1:{served['port']}")
+    sent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, item in served["cases"].items():
+        data, task = item.case.data, item.case.data.resolved
+        table, output = data.table.slice(rows.start, rows.stop - rows.start), task.output()
+        expected = predict_onnx(item.onnx_path, table, data.pre.input_columns, output=output.name)
+
+        # v1: the task's answer fields, from the graph's output
+        response = httpx.post(
+            f"{url}/v1/models/{name}/predict", json={"records": _records(table)}, timeout=60
+        )
+        assert response.status_code == 200, (name, response.text)
+        body = response.json()
+        want = task.answers(expected, 0.5)
+        got = body["predictions"]
+        assert [set(a) for a in got] == [set(a) for a in want], name
+        for answer, wanted in zip(got, want, strict=True):
+            for key, value in wanted.items():
+                if isinstance(value, (float, dict)):
+                    assert answer[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)
+                else:
+                    assert answer[key] == value, (name, key)
+
+        # OIP v2 through tritonclient: the task's output, its shape, the same numbers
+        meta = client.get_model_metadata(name)
+        assert [o["name"] for o in meta["outputs"]] == [output.name], name
+        inputs = []
+        for column, kind in data.pre.input_columns.items():
+            values = table[column].to_pylist()
+            if kind == "float":
+                array = np.asarray([math.nan if v is None else v for v in values], np.float32)
+                tensor = triton.InferInput(column, [len(values), 1], "FP32")
+            else:
+                array = np.asarray([(v or "").encode() for v in values], dtype=object)
+                tensor = triton.InferInput(column, [len(values), 1], "BYTES")
+            inputs.append(tensor.set_data_from_numpy(array.reshape(-1, 1)))
+        result = client.infer(name, inputs, outputs=[triton.InferRequestedOutput(output.name)])
+        np.testing.assert_allclose(result.as_numpy(output.name), expected, rtol=1e-5, atol=1e-6)
+
+        # feedback in the label's own terms for the v1 answers
+        targets = data.y[rows]
+        items = [
+            {"prediction_id": body["prediction_id"], "row": i, "outcome": _outcome(task, t), "model": name}
+            for i, t in enumerate(targets)
+        ]
+        feedback = httpx.post(f"{url}/v1/feedback", json={"feedback": items}, timeout=60)
+        assert feedback.status_code == 200 and feedback.json() == {"accepted": len(items)}, feedback.text
+        sent[name] = (targets, expected)
+
+    # Live metrics: the monitor's own path (log rows joined to feedback) equals the task's metrics of the
+    # answers sent against the outcomes given.
+    deadline = time.monotonic() + 60
+    for name, (targets, expected) in sent.items():
+        task = served["cases"][name].case.data.resolved
+        while True:
+            partial = window_partials(
+                read_predictions(served["log_root"], name), read_feedback(served["log_root"], name)
+            ).get("1")
+            labelled = partial.labelled if partial is not None else None
+            if (labelled is not None and labelled.num_rows >= len(targets)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert labelled is not None and labelled.num_rows >= len(targets), name
+        live_targets, unknown = feedback_targets(task, outcome_values(labelled))
+        assert not unknown, (name, unknown)
+        live = task.metrics(live_targets, log_pred(labelled, task), "live")
+        wanted = task.metrics(targets, expected, "live")
+        for metric in task.live_metrics():
+            assert live[f"live/{metric}"] == pytest.approx(wanted[f"live/{metric}"], rel=1e-4, abs=1e-5), (
+                name,
+                metric,
+            )

@@ -3,10 +3,13 @@ timestamp, a multiclass string label, a numeric target — each go from ``python
 real command, run in a folder outside the repository) through the exact job command it prints, unedited,
 to a model served over HTTP with its task's answer shape and registered under its own name.
 
-Each job is the real ``python -m raymlops.job`` process (its own embedded Ray) with test-only overrides
-appended after the printed command: where state and the HTTP port go, ``serve.block=true`` so the model
-keeps serving while the test asks it, and fewer boosting rounds and explained rows (affordable, the
-configs themselves untouched). Tiny tables (600 rows). About 5-7 minutes on a loaded 2-core machine.
+The YES/NO table's job is the real ``python -m raymlops.job`` process (its own embedded Ray) with
+test-only overrides appended after the printed command: where state and the HTTP port go,
+``serve.block=true`` so the model keeps serving while the test asks it, and fewer boosting rounds and
+explained rows (affordable, the configs themselves untouched). The other two run the same command's
+overrides through ``run_pipeline`` on the test session's Ray: the process boundary is the same code for
+every table, and each further job process cost two minutes of CI (its own Ray and Serve start).
+Tiny tables (600 rows).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 AFFORDABLE = [
+    "trainer.scaling.num_workers=1",  # each Ray Train worker is a process to start: one is enough here
     "model.num_boost_round=20",
     "explain.background_rows=20",
     "explain.rows=20",
@@ -115,16 +119,36 @@ def _regression(answer: dict) -> None:
     assert 100.0 < answer["value"] < 300.0  # the target is about 200 +- 40
 
 
-CASES: list[tuple[str, Callable[[int], pa.Table], str, str, str, Callable[[dict], None]]] = [
-    # name, table, file format, task, split init must choose, the answer's shape
-    ("churn", binary_yes_no, "csv", "binary", "stratified", _binary),
-    ("tiers", multiclass_strings, "parquet", "multiclass", "stratified", _multiclass),
-    ("prices", regression_numbers, "csv", "regression", "random", _regression),
+@contextlib.contextmanager
+def _served_in_process(command: list[str], folder: Path, port: int) -> Iterator[str]:
+    """The job command's overrides run by ``run_pipeline`` on this session's Ray; its summary."""
+    from ray import serve
+
+    from raymlops.config import compose
+    from raymlops.job import format_summary
+    from raymlops.pipeline.runner import run_pipeline
+
+    cfg = compose([*command[3:], f"state_dir={folder / 'state'}", f"serve.port={port}", *AFFORDABLE])
+    try:
+        ctx, state = run_pipeline(cfg)
+        yield format_summary(ctx, state)
+    finally:
+        serve.shutdown()
+
+
+CASES: list[tuple[str, Callable[[int], pa.Table], str, str, str, Callable[[dict], None], bool]] = [
+    # name, table, file format, task, split init must choose, the answer's shape, a job process
+    ("churn", binary_yes_no, "csv", "binary", "stratified", _binary, True),
+    ("tiers", multiclass_strings, "parquet", "multiclass", "stratified", _multiclass, False),
+    ("prices", regression_numbers, "csv", "regression", "random", _regression, False),
 ]
 
 
-@pytest.mark.parametrize(("name", "make", "fmt", "task", "split", "check"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "make", "fmt", "task", "split", "check", "process"), CASES, ids=[c[0] for c in CASES]
+)
 def test_init_output_runs_unedited_to_a_served_model_under_its_own_name(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     name: str,
     make: Callable[[int], pa.Table],
@@ -132,6 +156,7 @@ def test_init_output_runs_unedited_to_a_served_model_under_its_own_name(
     task: str,
     split: str,
     check: Callable[[dict], None],
+    process: bool,
 ) -> None:
     from raymlops.config import compose
     from raymlops.registry.mlflow_registry import ModelRegistry
@@ -148,7 +173,9 @@ def test_init_output_runs_unedited_to_a_served_model_under_its_own_name(
     assert f"task: {task} " in features and f"  kind: {split} " in features
 
     port = free_port()
-    with _serving(command, folder, port) as output:
+    if not process:
+        request.getfixturevalue("ray_local")
+    with (_serving if process else _served_in_process)(command, folder, port) as output:
         # The job's own summary: registered under the table's name, sample answers of the task's shape.
         assert f"registered model: {name} version 1" in output, output[-5000:]
         records = [{k: row[k] for k in ("num_a", "num_b", "cat")} for row in table.slice(0, 5).to_pylist()]
