@@ -18,6 +18,7 @@ module, ``predict`` and the exported graph all give the value in the target's un
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,12 +114,26 @@ def _loss_inputs(head: _Head, outputs: Any, y: Any, scale: tuple[float, float]):
     return outputs.squeeze(1), (y - mean) / std if head.standardise else y
 
 
-def _target_scale(train: Any) -> tuple[float, float]:
-    """(mean, std) of the train split's target ``y``, computed by Ray Data; std 1 for a constant target."""
-    from ray.data.aggregate import Mean, Std
+def _moments(batch: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    y = np.asarray(batch["y"], np.float64)
+    mean = float(y.mean()) if len(y) else 0.0
+    return {"n": [float(len(y))], "mean": [mean], "m2": [float(((y - mean) ** 2).sum())]}
 
-    stats = train.aggregate(Mean("y"), Std("y", ddof=0))
-    mean, std = float(stats["mean(y)"] or 0.0), float(stats["std(y)"] or 0.0)
+
+def _target_scale(train: Any) -> tuple[float, float]:
+    """(mean, std) of the train split's target ``y``: per-block moments merged here (Chan et al.), which
+    is stable and starts no aggregation actors (Ray Data's Mean/Std took 15 s on 900 rows); std 1 for a
+    constant target."""
+    n = mean = m2 = 0.0
+    for part in train.map_batches(_moments, batch_format="numpy", batch_size=None).iter_rows():
+        count = part["n"]
+        if not count:
+            continue
+        delta, total = part["mean"] - mean, n + count
+        mean += delta * count / total
+        m2 += part["m2"] + delta**2 * n * count / total
+        n = total
+    std = math.sqrt(m2 / n) if n else 0.0
     return mean, std if std > 0 else 1.0
 
 
