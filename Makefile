@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 	# --no-compile: byte-compiling every file of torch, ray and mlflow costs minutes on 2 cores; the
 	# modules that are imported compile on first import instead (see RUN above).
 	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	# Byte-compile, once and in one process, what every test, job and Ray worker process imports: on a
+	# fresh clone the suite's first processes otherwise compiled torch, ray and mlflow concurrently, each
+	# its own copy (a fresh clone's suite ran 1,877 s against 1,540 s with the caches warm).
+	$(RUN) $(BIN)/python -c "import torch, ray, ray.data, ray.train.torch, ray.train.xgboost, ray.tune, ray.serve, \
+	  mlflow, xgboost, onnx, onnxruntime, onnxmltools, shap, sklearn, optuna, deltalake, fastapi, httpx, \
+	  hydra, tritonclient.http, raymlops.job, raymlops.cli.main, raymlops.serving.app"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,13 +3,11 @@ timestamp, a multiclass string label, a numeric target — each go from ``python
 real command, run in a folder outside the repository) through the exact job command it prints, unedited,
 to a model served over HTTP with its task's answer shape and registered under its own name.
 
-The YES/NO table's job is the real ``python -m raymlops.job`` process (its own embedded Ray) with
-test-only overrides appended after the printed command: where state and the HTTP port go,
-``serve.block=true`` so the model keeps serving while the test asks it, and fewer boosting rounds and
-explained rows (affordable, the configs themselves untouched). The other two run the same command's
-overrides through ``run_pipeline`` on the test session's Ray: the process boundary is the same code for
-every table, and each further job process cost two minutes of CI (its own Ray and Serve start).
-Tiny tables (600 rows).
+Each job runs the printed command's own arguments, composed by the same Hydra call the job makes, through
+``run_pipeline`` on the test session's Ray, with test-only overrides appended: where state and the HTTP port
+go, one Ray Train worker, fewer boosting rounds and explained rows (the configs themselves untouched).
+Not a job process per table: each costs its own Ray and Serve start (two to three minutes of CI on two
+cores); tests/e2e/test_job_command.py runs ``python -m raymlops.job`` as a process. Tiny tables (600 rows).
 """
 
 from __future__ import annotations
@@ -17,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -66,42 +62,6 @@ def _init(folder: Path, data: str, name: str) -> list[str]:
     return shlex.split(command)
 
 
-@contextlib.contextmanager
-def _serving(command: list[str], folder: Path, port: int) -> Iterator[str]:
-    """The job command running until its model serves (``serve.block=true``); its output so far.
-    Stopped with Ctrl-C (SIGINT) afterwards, and anything left in its process group by id."""
-    argv = [sys.executable, *command[1:], f"serve.port={port}", "serve.block=true", *AFFORDABLE]
-    job = subprocess.Popen(
-        argv,
-        cwd=folder,
-        env=_env(folder / "state"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 900
-        assert job.stdout is not None
-        for line in job.stdout:
-            lines.append(line)
-            if "serving until Ctrl-C" in line or time.monotonic() > deadline:
-                break
-        output = "".join(lines)
-        assert "serving until Ctrl-C" in output, output[-5000:]
-        yield output
-    finally:
-        job.send_signal(signal.SIGINT)
-        try:
-            job.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            job.kill()
-            job.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(job.pid, signal.SIGKILL)  # Ray processes the job started, in its session only
-
-
 def _binary(answer: dict) -> None:
     assert set(answer) >= {"probability", "label"}
     assert 0.0 <= answer["probability"] <= 1.0 and answer["label"] in ("YES", "NO")
@@ -136,19 +96,17 @@ def _served_in_process(command: list[str], folder: Path, port: int) -> Iterator[
         serve.shutdown()
 
 
-CASES: list[tuple[str, Callable[[int], pa.Table], str, str, str, Callable[[dict], None], bool]] = [
-    # name, table, file format, task, split init must choose, the answer's shape, a job process
-    ("churn", binary_yes_no, "csv", "binary", "stratified", _binary, True),
-    ("tiers", multiclass_strings, "parquet", "multiclass", "stratified", _multiclass, False),
-    ("prices", regression_numbers, "csv", "regression", "random", _regression, False),
+CASES: list[tuple[str, Callable[[int], pa.Table], str, str, str, Callable[[dict], None]]] = [
+    # name, table, file format, task, split init must choose, the answer's shape
+    ("churn", binary_yes_no, "csv", "binary", "stratified", _binary),
+    ("tiers", multiclass_strings, "parquet", "multiclass", "stratified", _multiclass),
+    ("prices", regression_numbers, "csv", "regression", "random", _regression),
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "make", "fmt", "task", "split", "check", "process"), CASES, ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("name", "make", "fmt", "task", "split", "check"), CASES, ids=[c[0] for c in CASES])
 def test_init_output_runs_unedited_to_a_served_model_under_its_own_name(
-    request: pytest.FixtureRequest,
+    ray_local: None,
     tmp_path_factory: pytest.TempPathFactory,
     name: str,
     make: Callable[[int], pa.Table],
@@ -156,7 +114,6 @@ def test_init_output_runs_unedited_to_a_served_model_under_its_own_name(
     task: str,
     split: str,
     check: Callable[[dict], None],
-    process: bool,
 ) -> None:
     from raymlops.config import compose
     from raymlops.registry.mlflow_registry import ModelRegistry
@@ -173,9 +130,7 @@ def test_init_output_runs_unedited_to_a_served_model_under_its_own_name(
     assert f"task: {task} " in features and f"  kind: {split} " in features
 
     port = free_port()
-    if not process:
-        request.getfixturevalue("ray_local")
-    with (_serving if process else _served_in_process)(command, folder, port) as output:
+    with _served_in_process(command, folder, port) as output:
         # The job's own summary: registered under the table's name, sample answers of the task's shape.
         assert f"registered model: {name} version 1" in output, output[-5000:]
         records = [{k: row[k] for k in ("num_a", "num_b", "cat")} for row in table.slice(0, 5).to_pylist()]
