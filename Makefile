@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # doubled the test time. Unset here, the modules that are used compile once and are cached.
 RUN := env -u PYTHONDONTWRITEBYTECODE
 
-.PHONY: install system-deps demo test lint typecheck unit bench clean
+.PHONY: install system-deps demo test lint typecheck unit bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,12 @@ system-deps:
 TEST_WORKERS ?= 2
 
 test: lint typecheck system-deps
-	$(RUN) $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=40
+	$(RUN) $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=40 -m "not bench_pipeline"
+
+# The pipeline and scaling benchmarks at smoke size (each runs whole pipelines in child processes, 4 minutes
+# together): outside `make test` so CI stays under 30 minutes on 2 cores.
+bench-smoke: install
+	$(RUN) $(BIN)/python -m pytest -q -ra -n 0 -m bench_pipeline tests/integration/test_benchmarks_smoke_pipeline.py
 
 bench: install
 	for b in benchmarks/[a-z]*.py; do $(RUN) $(BIN)/python $$b --quick || exit 1; done

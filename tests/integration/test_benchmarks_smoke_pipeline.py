@@ -8,7 +8,8 @@ import pytest
 from tests.benchmark_smoke import PIPELINE, check_smoke
 from tests.conftest import _ray_token_in_place
 
-pytestmark = pytest.mark.slow
+# Not in `make test` (CI's 30 minutes on 2 cores: these two cost 234 s there); `make bench-smoke` runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.bench_pipeline]
 
 
 @pytest.fixture(scope="module", autouse=True)
