@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["binary_yes_no", "multiclass_strings", "regression_numbers"]
+__all__ = ["binary_yes_no", "multiclass_strings", "regression_numbers", "table_overrides"]
 
 CLASSES = ("bronze", "gold", "silver")
 
@@ -57,3 +57,19 @@ def regression_numbers(n: int = 2_000, seed: int = 0) -> pa.Table:
     rng, a, b, cat = _features(n, seed)
     target = 200.0 + 30.0 * a - 15.0 * b + np.where(cat == "y", 25.0, 0.0) + rng.normal(scale=5.0, size=n)
     return _table(a, b, cat, pa.array(target), rng)
+
+
+def table_overrides(path: object) -> list[str]:
+    """Config overrides that read one of these tables from the parquet file ``path``: its features, its
+    label column ``target`` (no threshold: the task comes from the label) and a random split."""
+    return [
+        f"data.ref={path}",
+        "data.source=null",
+        "features.numeric=[num_a,num_b]",
+        "features.categorical=[cat]",
+        "features.forbidden=[]",
+        "features.label.column=target",
+        "features.label.threshold=null",
+        "features.split.kind=random",
+        "features.min_frequency=1",
+    ]

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.task_tables import CLASSES, multiclass_strings, regression_numbers
+from tests.task_tables import CLASSES, multiclass_strings, regression_numbers, table_overrides
 
 
 def _pipeline(tmp_path: Path, kind: str) -> tuple[Any, Any]:
@@ -32,16 +32,8 @@ def _pipeline(tmp_path: Path, kind: str) -> tuple[Any, Any]:
     cfg = compose(
         [
             f"state_dir={tmp_path}",
-            f"data.ref={path}",
-            "data.source=null",
+            *table_overrides(path),
             f"data.name={kind}",
-            "features.numeric=[num_a,num_b]",
-            "features.categorical=[cat]",
-            "features.forbidden=[]",
-            "features.label.column=target",
-            "features.label.threshold=null",
-            "features.split.kind=random",
-            "features.min_frequency=1",
             "evaluate.slices=[cat]",
             "explain.background_rows=20",
             "explain.rows=30",

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raymlops.errors import ConfigError
-from tests.task_tables import CLASSES, binary_yes_no, multiclass_strings, regression_numbers
+from tests.task_tables import CLASSES, binary_yes_no, multiclass_strings, regression_numbers, table_overrides
 
 
 def _run(tmp_path: Path, table: pa.Table, *overrides: str):
@@ -27,15 +27,7 @@ def _run(tmp_path: Path, table: pa.Table, *overrides: str):
     cfg = compose(
         [
             f"state_dir={tmp_path}",
-            f"data.ref={path}",
-            "data.source=null",
-            "features.numeric=[num_a,num_b]",
-            "features.categorical=[cat]",
-            "features.forbidden=[]",
-            "features.label.column=target",
-            "features.label.threshold=null",
-            "features.split.kind=random",
-            "features.min_frequency=1",
+            *table_overrides(path),
             "explain.background_rows=10",
             *overrides,
         ]
