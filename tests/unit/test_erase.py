@@ -12,6 +12,7 @@ import pytest
 from raymlops.data.erase import erase_entity, parse_entity
 from raymlops.errors import ConfigError
 from raymlops.monitoring.prediction_log import Feedback, PredictionLogger, read_feedback, read_predictions
+from raymlops.security import crypto
 from raymlops.security.audit import read_audit, verify_chain
 from raymlops.security.pii import PIIPolicy, hash_text
 from raymlops.serving.spec import ModelSpec
@@ -117,7 +118,6 @@ def test_cli_erases_and_prints_what_it_removed(tmp_path: Path, capsys, monkeypat
 
 
 def test_erase_rewrites_encrypted_parts_still_encrypted(tmp_path: Path, policy: PIIPolicy) -> None:
-    crypto = pytest.importorskip("raymlops.security.crypto")
     keyring = crypto.Keyring.parse("k1:" + base64.b64encode(b"x" * 32).decode(), "test")
     root = tmp_path / "log"
     crypto.configure(keyring)  # the log encrypts every part with the process's keyring
@@ -125,8 +125,13 @@ def test_erase_rewrites_encrypted_parts_still_encrypted(tmp_path: Path, policy: 
         write_log(root, policy)
     finally:
         crypto.configure(None)
-    if not list(root.rglob("*.parquet.enc")):
-        pytest.skip("this prediction log does not encrypt its parts")
+    # A log that writes its parts in the clear with a keyring configured is the regression this test
+    # exists to catch: it fails here, never skips.
+    written = [p for p in root.rglob("*") if p.is_file()]
+    assert written and all(crypto.is_encrypted(p.read_bytes()) for p in written), [
+        p.name for p in written if not crypto.is_encrypted(p.read_bytes())
+    ]
+    assert list(root.rglob("*.parquet.enc"))
     result = erase_entity(root, policy, "tailnum", SUBJECT, audit_log=tmp_path / "a.jsonl", keyring=keyring)
     assert (result.prediction_rows, result.feedback_rows) == (2, 2)
     parts = [p for p in root.rglob("*") if p.is_file()]
