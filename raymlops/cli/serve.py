@@ -266,28 +266,8 @@ def _rollout(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _rollback(args: argparse.Namespace, cfg: Any) -> int:
-    from raymlops.serving.operations import (
-        add_version,
-        check_artifacts,
-        live_app,
-        online_store_settings,
-        set_traffic,
-        spec_from_registry,
-    )
+    from raymlops.serving.rollback import rollback_live
 
-    governance = _governance(cfg)
-    record = governance.rollback(args.name, why=args.reason)
-    restored = str(record.to_version)
-    served = live_app(cfg.serve.app_name).versions(args.name)
-    if restored not in served:
-        placement = _placement(cfg)
-        restored_spec = spec_from_registry(
-            governance.registry, args.name, restored, placement=placement, signer=_signer(cfg)
-        )
-        check_artifacts(cfg, [restored_spec])
-        add_version(cfg.serve.app_name, restored_spec, online_store_settings(cfg, [restored_spec]))
-    weights = {v: 0.0 for v in served} | {restored: 100.0}
-    set_traffic(cfg.serve.app_name, args.name, weights)
-    governance.record_deployment(args.name, cfg.serve.app_name, set(weights), why=f"rollback: {args.reason}")
-    print(f"{args.name}: champion v{record.from_version} -> v{restored}, which now takes all traffic")
+    done = rollback_live(cfg, args.name, args.reason, governance=_governance(cfg))
+    print(f"{args.name}: champion v{done.from_version} -> v{done.to_version}, which now takes all traffic")
     return 0
