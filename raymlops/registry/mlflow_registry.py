@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import re
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,31 +45,22 @@ def _version(v: Any) -> RegisteredVersion:  # v: mlflow ModelVersion
 
 @contextlib.contextmanager
 def file_lock(path: Path, timeout_s: float = 60.0) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``: registry writes from concurrent jobs take turns.
+    """An exclusive lock on ``path`` (``filelock``: ``flock`` on POSIX): registry writes take turns.
 
     MLflow has no compare-and-set for aliases and SQLite refuses concurrent writers ("database is
     locked"); every raymlops registry write goes through this lock, held for milliseconds.
     """
-    import fcntl
+    import filelock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise GovernanceError(
-                        f"The registry lock {path} was held for more than {timeout_s:.0f} s; "
-                        "another raymlops process is stuck holding it."
-                    ) from None
-                time.sleep(0.02)
-        try:
+    try:
+        with filelock.FileLock(path, timeout=timeout_s, poll_interval=0.02):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except filelock.Timeout:
+        raise GovernanceError(
+            f"The registry lock {path} was held for more than {timeout_s:.0f} s; "
+            "another raymlops process is stuck holding it."
+        ) from None
 
 
 def check_owner(name: str, owner: str | None, env: str) -> None:

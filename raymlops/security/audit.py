@@ -1,11 +1,11 @@
 """The security audit log: who did what, when, with what outcome and why, refusals included.
 
-One JSON object a line in ``security.audit_log`` (default ``<state_dir>/audit/security.jsonl``),
-appended under an exclusive ``flock`` so that jobs, the CLI and serving replicas on one machine (or
-one shared filesystem) never interleave lines. Each record carries ``prev``, the SHA-256 of the line
-before it: editing or deleting a line breaks the chain, and :func:`verify_chain` names the first
-broken line. (An attacker who can rewrite the whole file can rebuild the chain; ship the file to
-append-only storage for that threat.)
+One JSON object a line in ``security.audit_log`` (default ``<state_dir>/audit/security.jsonl``), appended
+under an exclusive lock (``filelock``: ``flock`` on ``.<name>.lock`` beside it) so that jobs, the CLI and
+serving replicas on one machine (or one shared filesystem) never interleave lines. Each record carries
+``prev``, the SHA-256 of the line before it: editing or deleting a line breaks the chain, and
+:func:`verify_chain` names the first broken line. (An attacker who can rewrite the whole file can rebuild
+the chain; ship the file to append-only storage for that threat.)
 
 Model governance keeps its own per-model records in the registry (``raymlops.registry.governance``);
 every action that the role model guards is recorded here as well, so one file answers "who did
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import getpass
 import hashlib
 import json
@@ -67,15 +66,22 @@ def _default_path() -> Path | None:
 
 
 @contextlib.contextmanager
-def _locked_append(path: Path) -> Iterator[Any]:
+def _locked_append(path: Path, timeout_s: float = 60.0) -> Iterator[Any]:
+    # The lock is a separate file: filelock opens its lock file truncating, which the log must never be.
+    import filelock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "r+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield handle
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        with filelock.FileLock(lock, timeout=timeout_s, mode=0o600, poll_interval=0.02):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "r+b") as handle:
+                yield handle
+    except filelock.Timeout:
+        raise TimeoutError(
+            f"The audit log lock {lock} was held for more than {timeout_s:.0f} s; another process "
+            f"writing {path} is stuck. Find it with `fuser {lock}`."
+        ) from None
 
 
 def _last_line(handle: Any) -> bytes | None:

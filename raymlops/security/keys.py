@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,26 +301,15 @@ class KeyStore:
     @contextlib.contextmanager
     def _locked(self, timeout_s: float = 30.0) -> Iterator[None]:
         """Concurrent ``keys add`` / ``revoke`` take turns (read-modify-write of one file)."""
-        import fcntl
+        import filelock
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = self.path.with_name(f".{self.path.name}.lock")
-        deadline = time.monotonic() + timeout_s
-        with open(os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)) as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise AuthError(
-                            f"{lock} was held for more than {timeout_s:.0f} s by another process."
-                        ) from None
-                    time.sleep(0.02)
-            try:
+        try:
+            with filelock.FileLock(lock, timeout=timeout_s, mode=0o600, poll_interval=0.02):
                 yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        except filelock.Timeout:
+            raise AuthError(f"{lock} was held for more than {timeout_s:.0f} s by another process.") from None
 
 
 def router_auth(enabled: bool, keys_file: str | Path, audit_log: str | Path | None = None) -> dict[str, Any]:
