@@ -6,6 +6,7 @@ plaintext again. No Serve app: the replica's writer is the same ParquetLog, run 
 from __future__ import annotations
 
 import base64
+import struct
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,7 +44,6 @@ def test_a_replica_encrypts_with_the_published_keyring_and_stops_when_it_is_with
         (encrypted,) = _write_in_a_worker(str(tmp_path / "on"))
         raw = Path(encrypted).read_bytes()
         assert encrypted.endswith(".parquet.enc") and raw.startswith(crypto.MAGIC)
-        assert b"JFK" not in raw and b"1089.4375" not in raw
         # This driver has no keyring of its own: it finds the file's KEK in the cluster's store.
         table = read_log(str(tmp_path / "on"), ["model"])
         assert table is not None and table.to_pylist() == [
@@ -52,4 +52,14 @@ def test_a_replica_encrypts_with_the_published_keyring_and_stops_when_it_is_with
     finally:
         crypto.unpublish_keyring()
     (plain,) = _write_in_a_worker(str(tmp_path / "off"))
-    assert plain.endswith(".parquet") and b"JFK" in Path(plain).read_bytes()
+    clear = Path(plain).read_bytes()
+    assert plain.endswith(".parquet") and clear.startswith(b"PAR1")
+    # Compared with the bytes Parquet really stores: a float64 is its 8 little-endian bytes (a decimal
+    # string would be absent from the plaintext too). Both values are in the plaintext file ...
+    value = struct.pack("<d", 1089.4375)
+    assert b"JFK" in clear and value in clear
+    # ... and neither, nor any 16-byte run of the plaintext file (its data pages, statistics and
+    # footer: the same table, written the same way), is in the encrypted one.
+    assert b"JFK" not in raw and value not in raw
+    leaked = [i for i in range(len(clear) - 15) if clear[i : i + 16] in raw]
+    assert not leaked, f"{len(leaked)} 16-byte runs of the plaintext file in the encrypted file"
