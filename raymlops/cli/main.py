@@ -11,6 +11,7 @@
     raymlops monitor ...                 drift, live accuracy and latency from the prediction log
     raymlops retrain ...                 retrain when a trigger fires, gate, roll out
     raymlops scheduler ...               check the retrain triggers on an interval
+    raymlops alerts receive ...          Alertmanager's webhook: retrain, roll back or record per alert
     raymlops batch-score ...             score a versioned dataset with a registered model
     raymlops ci-gate ...                 validate -> train -> evaluate against the champion, for CI
     raymlops deploy manifests ...        KubeRay manifests and the `ray up` config from deploy/values.yaml
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raymlops.cli.access import authorize_cli
+from raymlops.cli.alerts import add_alerts_commands, run_alerts_command
 from raymlops.cli.batch_score import add_batch_score_command, run_batch_score_command
 from raymlops.cli.ci_gate import add_ci_gate_command, run_ci_gate_command
 from raymlops.cli.console import LOG_FORMATS, configure_logging, report_unexpected
@@ -64,6 +66,7 @@ GROUPS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], in
     "monitor": (add_monitor_command, run_monitor_command),
     "retrain": (add_retrain_command, run_retrain_command),
     "scheduler": (add_scheduler_command, run_scheduler_command),
+    "alerts": (add_alerts_commands, run_alerts_command),
     "batch-score": (add_batch_score_command, run_batch_score_command),
     "ci-gate": (add_ci_gate_command, run_ci_gate_command),
     "deploy": (add_deploy_commands, run_deploy_command),

@@ -483,6 +483,36 @@ class RetrainConfig:  # jobs/retrain.py, jobs/scheduler.py, raymlops.monitoring.
     check_interval_s: float = 300.0  # jobs/scheduler.py: seconds between two checks
 
 
+class AlertAction(Enum):  # raymlops.monitoring.alert_actions
+    record = "record"  # only an audit record
+    retrain = "retrain"  # submit `raymlops retrain` (this env's overrides) through Ray's job submission API
+    rollback = "rollback"  # the live app back to the previous champion (`serve rollback`)
+
+
+@dataclass
+class AlertRuleConfig:
+    alertname: str = MISSING  # Alertmanager's alertname label (monitoring/prometheus/alerts.yml)
+    action: AlertAction = AlertAction.record
+    matchers: dict[str, str] = field(default_factory=dict)  # other labels that must equal these values
+
+
+@dataclass
+class AlertRetrainConfig:
+    address: str = "${oc.env:RAY_ADDRESS,http://127.0.0.1:8265}"  # the Ray job server (dashboard) address
+    force: bool = False  # false: the retrain's own triggers and retrain.cooldown_s still decide
+    working_dir: str | None = None  # uploaded as the job's working dir; None: the nodes have raymlops
+
+
+@dataclass
+class AlertsConfig:  # `raymlops alerts receive`: Alertmanager's webhook receiver (docs/alerts.md)
+    host: str = "127.0.0.1"
+    port: int = 9095  # Alertmanager's webhook_configs url: http://HOST:PORT/alerts
+    token_env: str = "RAYMLOPS_ALERTS_TOKEN"  # set: each webhook must send "Authorization: Bearer <it>"
+    rules: list[AlertRuleConfig] = field(default_factory=list)  # first match wins
+    default_action: AlertAction = AlertAction.record  # a firing alert no rule matches
+    retrain: AlertRetrainConfig = field(default_factory=AlertRetrainConfig)
+
+
 class LoopFault(Enum):
     none = "none"
     shift = "shift"  # the retrained candidate's exported graph adds loop.fault_shift to every probability
@@ -527,5 +557,6 @@ class JobConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
