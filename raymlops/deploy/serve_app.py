@@ -53,7 +53,7 @@ def app(args: Mapping[str, Any]) -> Any:  # -> serve.Application
     from raymlops.security.pii import PIIPolicy
     from raymlops.serving.app import Router
     from raymlops.serving.model_server import ModelServer, deployment_name, remote_specs
-    from raymlops.serving.operations import online_store_settings, spec_from_registry
+    from raymlops.serving.operations import online_store_settings, spec_from_registry, wal_settings
     from raymlops.serving.spec import build_user_config
 
     overrides, model = parse_args(args)
@@ -72,6 +72,7 @@ def app(args: Mapping[str, Any]) -> Any:  # -> serve.Application
     if serve_cfg.prediction_log:
         pii = PIIPolicy.from_config(cfg).router_settings()
         log = {"root": str(cfg.monitor.log_root), **({"pii": pii} if pii else {})}
+        log.update(wal_settings(serve_cfg))
     user_config = build_user_config(
         [spec],
         use_gpu=bool(serve_cfg.use_gpu),

@@ -187,6 +187,7 @@ class ParquetLog:
         self._failures = 0
         self._last_drop_warning = 0.0
         self.last_error: str | None = None
+        self._paths: list[str] | None = None  # a list: _write records each file it writes (wal.py)
         self._thread = threading.Thread(target=self._run, name=f"parquet-log-{prefix}", daemon=True)
         self._thread.start()
         _OPEN.add(self)
@@ -435,6 +436,8 @@ class ParquetLog:
                     with self._fs.open_output_stream(temporary) as out:
                         out.write(encrypt_bytes(buffer.getvalue().to_pybytes(), self._keyring))
                 self._fs.move(temporary, f"{directory}/{name}")
+                if self._paths is not None:
+                    self._paths.append(f"{directory}/{name}")
             except Exception as exc:
                 unwritten = [self._attach(v, r) for v, r in parts[i:]]
                 with self._cond:

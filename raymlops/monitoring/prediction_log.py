@@ -41,6 +41,7 @@ them (a column a version lacks reads as null).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import threading
@@ -63,6 +64,7 @@ from raymlops.monitoring.feedback import (
     parse_feedback,
 )
 from raymlops.monitoring.parquet_log import ParquetLog, read_log
+from raymlops.monitoring.wal import DurableParquetLog, check_fsync, recover_wal
 
 if TYPE_CHECKING:
     from raymlops.security.pii import PIIMasker
@@ -92,6 +94,7 @@ __all__ = [
 ]
 
 PREDICTIONS_DIR = "predictions"
+WAL_DIR = "_wal"  # <root>/_wal/<predictions|feedback>/: write-ahead segments (monitoring/wal.py)
 FEEDBACK_DIR = "feedback"
 ROUTES = ("served", "shadow")
 FEATURE_PREFIX = "f_"
@@ -212,6 +215,39 @@ class ScoredRequest:
     def to_table(self) -> pa.Table:
         return self.combine([self])
 
+    def wal_record(self) -> bytes:
+        """This request as one write-ahead record (JSON: ~10 us, where building its table costs ~10x);
+        PII columns hashed or dropped first, so that raw values never reach the file."""
+        features = self.pii.apply(self.features) if self.pii else self.features
+        kinds = {f.name: "string" if pa.types.is_string(f.type) else "float" for f in features.schema}
+        probabilities = np.asarray(self.probabilities)
+        record = [
+            self.route,
+            self.prediction_id,
+            self.latency_ms,
+            self.ts_us,
+            self.spec.threshold,
+            kinds,
+            features.to_pydict(),
+            probabilities.dtype.str,
+            list(probabilities.shape),
+            probabilities.reshape(-1).tolist(),
+        ]
+        return json.dumps(record, separators=(",", ":")).encode()
+
+    @staticmethod
+    def from_wal_record(data: bytes, context: Mapping[str, Any]) -> ScoredRequest:
+        """Inverse of :meth:`wal_record`; ``context["spec"]``: the log's ``ModelSpec.to_dict()``."""
+        from raymlops.serving.spec import ModelSpec
+
+        route, prediction_id, latency_ms, ts_us, threshold, kinds, columns, dtype, shape, values = json.loads(
+            data
+        )
+        spec = ModelSpec.from_dict({**context["spec"], "input_columns": kinds, "threshold": threshold})
+        features = pa.table({c: pa.array(v, _WIRE_TYPES[kinds[c]]) for c, v in columns.items()})
+        probabilities = np.asarray(values, dtype=np.dtype(dtype)).reshape(shape)
+        return ScoredRequest(spec, route, prediction_id, features, probabilities, latency_ms, ts_us)
+
     @staticmethod
     def combine(requests: Sequence[ScoredRequest]) -> pa.Table:
         """The log rows of requests to one (model, version, input columns), built vectorised."""
@@ -281,10 +317,23 @@ class PredictionLogger:
         flush_interval_s: float = 2.0,
         writer_id: str | None = None,
         pii: PIIMasker | None = None,
+        wal: bool = True,
+        fsync_interval_ms: float = 100.0,
+        fsync_rows: int = 0,
     ) -> None:
         self.root = root.rstrip("/") if "://" in root else os.fspath(root)
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
+        # Write-ahead segments (monitoring/wal.py) under <root>/_wal/: local roots only (flock).
+        self.wal = wal and "://" not in self.root
+        self.recovered_rows = 0  # rows of dead writers' segments this logger wrote into the logs
+        self.recovery: threading.Thread | None = None  # the recovery its start runs
+        self._durability: dict[str, Any] = {"fsync_interval_ms": fsync_interval_ms, "fsync_rows": fsync_rows}
+        if self.wal:
+            check_fsync(fsync_interval_ms, fsync_rows, "serving.prediction_log")
+            # The segments of replicas that died (SIGKILL, a lost node) become parquet, off the start path.
+            self.recovery = threading.Thread(target=self.recover, name="prediction-log-recover", daemon=True)
+            self.recovery.start()
         self.writer_id = writer_id or f"{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.pii = pii if pii else None  # hashes or drops the f_ columns of PII columns
         self._lock = threading.Lock()
@@ -296,14 +345,38 @@ class PredictionLogger:
     def settings(self) -> tuple[str, int, float]:
         return self.root, self.flush_rows, self.flush_interval_s
 
-    def _open(self, key: tuple[str, str, tuple[tuple[str, str], ...], str], task: Task | None) -> ParquetLog:
+    def recover(self) -> int:
+        """Write the write-ahead segments no live writer holds into the logs; returns the rows."""
+        rows = sum(
+            recover_wal(f"{self.root}/{WAL_DIR}/{d}", f"{self.root}/{d}")
+            for d in (PREDICTIONS_DIR, FEEDBACK_DIR)
+        )
+        self.recovered_rows += rows
+        return rows
+
+    def _parquet_log(self, directory: str, context: dict[str, Any] | None, **kwargs: Any) -> ParquetLog:
+        """A plain log, or with ``wal`` one whose rows are on disk before ``log`` returns."""
+        if not self.wal:
+            return ParquetLog(f"{self.root}/{directory}", **kwargs)
+        return DurableParquetLog(
+            f"{self.root}/{directory}",
+            wal_dir=f"{self.root}/{WAL_DIR}/{directory}",
+            wal_codec=ScoredRequest if context is not None else None,
+            wal_context=context,
+            **self._durability,
+            **kwargs,
+        )
+
+    def _open(self, key: tuple[str, str, tuple[tuple[str, str], ...], str], spec: ModelSpec) -> ParquetLog:
         _, version, columns, _ = key
+        task = _task_of(spec)
         self._opened += 1
         schema = prediction_schema(dict(columns), task)
         if self.pii is not None:
             schema = self.pii.schema(schema, prefix=FEATURE_PREFIX)
-        return ParquetLog(
-            f"{self.root}/{PREDICTIONS_DIR}",
+        return self._parquet_log(
+            PREDICTIONS_DIR,
+            {"spec": spec.to_dict()},
             schema=schema,
             partition_cols=_PARTITIONS,
             flush_rows=self.flush_rows,
@@ -328,7 +401,7 @@ class PredictionLogger:
         with self._lock:
             log = self._logs.get(key)
             if log is None:
-                log = self._logs[key] = self._open(key, _task_of(spec))
+                log = self._logs[key] = self._open(key, spec)
             log.append(rows)  # a buffer push under the log's own lock: microseconds
             straggler = self._closed
         if straggler:  # logged after close(): write it out now
@@ -339,8 +412,9 @@ class PredictionLogger:
         rows = feedback_table(items, ts_us=_now_us())
         with self._lock:
             if self._feedback is None:
-                self._feedback = ParquetLog(
-                    f"{self.root}/{FEEDBACK_DIR}",
+                self._feedback = self._parquet_log(
+                    FEEDBACK_DIR,
+                    None,
                     schema=FEEDBACK_SCHEMA,
                     partition_cols=_PARTITIONS,
                     flush_rows=self.flush_rows,

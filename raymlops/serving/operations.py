@@ -264,6 +264,15 @@ def with_input_profile(spec: Any) -> Any:  # ModelSpec -> ModelSpec
     return dataclasses.replace(spec, input_profile=input_profile(Profile.load(path), spec.input_columns))
 
 
+def wal_settings(serve_cfg: Any) -> dict[str, Any]:
+    """The prediction log durability keys (``serve.prediction_log_*``) for ``PredictionLogSettings``."""
+    return {
+        "wal": bool(serve_cfg.prediction_log_wal),
+        "fsync_interval_ms": float(serve_cfg.prediction_log_fsync_interval_ms),
+        "fsync_rows": int(serve_cfg.prediction_log_fsync_rows),
+    }
+
+
 def online_store_settings(cfg: Any, specs: Any) -> dict[str, Any] | None:
     """``features.online_store`` of the job config when one of ``specs`` fetches features, else None."""
     from omegaconf import OmegaConf
@@ -437,6 +446,7 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
         # the replicas through the cluster's key-value store, never through the user_config.
         pii = PIIPolicy.from_config(cfg).router_settings()
         log = {"root": str(cfg.monitor.log_root), **({"pii": pii} if pii else {})}
+        log.update(wal_settings(serve_cfg))
     return deploy(
         specs,
         app_name=serve_cfg.app_name,

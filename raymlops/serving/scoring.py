@@ -283,6 +283,9 @@ class Scorer:
                 flush_rows=settings.flush_rows,
                 flush_interval_s=settings.flush_interval_s,
                 pii=masker_from_settings(settings.pii),  # the key from the cluster's store, never a setting
+                wal=settings.wal,
+                fsync_interval_ms=settings.fsync_interval_ms,
+                fsync_rows=settings.fsync_rows,
             )
         )
         self._log_settings = settings

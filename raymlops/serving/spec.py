@@ -61,7 +61,15 @@ _SETTINGS: dict[str, int] = {
     "model_batch_wait_us": 1000,
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_PREDICTION_LOG_KEYS = ("root", "flush_rows", "flush_interval_s", "pii")
+_PREDICTION_LOG_KEYS = (
+    "root",
+    "flush_rows",
+    "flush_interval_s",
+    "pii",
+    "wal",
+    "fsync_interval_ms",
+    "fsync_rows",
+)
 
 
 @dataclass(frozen=True)
@@ -257,12 +265,20 @@ class PredictionLogSettings:
         pii: ``{"columns": [...], "action": "hash" | "drop", "key_id": ID}``: the PII columns to hash
             or drop before a row is written (:mod:`raymlops.security.pii`); the key itself is not
             here but in the cluster's key-value store under ``key_id``. None: log every column as sent.
+        wal: Append each answered row to a write-ahead file before the answer leaves (local roots;
+            :mod:`raymlops.monitoring.wal`): a killed replica loses no row, the next start recovers them.
+        fsync_interval_ms: fsync the write-ahead file this often; 0: before every answer. Bounds
+            what power loss may take; a killed process loses nothing either way.
+        fsync_rows: Also fsync once this many rows are unsynced (0: by time only).
     """
 
     root: str
     flush_rows: int = 1000
     flush_interval_s: float = 2.0
     pii: dict[str, Any] | None = field(default=None, hash=False)
+    wal: bool = True
+    fsync_interval_ms: float = 100.0
+    fsync_rows: int = 0
 
     def __post_init__(self) -> None:
         key = "serving.prediction_log"
@@ -277,6 +293,11 @@ class PredictionLogSettings:
         ):
             raise ConfigError(f"{key}.flush_interval_s", f"must be a number > 0, got {interval!r}.")
         object.__setattr__(self, "pii", check_pii_settings(self.pii, f"{key}.pii"))
+        if not isinstance(self.wal, bool):
+            raise ConfigError(f"{key}.wal", f"must be true or false, got {self.wal!r}.")
+        from raymlops.monitoring.wal import check_fsync
+
+        check_fsync(self.fsync_interval_ms, self.fsync_rows, key)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -284,6 +305,9 @@ class PredictionLogSettings:
             "flush_rows": self.flush_rows,
             "flush_interval_s": float(self.flush_interval_s),
             **({"pii": dict(self.pii)} if self.pii else {}),
+            "wal": self.wal,
+            "fsync_interval_ms": float(self.fsync_interval_ms),
+            "fsync_rows": self.fsync_rows,
         }
 
     @classmethod
