@@ -385,6 +385,9 @@ class ServeConfig:
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     ood: OODConfig = field(default_factory=OODConfig)
     prediction_log: bool = True  # log every served row to monitor.log_root (feedback and monitoring need it)
+    prediction_log_wal: bool = True  # rows in a write-ahead file before the answer: a kill loses none
+    prediction_log_fsync_interval_ms: float = 100.0  # 0: fsync before every answer (power-loss bound)
+    prediction_log_fsync_rows: int = 0  # also fsync once this many rows are unsynced; 0: by time only
     strategy: DeployStrategy = DeployStrategy.replace  # how the deploy stage puts a new version live
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     placement: Placement = Placement.colocated  # where versions the job or `serve` CLI deploys run
