@@ -42,6 +42,10 @@ def authorize_cli(args: argparse.Namespace) -> None:
         moved = [w for w in weights if w.split("=", 1)[0].split(".", 1)[0].lstrip("+~") in _OVERRIDE_ROOTS]
         args.weights = [w for w in weights if w not in moved]
         args.overrides = [*moved, *args.overrides]
+    version = getattr(args, "version", None)
+    if command_name(args) == "serve shadow" and version is not None and "=" in version:
+        args.version = None  # ``serve shadow NAME --stop env=prod``: the optional VERSION took an override
+        args.overrides = [version, *args.overrides]
     if command_name(args) in CHECKED_BY_THE_COMMAND:
         return
     cfg = compose_overrides(list(args.overrides))

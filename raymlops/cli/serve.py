@@ -6,6 +6,8 @@
     serve traffic NAME VERSION=WEIGHT ...          change the split (e.g. 1=95 2=5), in place, no restart
     serve rollout NAME VERSION                     progressive rollout with automatic rollback (serve.rollout)
     serve rollback NAME --reason TEXT              the previous champion back: alias and 100% of traffic
+    serve shadow NAME VERSION [--fraction F]       VERSION scores F of NAME's requests and never answers
+    serve shadow NAME --stop | --promote           end the shadow, or roll the shadow version out
     serve keys add|list|revoke ...                 API keys with roles (serve.auth)
 
 The app is ``serve.app_name`` on the Ray cluster at ``ray.address`` (``ray.address=auto`` joins the Ray a
@@ -49,10 +51,36 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     rollback = commands.add_parser("rollback", help="the previous champion back, with all of the traffic")
     rollback.add_argument("name")
     rollback.add_argument("--reason", required=True)
-    parsers = [run, status, deploy, traffic, rollout, rollback]
+    shadow = commands.add_parser(
+        "shadow", help="mirror a share of requests to a version that never answers; stop or promote it"
+    )
+    shadow.add_argument("name")
+    shadow.add_argument("version", nargs="?", default=None, help="the version (--stop, --promote: optional)")
+    shadow.add_argument(
+        "--fraction",
+        type=_fraction,
+        default=None,
+        help="share of the requests mirrored to it, in (0, 1] (default serve.shadow_fraction)",
+    )
+    mode = shadow.add_mutually_exclusive_group()
+    mode.add_argument("--stop", action="store_true", help="end the shadow: the version leaves the app")
+    mode.add_argument(
+        "--promote", action="store_true", help="end the shadow and roll the version out (serve.rollout)"
+    )
+    parsers = [run, status, deploy, traffic, rollout, rollback, shadow]
     add_keys_commands(commands)
     for parser in parsers:
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job")
+
+
+def _fraction(value: str) -> float:
+    """``--fraction``, checked as the command line is parsed: a bad one is exit 2 before any work."""
+    from raymlops.serving.shadow import check_fraction
+
+    try:
+        return check_fraction(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _split_ref(value: str, default_name: str) -> tuple[str, str]:
@@ -87,7 +115,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from raymlops.pipeline.ray_session import connect_ray
 
     connect_ray(cfg.ray)
-    if args.command in ("deploy", "traffic", "rollout", "rollback"):
+    if args.command in ("deploy", "traffic", "rollout", "rollback", "shadow"):
         from raymlops.serving.operations import check_app_env
 
         check_app_env(cfg.serve.app_name, str(cfg.env.name))
@@ -98,6 +126,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
         "traffic": _traffic,
         "rollout": _rollout,
         "rollback": _rollback,
+        "shadow": _shadow,
     }[args.command]
     return handler(args, cfg)
 
@@ -158,6 +187,8 @@ def _status(args: argparse.Namespace, cfg: Any) -> int:
     from raymlops.serving.operations import api_key_headers, live_app
 
     app = live_app(cfg.serve.app_name)
+    from raymlops.serving.shadow import shadow_summary
+
     report: dict[str, Any] = {"app": app.name, "url": app.url, "status": app.status, "models": {}}
     for name in app.user_config.get("models", {}):
         stats = httpx.get(f"{app.url}/v1/models/{name}/stats", timeout=10, headers=api_key_headers()).json()
@@ -173,6 +204,8 @@ def _status(args: argparse.Namespace, cfg: Any) -> int:
                 }
                 for version, entry in stats.get("versions", {}).items()
             },
+            # The shadow's agreement with the served answers and its latency beside the champion's.
+            "shadow": shadow_summary(stats),
         }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -184,7 +217,24 @@ def _status(args: argparse.Namespace, cfg: Any) -> int:
             p99 = "-" if v["p99_ms"] is None else f"{v['p99_ms']:.1f} ms"
             counts = f"requests={v['requests']}  errors={v['errors']}"
             print(f"    v{version}  weight={v['weight']:g}  {counts}  p99={p99}")
+        if model["shadow"] is not None:
+            print("    " + _shadow_line(model["shadow"]))
     return 0
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _shadow_line(s: dict[str, Any]) -> str:
+    agreement = "-" if s["agreement"] is None else f"{s['agreement']:.3f}"
+    return (
+        f"shadow v{s['version']} ({s['fraction']:g} of requests) vs v{s['champion']}: "
+        f"agreement={agreement} over {s['compared']} requests  "
+        f"p50={_ms(s['p50_ms'])} (v{s['champion']} {_ms(s['champion_p50_ms'])})  "
+        f"p99={_ms(s['p99_ms'])} (v{s['champion']} {_ms(s['champion_p99_ms'])})  "
+        f"errors={s['errors']}  dropped={s['dropped']}"
+    )
 
 
 def _deploy(args: argparse.Namespace, cfg: Any) -> int:
@@ -271,3 +321,59 @@ def _rollback(args: argparse.Namespace, cfg: Any) -> int:
     done = rollback_live(cfg, args.name, args.reason, governance=_governance(cfg))
     print(f"{args.name}: champion v{done.from_version} -> v{done.to_version}, which now takes all traffic")
     return 0
+
+
+def _shadow(args: argparse.Namespace, cfg: Any) -> int:
+    from raymlops.serving.operations import check_artifacts, live_app, spec_from_registry
+    from raymlops.serving.shadow import shadow_version, start_shadow, stop_shadow
+
+    governance, app_name = _governance(cfg), cfg.serve.app_name
+    if args.stop:
+        stopped = stop_shadow(app_name, args.name, governance, why="serve shadow --stop")
+        print(f"{args.name}: shadow v{stopped} stopped" if stopped else f"{args.name}: no version in shadow")
+        return 0
+    if args.promote:
+        return _promote_shadow(args, cfg, args.version or shadow_version(live_app(app_name), args.name))
+    if args.version is None:
+        raise ConfigError("serve shadow", "names no VERSION: `serve shadow NAME VERSION [--fraction F]`.")
+    fraction = args.fraction if args.fraction is not None else cfg.serve.shadow_fraction
+    spec = spec_from_registry(
+        governance.registry, args.name, args.version, placement=_placement(cfg), signer=_signer(cfg)
+    )
+    check_artifacts(cfg, [spec])  # a tampered graph is refused (and audited) before the app changes
+    app = start_shadow(app_name, args.name, spec, fraction, governance, why="serve shadow")
+    print(
+        f"{args.name} v{spec.version} shadows {fraction:g} of the requests in {app_name} ({app.url}); "
+        f"it never answers. `serve status` shows its agreement and latency."
+    )
+    return 0
+
+
+def _promote_shadow(args: argparse.Namespace, cfg: Any, version: str | None) -> int:
+    import os
+
+    from omegaconf import OmegaConf
+
+    from raymlops.serving.operations import check_artifacts, spec_from_registry
+    from raymlops.serving.rollout import RolloutPolicy
+    from raymlops.serving.shadow import promote_shadow
+
+    if version is None:
+        raise ConfigError("serve shadow --promote", f"no version of {args.name!r} is in shadow.")
+    governance = _governance(cfg)
+    policy = RolloutPolicy.from_config(OmegaConf.to_container(cfg.serve.rollout))  # type: ignore[arg-type]
+    candidate = spec_from_registry(
+        governance.registry, args.name, version, placement=_placement(cfg), signer=_signer(cfg)
+    )
+    check_artifacts(cfg, [candidate])
+    result = promote_shadow(
+        cfg.serve.app_name,
+        args.name,
+        candidate,
+        policy,
+        governance,
+        api_key=os.environ.get("RAYMLOPS_API_KEY"),
+        progress=print,
+    )
+    print(f"{args.name} v{version}: {result.outcome} {'; '.join(result.reasons)}".rstrip())
+    return 0 if result.outcome == "promoted" else 1

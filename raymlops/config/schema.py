@@ -326,6 +326,9 @@ class RolloutConfig:  # raymlops.serving.rollout.RolloutPolicy
 class DeployStrategy(Enum):
     replace = "replace"  # the new version takes all traffic at once
     rollout = "rollout"  # progressive rollout against the version the app serves (needs live traffic)
+    # the new version scores serve.shadow_fraction of the live app's requests beside the champion, which
+    # keeps answering; it gets the `shadow` alias (`serve shadow NAME --promote` rolls it out later)
+    shadow = "shadow"
 
 
 class Placement(Enum):
@@ -390,6 +393,7 @@ class ServeConfig:
     prediction_log_fsync_rows: int = 0  # also fsync once this many rows are unsynced; 0: by time only
     strategy: DeployStrategy = DeployStrategy.replace  # how the deploy stage puts a new version live
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    shadow_fraction: float = 0.1  # strategy=shadow, `serve shadow` without --fraction: share mirrored, (0, 1]
     placement: Placement = Placement.colocated  # where versions the job or `serve` CLI deploys run
     model_batch_size: int = 32  # placement=deployment: most requests per onnxruntime run (@serve.batch)
     model_batch_wait_us: int = 1000  # ... and the longest wait for a batch to fill

@@ -145,6 +145,13 @@ def run_monitor(
         entries[version] = entry
         alerts += found
         warnings += warned
+    # A shadow version's agreement with the served answers on the same rows, and their latencies.
+    from raymlops.monitoring.shadow_checks import registered_task, shadow_rows, shadow_section
+
+    shadows = shadow_section(shadow_rows(root, model, start, end), lambda v: registered_task(registered, v))
+    for version, section in shadows.items():
+        if version in entries:
+            entries[version]["shadow"] = section
     return MonitorReport(
         model=model,
         selector=selector,

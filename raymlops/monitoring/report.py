@@ -84,10 +84,25 @@ class MonitorReport:
             latency = entry["latency"]
             if latency.get("p50_ms") is not None:
                 parts.append(f"p50 {latency['p50_ms']:.1f} ms p99 {latency['p99_ms']:.1f} ms")
+            parts += [
+                _shadow_part(answered, c)
+                for answered, c in (entry.get("shadow") or {}).get("against", {}).items()
+            ]
             lines.append("  " + " | ".join(parts))
         lines += [f"ALERT v{a['version']} {a['kind']}: {a['detail']}" for a in self.alerts]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _shadow_part(answered: str, c: dict[str, Any]) -> str:
+    """One served version's comparison with a shadow (``monitoring.shadow_checks``), in a few words."""
+    agreement = f"agreement {c['agreement']:.3f}" if c.get("agreement") is not None else "not compared"
+    mine, theirs = c["latency_ms"]["shadow"], c["latency_ms"]["served"]
+    latency = ""
+    if mine["p50"] is not None and theirs["p50"] is not None:
+        latency = f", p50 {mine['p50']:.1f} vs {theirs['p50']:.1f} ms"
+        latency += f", p99 {mine['p99']:.1f} vs {theirs['p99']:.1f} ms"
+    return f"shadow of v{answered}: {agreement} on {c['rows']:,} rows ({c['requests']:,} requests){latency}"
 
 
 def _finite_json(value: Any) -> Any:

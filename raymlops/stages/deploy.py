@@ -63,8 +63,12 @@ class DeployStage(Stage):
             self._materialize(ctx, [v.view for v in spec.feature_lookup.views])
         check_artifacts(ctx.cfg, [spec])  # a tampered graph: IntegrityError, audited, nothing deployed
         strategy = str(cfg.strategy.value)
-        live = (served_versions(cfg.app_name, spec.name) or {}) if strategy == "rollout" else {}
-        if live and spec.version not in live:
+        live = (served_versions(cfg.app_name, spec.name) or {}) if strategy in ("rollout", "shadow") else {}
+        # A shadow joins the versions that answer (at weight 0); with nothing live there is nothing to
+        # shadow or roll out against, and the version is deployed as with ``replace``.
+        if strategy == "shadow" and live and live.get(spec.version, 0.0) <= 0:
+            url, outcome = self._shadow(ctx, spec, governance)
+        elif strategy == "rollout" and live and spec.version not in live:
             url, outcome = self._rollout(ctx, spec, governance)
         else:
             url = deploy_from_config(ctx.cfg, [spec])
@@ -105,6 +109,19 @@ class DeployStage(Stage):
             store.close()
         if states:
             ctx.record("deploy", materialized=",".join(f"{s.view}={s.entities}" for s in states))
+
+    @staticmethod
+    def _shadow(ctx: RunContext, spec: Any, governance: Any) -> tuple[str, str]:
+        """``serve.strategy=shadow``: the new version scores ``serve.shadow_fraction`` of the live app's
+        requests and never answers; the champion keeps answering. It gets the ``shadow`` alias."""
+        from raymlops.serving.shadow import check_fraction, start_shadow
+
+        cfg = ctx.cfg.serve
+        fraction = check_fraction(cfg.shadow_fraction, "serve.shadow_fraction")
+        why = f"deploy stage of job {ctx.run_id} (serve.strategy=shadow)"
+        app = start_shadow(cfg.app_name, spec.name, spec, fraction, governance, why=why)
+        ctx.record("deploy", shadow_fraction=fraction)
+        return app.url, "shadowed"
 
     @staticmethod
     def _rollout(ctx: RunContext, spec: Any, governance: Any) -> tuple[str, str]:
