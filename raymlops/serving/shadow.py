@@ -150,7 +150,7 @@ def promote_shadow(
 
     app = live_app(app_name)
     version = shadow_version(app, model)
-    if version != candidate.version:
+    if version is None or version != candidate.version:
         now = f"v{version} is" if version else "no version is"
         raise DeploymentError(
             f"{model} v{candidate.version} is not in shadow in {app_name} ({now}): start it with "
