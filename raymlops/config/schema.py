@@ -539,6 +539,17 @@ class LoopConfig:  # +experiment=flights_loop: raymlops.loop (train on early mon
     retrain_stages: list[str] | None = None  # None: the job's stages without explain and loop stages
 
 
+# ---------------------------------------------------------------- the step cache
+
+
+@dataclass
+class CacheConfig:  # raymlops.pipeline.cache, docs/cache.md
+    # A stage whose key (its inputs' data versions, the config keys it reads, its code) matches an earlier
+    # run's reuses that run's output; deploy and monitor always run. false: every stage runs, nothing stored.
+    enabled: bool = True
+    dir: str = "${state_dir}/cache"  # one folder per stage and key (delete it to drop every entry)
+
+
 # ---------------------------------------------------------------- the job
 
 
@@ -567,3 +578,7 @@ class JobConfig:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    # A failed run to go on from: its stages reused where their keys still match, its data version read
+    # again (not what data.ref resolves to now). A run id of <state_dir>/runs, or `last` (the newest failed).
+    resume: str | None = None

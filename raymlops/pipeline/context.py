@@ -75,6 +75,8 @@ class RunContext:
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     tracker: Any = None  # the job's MLflow run (registry.tracking.JobTracker) once the pipeline starts
+    # resume=<run>: the data version the failed run read; ingest reads it instead of resolving data.ref.
+    pinned_data_version: str | None = None
 
     @property
     def state_dir(self) -> Path:

@@ -6,6 +6,7 @@ A stage is named by its registered name (:data:`raymlops.config.stages.STAGES`) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -15,10 +16,12 @@ from omegaconf import DictConfig
 
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.ray_session import connect_ray
+from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.stage_registry import stages_from_config
 from raymlops.pipeline.state import PipelineState
 from raymlops.registry.tags import ENV_TAG, GIT_DIRTY_TAG, GIT_SHA_TAG, RUN_ID_TAG, RUN_NAME_TAG
 from raymlops.security.roles import authorize_job
+from raymlops.training.gpu import check_gpu_options, cluster_gpus
 
 __all__ = ["run_pipeline"]
 
@@ -43,10 +46,13 @@ def run_pipeline(
     authorize_job(cfg, [s.name for s in stages])
     ctx = ctx or RunContext(cfg)
     connect_ray(cfg.ray)
+    # A GPU option this machine cannot honour fails here, naming its key, before any stage runs.
+    check_gpu_options(cfg, [s.name for s in stages], cluster_gpus(cfg))
     logger.info(
         "run started run_id=%s run_dir=%s stages=%s", ctx.run_id, ctx.run_dir, [s.name for s in stages]
     )
     state = state if state is not None else PipelineState()
+    _resume(ctx)
     started = time.monotonic()
     status = "failed"
     if ctx.tracker is None and _TRACKED_STAGES & {s.name for s in stages}:
@@ -57,9 +63,7 @@ def run_pipeline(
     previous_keyring = crypto.active_keyring()
     crypto.configure(crypto.Keyring.from_config(cfg))
     try:
-        for index, stage in enumerate(stages, start=1):
-            logger.info("[%d/%d] %s ...", index, len(stages), stage.name)
-            state = stage.run(ctx, state)
+        state = _run_stages(ctx, stages, state)
         status = "succeeded"
     finally:
         crypto.configure(previous_keyring)
@@ -68,6 +72,60 @@ def run_pipeline(
         if ctx.tracker is not None:
             ctx.tracker.finish(status, ctx.figures, ctx.lineage)
     return ctx, state
+
+
+def _resume(ctx: RunContext) -> None:
+    """``resume=<run id>|last``: the failed run's data version read again, and said in the lineage."""
+    from raymlops.pipeline.cache import resume_origin
+
+    origin = resume_origin(ctx.cfg)
+    if origin is None:
+        return
+    run_id, summary = origin
+    ctx.lineage["resumed_from"] = run_id
+    ctx.pinned_data_version = summary.get("lineage", {}).get("data_version")
+    done = list(summary.get("lineage", {}).get("stage_seconds", {}))
+    logger.info(
+        "resuming run=%s its finished stages=%s data_version=%s", run_id, done, ctx.pinned_data_version
+    )
+
+
+def _run_stages(ctx: RunContext, stages: list[Stage], state: PipelineState) -> PipelineState:
+    """Each stage in turn, or its output from the step cache (raymlops.pipeline.cache) if its key matches."""
+    import copy
+
+    from raymlops.pipeline.cache import StageCache, stage_key
+
+    cache = StageCache.from_config(ctx.cfg)
+    # Outputs handed in (a notebook's state) came from no key: whatever reads them is not cached.
+    by_slot: dict[str, str | None] = {
+        f.name: None for f in dataclasses.fields(state) if getattr(state, f.name) is not None
+    }
+    by_stage: dict[str, str | None] = {}
+    for index, stage in enumerate(stages, start=1):
+        key = stage_key(stage, ctx, by_stage, by_slot) if cache is not None else None
+        started = time.monotonic()
+        hit = cache.load(stage, key, ctx, state) if cache is not None and key is not None else None
+        if hit is not None:
+            state, slots = hit.state, hit.slots
+            ctx.lineage.setdefault("stage_seconds", {})[stage.name] = round(time.monotonic() - started, 2)
+            logger.info(
+                "[%d/%d] %s cached from run %s (key %s)", index, len(stages), stage.name, hit.run_id, key
+            )
+        else:
+            logger.info("[%d/%d] %s ...", index, len(stages), stage.name)
+            before, lineage_before = state, copy.deepcopy(ctx.lineage)
+            state = stage.run(ctx, state)
+            slots = tuple(
+                f.name
+                for f in dataclasses.fields(state)
+                if getattr(state, f.name) is not getattr(before, f.name)
+            )
+            if cache is not None and key is not None:
+                cache.store(stage, key, ctx, before, state, lineage_before)
+        by_stage[stage.name] = key
+        by_slot.update(dict.fromkeys(slots, key))
+    return state
 
 
 # A job that makes a model is an MLflow run; data-only runs (ingest, validate) write summary.json alone.
@@ -108,5 +166,6 @@ def _write_summary(ctx: RunContext, status: str) -> None:
         "status": status,
         "figures": ctx.figures,
         "lineage": ctx.lineage,
+        "cached": ctx.lineage.get("cached", {}),  # stage -> the run whose output it reused
     }
     (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

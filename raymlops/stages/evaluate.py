@@ -23,7 +23,7 @@ from raymlops.models.export import parse_input_columns, predict_onnx
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import EvaluateOutput, PipelineState
-from raymlops.registry.tags import INPUT_COLUMNS_TAG, TASK_TAG
+from raymlops.registry.tags import INPUT_COLUMNS_TAG, RUN_ID_TAG, TASK_TAG
 from raymlops.tasks.base import Task
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,22 @@ def _masked(masker: Any, value: str) -> str:
 
 class EvaluateStage(Stage):
     name = "evaluate"
+    cacheable = True
+    cache_inputs = ("ingest", "features", "train")
+    cache_config = ("evaluate", "registry.model_name", "registry.tracking_uri", "data.columns", "data.pii")
+
+    def cache_reuse(self, ctx: RunContext, restored: PipelineState, source_run: str) -> str | None:
+        """A stored evaluation holds while the champion it compared with still holds the alias, or the
+        champion is now the very model it evaluated (registered by its run)."""
+        _, holder = _champion_holder(ctx)
+        champion = restored.require("evaluate").champion
+        compared = champion["version"] if champion else None
+        current = holder.version if holder is not None else None
+        if current == compared or (holder is not None and holder.tags.get(RUN_ID_TAG) == source_run):
+            return None
+        return (
+            f"the champion is {current and 'v' + current} now; the stored evaluation compared with {compared}"
+        )
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.evaluate

@@ -11,6 +11,9 @@ from raymlops.pipeline.state import ExplainOutput, PipelineState
 
 class ExplainStage(Stage):
     name = "explain"
+    cacheable = True
+    cache_inputs = ("features", "train", "export")
+    cache_config = ("explain", "seed")
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         from raymlops.evaluation.shap_summary import explain_model

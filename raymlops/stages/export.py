@@ -10,6 +10,9 @@ from raymlops.pipeline.state import ExportOutput, PipelineState
 
 class ExportStage(Stage):
     name = "export"
+    cacheable = True
+    cache_inputs = ("features", "train")
+    cache_config = ("export",)
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.export

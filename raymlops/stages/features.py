@@ -87,6 +87,13 @@ def _task(cfg, column: str, train_raw, valid_raw, test_raw) -> tuple[Task, str, 
 
 class FeaturesStage(Stage):
     name = "features"
+    cacheable = True
+    cache_inputs = ("ingest",)
+    cache_config = ("features", "seed", "data.ref", "export.parity_rows", "explain.background_rows")
+
+    def cache_key_extra(self, ctx: RunContext) -> dict[str, Any] | None:
+        # Feature views read tables of their own, whose versions the key does not hold: not cached.
+        return None if ctx.cfg.features.views else {}
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.features

@@ -46,6 +46,33 @@ from raymlops.tasks.codec import task_to_json
 
 class RegisterStage(Stage):
     name = "register"
+    cacheable = True
+    # cache_inputs / cache_config None: every earlier stage and the whole config but serve, monitor, retrain,
+    # loop and ray (it reads much of it: the tags, the card, governance, signing).
+
+    def cache_reuse(self, ctx: RunContext, restored: PipelineState, source_run: str) -> str | None:
+        """The stored version is reused (no duplicate) while it exists, keeps its lifecycle and holds the
+        aliases it was given; the job's MLflow run then names it, as a registering run does."""
+        from raymlops.errors import ModelNotFoundError
+
+        out = restored.require("register")
+        registry = ModelRegistry.from_config(ctx.cfg.registry)
+        try:
+            version = registry.version(out.model_name, out.version)
+        except ModelNotFoundError:
+            return f"{out.model_name} v{out.version} is no longer registered"
+        if version.lifecycle != out.lifecycle:
+            return f"{out.model_name} v{out.version} is {version.lifecycle} now, not {out.lifecycle}"
+        moved = [a for a in out.aliases if a not in version.aliases]
+        if moved:
+            return f"alias(es) {moved} moved away from {out.model_name} v{out.version}"
+        if ctx.tracker is not None:
+            task = version.tags.get(TASK_TAG, "")
+            ctx.tracker.set_tags(
+                {MODEL_NAME_TAG: out.model_name, MODEL_VERSION_TAG: out.version, TASK_TAG: task}
+            )
+        return None
+
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.registry

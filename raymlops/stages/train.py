@@ -14,6 +14,9 @@ logger = logging.getLogger(__name__)
 
 class TrainStage(Stage):
     name = "train"
+    cacheable = True
+    cache_inputs = ("features",)
+    cache_config = ("model", "trainer", "seed")
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         features = state.require("features")

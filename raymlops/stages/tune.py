@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 class TuneStage(Stage):
     name = "tune"
+    cacheable = True
+    cache_inputs = ("features",)
+    cache_config = ("model", "trainer", "tune", "seed")
+    cache_files = ("tune_trials.json",)
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         from raymlops.training.tune import tune_model

@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 class ValidateStage(Stage):
     name = "validate"
+    cacheable = True
+    cache_inputs = ("ingest",)
+    cache_config = ("validate", "data.columns", "data.pii")
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.validate
