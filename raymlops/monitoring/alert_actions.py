@@ -223,10 +223,11 @@ class AlertActions:
     def handle(self, alerts: Sequence[Alert]) -> tuple[int, list[AlertOutcome]]:
         """Act on each alert; the HTTP status for Alertmanager and each alert's outcome.
 
-        200 every alert handled (or already handled before); 403 one was refused (its ``env`` label is
-        not this env's; Alertmanager does not retry a 4xx); 422 an action failed in a way a retry will not
-        fix (no previous champion, ...); 503 an action failed unexpectedly (Ray unreachable, ...): not
-        marked handled, so Alertmanager's retry runs it again.
+        200 every alert handled (or handled before); 403 one was refused (its ``env`` label is not this
+        env's, or a rollback for a version that is not the champion); 422 an action failed in a way a retry
+        will not fix (no previous champion, ...); 503 an action failed unexpectedly (Ray unreachable, ...):
+        not marked handled, so Alertmanager's retry runs it again. Alertmanager does not retry a 4xx at
+        once, but sends the group again at its next group_interval: it is answered the same, not audited.
         """
         outcomes = [self._handle_one(alert) for alert in alerts]
         worst = next((s for s in STATUS if any(o.result == s for o in outcomes)), "ok")
@@ -236,7 +237,14 @@ class AlertActions:
         action = self.action_for(alert)
         with self._lock:
             if alert.key in self._handled:
-                return AlertOutcome(alert.name, alert.fingerprint, action, "duplicate", "already handled")
+                # Alertmanager re-sends what it could not deliver (a 4xx too) every group_interval, and
+                # a firing alert every repeat_interval: answered as the first time, not acted on or
+                # audited again.
+                first = self._handled[alert.key]
+                result = "duplicate" if first == "ok" else first
+                return AlertOutcome(
+                    alert.name, alert.fingerprint, action, result, f"already handled: {first}"
+                )
             env = alert.labels.get("env")
             if env != self.env:
                 why = (
@@ -245,30 +253,30 @@ class AlertActions:
                     else f"the alert has no env label (add global.external_labels: {{env: {self.env}}} "
                     "to prometheus.yml); this receiver acts only on its own env's alerts"
                 )
-                self._audit(alert, action, "refused", why, {"env_refused": True})  # audited at every retry
-                return AlertOutcome(alert.name, alert.fingerprint, action, "refused", why)
-            why = f"alert {alert.name} {alert.status}" + (
-                f": {s}" if (s := alert.annotations.get("summary")) else ""
-            )
+                return self._done(alert, action, "refused", why, why, {"env_refused": True})
+            summary = alert.annotations.get("summary")
+            why = f"alert {alert.name} {alert.status}" + (f": {summary}" if summary else "")
             try:
                 details = self.executors[action](alert, self.cfg)
             except ActionRefused as exc:
-                self._audit(alert, action, "refused", f"{why}; {exc}", {})
-                self._handled.add(alert.key)
-                return AlertOutcome(alert.name, alert.fingerprint, action, "refused", str(exc))
+                return self._done(alert, action, "refused", str(exc), f"{why}; {exc}", {})
             except RayMLOpsError as exc:  # a deliberate "no" of the system: a retry gets the same answer
-                self._audit(alert, action, "error", f"{why}; {exc}", {})
-                self._handled.add(alert.key)
-                return AlertOutcome(alert.name, alert.fingerprint, action, "failed", str(exc))
+                return self._done(alert, action, "failed", str(exc), f"{why}; {exc}", {})
             except Exception as exc:  # Ray, Serve or the job server unreachable: let Alertmanager retry
                 logger.exception("alert action failed alert=%s action=%s", alert.name, action)
                 message = f"{type(exc).__name__}: {exc}"
                 self._audit(alert, action, "error", f"{why}; {message}", {"transient": True})
                 return AlertOutcome(alert.name, alert.fingerprint, action, "transient", message)
-            self._audit(alert, action, "ok", why, details)
-            self._handled.add(alert.key)
             logger.info("alert handled alert=%s status=%s action=%s", alert.name, alert.status, action)
-            return AlertOutcome(alert.name, alert.fingerprint, action, "ok", why, details)
+            return self._done(alert, action, "ok", why, why, details)
+
+    def _done(
+        self, alert: Alert, action: str, result: str, message: str, why: str, details: Mapping[str, Any]
+    ) -> AlertOutcome:
+        """Audit a final outcome (ok | refused | failed) and remember it for retries."""
+        self._audit(alert, action, {"ok": "ok", "refused": "refused"}.get(result, "error"), why, details)
+        self._handled[alert.key] = result
+        return AlertOutcome(alert.name, alert.fingerprint, action, result, message, dict(details))
 
     # -------------------------------------------------------------- the audit log
 
@@ -283,18 +291,19 @@ class AlertActions:
             details={**alert.details(), **details}, path=self.audit_log,
         )  # fmt: skip
 
-    def _already_handled(self) -> set[str]:
-        """Alerts this env's audit log says were handled (so a restarted receiver does not act twice)."""
+    def _already_handled(self) -> dict[str, str]:
+        """alert key -> result, for the alerts this audit log says were handled (a restarted receiver
+        does not act twice); a transient error is not handled: its retry acts."""
         from raymlops.security.audit import read_audit
 
+        results = {"ok": "ok", "refused": "refused", "error": "failed"}
         return {
-            str(r.details["alert_key"])
+            str(r.details["alert_key"]): results[r.outcome]
             for r in read_audit(self.audit_log)
             if r.action.startswith("alert.")
             and "alert_key" in r.details
-            and r.outcome in ("ok", "refused", "error")
+            and r.outcome in results
             and not r.details.get("transient")
-            and not r.details.get("env_refused")
         }
 
     # -------------------------------------------------------------- the actions

@@ -52,7 +52,7 @@ class AlertReceiver:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{PATH}"
+        return f"http://{host!s}:{port}{PATH}"
 
     def start(self) -> str:
         """Serve in a background thread; the webhook URL."""
