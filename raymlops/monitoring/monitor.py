@@ -202,8 +202,9 @@ def _parse_selector(model: str, alias_or_version: str | None) -> tuple[str, str 
 
 
 def write_outputs(report: MonitorReport, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``<out_dir>/<model>/report.json`` (+ a copy under ``history/``), ``summary.txt`` and the
-    Prometheus textfile ``<out_dir>/textfile/raymlops_monitor_<model>.prom``; returns the paths."""
+    """Write ``<out_dir>/<model>/report.json`` (+ a copy under ``history/``), ``summary.txt``,
+    ``report.html`` and the Prometheus textfile ``<out_dir>/textfile/raymlops_monitor_<model>.prom``;
+    returns the paths."""
     from raymlops.monitoring.exporter import MonitorExporter
 
     folder = Path(out_dir) / safe_name(report.model)
@@ -214,6 +215,7 @@ def write_outputs(report: MonitorReport, out_dir: str | os.PathLike[str]) -> dic
         "report": folder / "report.json",
         "history": folder / "history" / f"report-{stamp}.json",
         "summary": folder / "summary.txt",
+        "html": folder / "report.html",
         "prom": Path(out_dir) / "textfile" / f"raymlops_monitor_{safe_name(report.model)}.prom",
     }
     from raymlops.security.crypto import write_sensitive
@@ -225,6 +227,9 @@ def write_outputs(report: MonitorReport, out_dir: str | os.PathLike[str]) -> dic
         write_sensitive(tmp, text)
         tmp.replace(paths[key])
     write_sensitive(paths["summary"], report.summary() + "\n")
+    from raymlops.monitoring.report_html import render_monitor_html
+
+    write_sensitive(paths["html"], render_monitor_html(json.loads(text)))  # the same figures as a page
     exporter = MonitorExporter()
     exporter.update(report)
     exporter.write_textfile(paths["prom"])

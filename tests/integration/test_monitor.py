@@ -247,6 +247,10 @@ def test_outputs_prom_text_and_the_job_exit_code(setup: tuple[Any, Path, float])
     report = run_monitor(cfg, model=MODEL, **day(DAY_B))
     paths = write_outputs(report, cfg.monitor.out_dir)
     assert json.loads(paths["report"].read_text())["ok"] is False
+    page = paths["html"].read_text()  # the same figures as a page, with the data report's drift table
+    assert 'data-feature="distance" data-status="drift"' in page
+    assert 'data-feature="dep_delay" data-status="ok"' in page
+    assert 'data-metric="accuracy"' in page and 'data-route="served"' in page and "ALERT(S)" in page
     text = paths["prom"].read_text()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
