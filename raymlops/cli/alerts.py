@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+from typing import Any
 
 __all__ = ["add_alerts_commands", "run_alerts_command"]
 
@@ -38,6 +40,10 @@ def add_alerts_commands(sub: argparse._SubParsersAction) -> None:
     receive.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job (env=prod, ...)")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_alerts_command(args: argparse.Namespace) -> int:
     from raymlops.cli.overrides import compose_overrides
     from raymlops.monitoring.alert_actions import AlertActions
@@ -53,10 +59,12 @@ def run_alerts_command(args: argparse.Namespace) -> int:
     rules = ", ".join(f"{r.alertname}->{r.action}" for r in actions.rules) or "none"
     print(f"receiving Alertmanager webhooks at {receiver.url} for env={actions.env} (Ctrl-C stops)")
     print(f"  rules: {rules}; otherwise {actions.default_action}; bearer token: {'yes' if token else 'no'}")
+    # SIGTERM (systemd, a Kubernetes pod ending) stops it like Ctrl-C: the socket closed, the log flushed.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         receiver.serve_forever()
     except KeyboardInterrupt:
-        print("stopping")
+        print("stopping", flush=True)
     finally:
         receiver.stop()
     return 0
