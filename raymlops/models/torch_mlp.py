@@ -176,6 +176,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(module.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
     start_epoch, history = 0, []
+    ran_in = "float32"  # the dtype the forward pass computed in: proof that autocast ran (or did not)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # resume after a worker failure
         with checkpoint.as_directory() as folder:
@@ -195,7 +196,9 @@ def _train_loop(config: dict[str, Any]) -> None:
         for batch in _minibatches(train_shard, config["batch_size"], device, shuffle):
             optimizer.zero_grad()
             with _autocast(device, precision):
-                loss = loss_fn(*_loss_inputs(head, model(batch["x"]).float(), batch["y"], scale))
+                outputs = model(batch["x"])
+                loss = loss_fn(*_loss_inputs(head, outputs.float(), batch["y"], scale))
+            ran_in = str(outputs.dtype).removeprefix("torch.")
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -251,6 +254,7 @@ def _train_loop(config: dict[str, Any]) -> None:
                         "history": history,
                         "target_scale": scale,  # (mean, std) the regression head trained against
                         "preprocessor": config["preprocessor"],  # what turns raw columns into these inputs
+                        "autocast_dtype": ran_in,  # TorchMLP.autocast_dtype_
                     },
                     Path(folder) / _CHECKPOINT_FILE,
                 )
@@ -356,6 +360,8 @@ class TorchMLP(ModelFamily):
         self.module_.eval()
         self.num_features_ = num_features
         self.history_: list[dict[str, float]] = state["history"]
+        # The dtype the last epoch's forward passes ran in: bfloat16 / float16 under autocast, else float32.
+        self.autocast_dtype_: str = state.get("autocast_dtype", "float32")
         self.checkpoint_path_ = checkpoint.path
         return self
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 from raymlops.errors import ConfigError
 from raymlops.models.export import onnx_feeds, providers_for
 from raymlops.security.integrity import read_artifact
+from raymlops.serving.providers import check_providers
 
 if TYPE_CHECKING:
     import ray.data
@@ -93,6 +94,7 @@ class _OnnxScorer:
         options.intra_op_num_threads = num_threads  # the CPUs Ray reserved for this actor, no more
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(model, sess_options=options, providers=providers_for(use_gpu))
+        check_providers(self.session, use_gpu, "use_gpu", "a batch scoring actor")  # no silent CPU fallback
         self.input_columns, self.threshold = input_columns, threshold
         self.batch_size, self.keep_columns = batch_size, keep_columns
         self.task = task_from_dict(task or {})

@@ -17,6 +17,7 @@ import pyarrow as pa
 from raymlops.errors import DeploymentError
 from raymlops.models.export import onnx_feeds, providers_for
 from raymlops.serving.model_inputs import ModelInputs
+from raymlops.serving.providers import check_providers
 from raymlops.serving.spec import ModelSpec
 from raymlops.tasks.base import OutputSpec
 
@@ -75,6 +76,8 @@ class LoadedModel:
             raise DeploymentError(
                 f"Cannot load ONNX model {spec.name!r} version {spec.version!r} from {spec.onnx_path}: {exc}"
             ) from exc
+        # Asked for CUDA and running on CPU (onnxruntime falls back silently): refused, naming the option.
+        check_providers(self.session, use_gpu, "serve.use_gpu", f"{spec.name} v{spec.version}")
         self._check_signature()
         logger.info(
             "model loaded name=%s version=%s providers=%s",

@@ -131,6 +131,7 @@ def test_bf16_autocast_trains_on_cpu_and_the_checkpoint_carries_the_preprocessin
     trainer.precision = "bf16"
     model = _fit(TorchMLP(hidden_sizes=[16], epochs=1, batch_size=512), features, tmp_path, trainer)
     row = model.history_[-1]
+    assert model.autocast_dtype_ == "bfloat16"  # the forward pass ran under bf16 autocast (fp32: float32)
     assert math.isfinite(row["train/loss"]) and 0.5 < row["valid/auc"] <= 1.0
     assert row["train/samples_per_second_per_worker"] > 0
     # The checkpoint holds what resuming or serving needs, the fitted preprocessing included.
