@@ -147,6 +147,8 @@ class RegisterStage(Stage):
         version = registry.register_version(
             model_name=name, run_id=tracker.run_id, model_files=model_files, tags=tags, env=env
         )
+        # An MLflow model too (MLmodel, signature, example), before any alias names it: tagged below.
+        digests |= _log_mlflow_model(ctx, state, tracker, version.version, digests[exported.onnx_path.name])
         governance.audit(
             "register",
             name,
@@ -214,6 +216,36 @@ class RegisterStage(Stage):
                 registry.local_artifact(version, "model_card.html"),
             )
         )
+
+
+def _log_mlflow_model(
+    ctx: RunContext, state: PipelineState, tracker: Any, version: str, onnx_digest: str
+) -> dict[str, str]:
+    """Log the version's MLflow files (``raymlops.registry.mlflow_model``) into its model folder; their
+    digests. They hold no data and stay plaintext: a job that encrypts, or has a personal-data input
+    column (``data.columns.<c>.pii``), writes no input example (its rows would be plaintext data)."""
+    import tempfile
+
+    from raymlops.registry.mlflow_model import example_rows, write_mlflow_model
+
+    exported, features = state.require("export"), state.require("features")
+    pii = any(tags.pii for c, tags in ctx.cfg.data.columns.items() if c in exported.input_columns)
+    plain = active_keyring() is None and not pii
+    rows = example_rows(features.raw_sample.to_pylist(), exported.input_columns) if plain else []
+    with tempfile.TemporaryDirectory() as folder:
+        files = write_mlflow_model(
+            Path(folder) / "mlflow",
+            name=str(ctx.cfg.registry.model_name),
+            version=version,
+            input_columns=exported.input_columns,
+            task=features.task.describe(),
+            digest=onnx_digest,
+            data_version=state.require("ingest").data_version,
+            example_rows=rows,
+            onnx_file=exported.onnx_path.name,
+        )
+        tracker.log_artifacts("model", files)
+        return {p.name: _digest(p) for p in files}
 
 
 def _report(path: Path | None) -> dict[str, Any]:
