@@ -10,6 +10,7 @@
     raymlops job run|submit ...          the pipeline job, here or on a Ray cluster
     raymlops monitor ...                 drift, live accuracy and latency from the prediction log
     raymlops retrain ...                 retrain when a trigger fires, gate, roll out
+    raymlops feedback publish ...        labelled live rows (feedback) as a versioned table
     raymlops scheduler ...               check the retrain triggers on an interval
     raymlops alerts receive ...          Alertmanager's webhook: retrain, roll back or record per alert
     raymlops batch-score ...             score a versioned dataset with a registered model
@@ -39,6 +40,7 @@ from raymlops.cli.console import LOG_FORMATS, configure_logging, report_unexpect
 from raymlops.cli.data import add_data_commands, run_data_command
 from raymlops.cli.deploy import add_deploy_commands, run_deploy_command
 from raymlops.cli.features import add_features_commands, run_features_command
+from raymlops.cli.feedback import add_feedback_commands, run_feedback_command
 from raymlops.cli.init import add_init_command, run_init_command
 from raymlops.cli.job import add_job_commands, run_job_command
 from raymlops.cli.models import add_models_commands, run_models_command
@@ -65,6 +67,7 @@ GROUPS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], in
     "job": (add_job_commands, run_job_command),
     "monitor": (add_monitor_command, run_monitor_command),
     "retrain": (add_retrain_command, run_retrain_command),
+    "feedback": (add_feedback_commands, run_feedback_command),
     "scheduler": (add_scheduler_command, run_scheduler_command),
     "alerts": (add_alerts_commands, run_alerts_command),
     "batch-score": (add_batch_score_command, run_batch_score_command),

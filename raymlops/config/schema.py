@@ -488,6 +488,14 @@ class RetrainConfig:  # jobs/retrain.py, jobs/scheduler.py, raymlops.monitoring.
     alias: str = "champion"  # the version the triggers judge, and the one a candidate must beat
     cooldown_s: float = 3600.0  # no new retrain this soon after the last one started (--force ignores it)
     check_interval_s: float = 300.0  # jobs/scheduler.py: seconds between two checks
+    # Feedback as training data (raymlops.monitoring.feedback_data, `raymlops feedback publish`): served
+    # rows joined to their outcomes, published as a versioned table (delta: embedded, lakefs:// at scale).
+    feedback_ref: str = "delta:${state_dir}/data/feedback_${data.name}"
+    include_feedback: bool = False  # the retrain trains on data.ref plus the published feedback rows
+    feedback_only: bool = False  # ... or on the published feedback rows alone (data.ref is not read)
+    # include_feedback: at most this share of the training rows are feedback rows; more are sampled down
+    # (the same rows for the same seed and table version). 1.0: no cap.
+    max_feedback_share: float = 0.5
 
 
 class AlertAction(Enum):  # raymlops.monitoring.alert_actions

@@ -26,6 +26,7 @@ records too (``retrain-rollout``: promoted / rolled_back / registered, with the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -64,6 +65,7 @@ class RetrainOutcome:
     run_id: str | None = None
     data_version: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    feedback_version: str | None = None  # the feedback table's version it learnt from (include_feedback)
 
     @property
     def released(self) -> bool:
@@ -207,8 +209,16 @@ def _app_serves(cfg: Any, model: str) -> bool:
     return bool(served_versions(str(cfg.serve.app_name), model))
 
 
-def retrain_config(cfg: Any, champion: str | None, live: bool, overrides: Mapping[str, Any]) -> Any:
-    """The retrain's own copy of the job config (see the module docstring)."""
+def retrain_config(
+    cfg: Any,
+    champion: str | None,
+    live: bool,
+    overrides: Mapping[str, Any],
+    feedback_version: str | None = None,
+) -> Any:
+    """The retrain's own copy of the job config (see the module docstring); with ``feedback_version``
+    (``retrain.include_feedback`` / ``feedback_only``) it reads that feedback table version too
+    (:func:`with_feedback`)."""
     from omegaconf import OmegaConf
 
     from raymlops.pipeline.stage_registry import stage_class
@@ -225,7 +235,47 @@ def retrain_config(cfg: Any, champion: str | None, live: bool, overrides: Mappin
         rcfg.serve.enabled = False
     for key, value in overrides.items():
         OmegaConf.update(rcfg, key, value, merge=False)
+    return with_feedback(rcfg, feedback_version) if feedback_version else rcfg
+
+
+def with_feedback(rcfg: Any, feedback_version: str) -> Any:
+    """``rcfg`` reading ``feedback_version`` beside (or instead of) data.ref: the ingest stage becomes
+    :class:`~raymlops.loop.feedback_ingest.FeedbackIngestStage`, and the validate rules are narrowed to the
+    columns the union holds (:func:`~raymlops.monitoring.feedback_data.feedback_rules`)."""
+    from omegaconf import open_dict
+
+    from raymlops.loop.feedback_ingest import FeedbackIngestStage
+    from raymlops.monitoring.feedback_data import feedback_rules, training_columns
+    from raymlops.pipeline.stage_registry import class_path, stage_name
+
+    rcfg.retrain.feedback_ref = feedback_version  # pinned: the rows the retrain-started record names
+    ingest = class_path(FeedbackIngestStage)
+    rcfg.stages = [ingest if stage_name(s) == "ingest" else s for s in rcfg.stages]
+    rules = feedback_rules(rcfg, training_columns(rcfg))
+    validate = rcfg.validate
+    with open_dict(validate.columns):  # in place: the structured config refuses plain dicts as rules
+        for name in [n for n in validate.columns if n not in rules["columns"]]:
+            del validate.columns[name]
+    validate.unique.key = list(rules["unique"].get("key") or [])
+    validate.freshness.column = rules["freshness"].get("column")
+    validate.drift.reference = None
     return rcfg
+
+
+def _publish_feedback(cfg: Any, progress: Callable[[str], None] | None) -> str | None:
+    """Publish the outcomes that arrived since the last publish; the feedback table's version to train on
+    (None: no feedback table yet, nothing was ever published)."""
+    from raymlops.data.refs import open_backend
+    from raymlops.errors import ConfigError
+    from raymlops.monitoring.feedback_data import publish_feedback
+
+    published = publish_feedback(cfg)
+    _say(progress, published.line())
+    try:
+        backend = open_backend(str(cfg.retrain.feedback_ref), cfg.data.lakefs, key="retrain.feedback_ref")
+        return str(backend.resolve())
+    except ConfigError:
+        return None
 
 
 def _retrain(
@@ -243,16 +293,33 @@ def _retrain(
 
     model = str(cfg.registry.model_name)
     live = _app_serves(cfg, model)
-    rcfg = retrain_config(cfg, champion, live, overrides)
+    feedback_version = None
+    if cfg.retrain.include_feedback or cfg.retrain.feedback_only:
+        try:
+            feedback_version = _publish_feedback(cfg, progress)
+            if feedback_version is None and cfg.retrain.feedback_only:
+                raise ConfigError(
+                    "retrain.feedback_only",
+                    f"nothing has been published into {cfg.retrain.feedback_ref} yet: nothing to learn from.",
+                )
+        except RayMLOpsError as exc:
+            why = f"feedback could not be published or read: {type(exc).__name__}: {exc}"
+            audit("retrain-failed", why, {"outcome": "failed"}, from_version=champion)
+            _say(progress, f"retrain failed: {why}")
+            return RetrainOutcome("failed", why, tuple(decisions), champion_before=champion)
+    rcfg = retrain_config(cfg, champion, live, overrides, feedback_version)
     ctx = RunContext(rcfg)
     audit.run_id = ctx.run_id
     try:
         data_version = str(open_backend(str(rcfg.data.ref), rcfg.data.lakefs).resolve())
     except ConfigError:  # no table yet: the ingest stage seeds it from data.source
         data_version = f"{rcfg.data.ref} (new: seeded from {rcfg.data.source})"
+    if feedback_version and cfg.retrain.feedback_only:
+        data_version = feedback_version  # data.ref is not read
     triggers = [d.trigger for d in decisions if d.fired]
     started = {
         "data_version": data_version,
+        "feedback_version": feedback_version,
         "champion": champion,
         "triggers": triggers,
         "rollout": live,
@@ -266,9 +333,10 @@ def _retrain(
         started,
         from_version=champion,
     )
+    plus = f" + feedback {feedback_version}" if feedback_version and data_version != feedback_version else ""
     _say(
         progress,
-        f"retrain started: job {ctx.run_id} on {data_version} (rollout against the live app: {live})",
+        f"retrain started: job {ctx.run_id} on {data_version}{plus} (rollout against the live app: {live})",
     )
     began = time.monotonic()
     error: RayMLOpsError | None = None
@@ -281,7 +349,8 @@ def _retrain(
         audit("retrain-failed", why, {"outcome": "interrupted"}, from_version=champion)
         raise
     seconds = round(time.monotonic() - began, 1)
-    return _conclude(rcfg, ctx, decisions, champion, data_version, error, seconds, audit, progress)
+    outcome = _conclude(rcfg, ctx, decisions, champion, data_version, error, seconds, audit, progress)
+    return dataclasses.replace(outcome, feedback_version=feedback_version)
 
 
 def _evaluation(ctx: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from raymlops.registry.tags import (
     DATA_VERSION_TAG,
     ENV_TAG,
     EVALUATION_REPORT_TAG,
+    FEEDBACK_VERSION_TAG,
     GIT_SHA_TAG,
     LIFECYCLE_TAG,
     PARENT_TAG,
@@ -39,6 +40,7 @@ LINEAGE_TAGS = {
     "validation_report": VALIDATION_REPORT_TAG,
     "evaluation_report": EVALUATION_REPORT_TAG,
     "lifecycle": LIFECYCLE_TAG,
+    "feedback_version": FEEDBACK_VERSION_TAG,  # empty unless a retrain learnt from feedback
 }
 
 
@@ -58,6 +60,7 @@ class Lineage:
     evaluation_report: str
     lifecycle: str
     aliases: tuple[str, ...]
+    feedback_version: str = ""  # the feedback table's version a retrain learnt from, if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

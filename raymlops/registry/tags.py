@@ -19,6 +19,7 @@ __all__ = [
     "FEATURE_EVENT_TIME_TAG",
     "FEATURE_LOOKUP_TAG",
     "FEATURE_VIEWS_TAG",
+    "FEEDBACK_VERSION_TAG",
     "GATES_TAG",
     "GIT_DIRTY_TAG",
     "GIT_SHA_TAG",
@@ -46,6 +47,8 @@ ENV_TAG = "raymlops.env"  # also on a registered model: the env (dev/staging/pro
 GIT_SHA_TAG = "raymlops.git_sha"
 GIT_DIRTY_TAG = "raymlops.git_dirty"  # "true" | "false"
 DATA_VERSION_TAG = "raymlops.data_version"  # str(DataVersion): reads back exactly the training rows
+# A retrain that learnt from feedback (retrain.include_feedback / feedback_only): that table's version.
+FEEDBACK_VERSION_TAG = "raymlops.feedback_version"
 SEED_TAG = "raymlops.seed"
 CONFIG_DIGEST_TAG = "raymlops.config_digest"  # SHA-256 of the run's logged config.yaml
 PARENT_TAG = "raymlops.parent"  # the version a retrain started from

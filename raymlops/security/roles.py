@@ -120,6 +120,7 @@ CLI_ACTIONS: dict[str, str] = {
     "state restore": "state.restore",
     "monitor": "monitor.run",
     "retrain": "retrain.run",
+    "feedback publish": "data.ingest",  # write-audit-publish of labelled live rows into retrain.feedback_ref
     "scheduler": "retrain.run",
     "alerts receive": "alerts.receive",
     "batch-score": "batch.score",

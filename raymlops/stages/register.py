@@ -25,6 +25,7 @@ from raymlops.registry.tags import (
     FEATURE_EVENT_TIME_TAG,
     FEATURE_LOOKUP_TAG,
     FEATURE_VIEWS_TAG,
+    FEEDBACK_VERSION_TAG,
     GATES_TAG,
     GIT_SHA_TAG,
     INPUT_COLUMNS_TAG,
@@ -133,6 +134,9 @@ class RegisterStage(Stage):
             TASK_TAG: task_to_json(state.require("features").task),  # serving's answer shape, and more
             **integrity_tags(digests, signer),
         }
+        feedback = ctx.lineage.get("feedback_version")
+        if feedback:  # a retrain that learnt from feedback (raymlops.loop.feedback_ingest): its version too
+            tags[FEEDBACK_VERSION_TAG] = str(feedback)
         views = ctx.lineage.get("feature_views")
         if views:  # the feature views joined in training, each at its resolved data version
             tags[FEATURE_VIEWS_TAG] = ";".join(f"{name}={ref}" for name, ref in views.items())

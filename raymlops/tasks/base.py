@@ -189,6 +189,11 @@ class Task(abc.ABC):
             raise ValueError(f"outcome(s) {_shown(unknown)} are not numbers: send the true value.")
         return out
 
+    def label_values(self, targets: np.ndarray) -> pa.Array:
+        """Label-column values whose ``target`` is ``targets`` (what ``outcome_targets`` made of feedback):
+        how a labelled live row joins the training table. This default: the target is the label."""
+        return pa.array(np.asarray(targets, np.float64))
+
 
 def confusion_picture(labels: list[str], actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     """A confusion matrix: ``counts[i][j]`` rows of class ``labels[i]`` predicted as ``labels[j]``."""

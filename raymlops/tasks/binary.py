@@ -172,6 +172,16 @@ class BinaryTask(Task):
             )
         return out
 
+    def label_values(self, targets: np.ndarray) -> pa.Array:
+        # A thresholded label (a delay) gets a stand-in number on the right side of the threshold: the
+        # threshold itself (not above it: negative) or one above it (positive); the true number is unknown.
+        hit = np.asarray(targets, np.float64) >= 0.5
+        if self.threshold is not None:
+            return pa.array(np.where(hit, self.threshold + 1.0, self.threshold))
+        if self.negative is None:
+            raise ValueError(f"the label's other value (besides {self.positive!r}) is unknown to this task")
+        return pa.array([self.positive if h else self.negative for h in hit.tolist()])
+
 
 def _same_value(value: Any, cls: Any) -> bool:
     """An outcome names the class: equal as sent (``True`` for ``True``, 3 for 3.0), or as text."""

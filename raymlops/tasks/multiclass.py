@@ -163,6 +163,10 @@ class MulticlassTask(Task):
             )
         return out
 
+    def label_values(self, targets: np.ndarray) -> pa.Array:
+        # The class at each target index, in the label's own values.
+        return pa.array([self.classes[int(t)] for t in np.asarray(targets, np.float64).tolist()])
+
 
 def _class_key(value: Any) -> tuple[str, Any]:
     if isinstance(value, bool):
