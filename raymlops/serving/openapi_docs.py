@@ -12,6 +12,7 @@ from typing import Any
 
 from raymlops.serving.protocols.base import ServingProtocol
 from raymlops.serving.protocols.v1 import RECORDS_SCHEMA, V1
+from raymlops.serving.schemas import feedback_body_schema
 
 __all__ = ["ERROR_RESPONSES", "EXPLAIN_DOC", "FEEDBACK_DOC", "body_doc", "score_doc"]
 
@@ -82,31 +83,8 @@ def score_doc(protocol: type[ServingProtocol]) -> dict[str, Any]:
 
 
 EXPLAIN_DOC = body_doc(RECORDS_SCHEMA, V1.request_example)
-_FEEDBACK_ITEM = {
-    "type": "object",
-    "required": ["prediction_id", "outcome"],
-    "additionalProperties": False,
-    "properties": {
-        "prediction_id": {"type": "string", "minLength": 1, "maxLength": 256},  # prediction_log's limits
-        # The task's outcome: 0 / 1 (or true / false) or the label's value (binary), a class (multiclass),
-        # a number (regression).
-        "outcome": {"type": ["number", "string", "boolean"]},
-        "row": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-        "model": {"type": ["string", "null"], "minLength": 1},  # null: not given
-    },
-}
+# Generated from the pydantic model (serving/schemas.py), not kept in step with the parser by hand.
 FEEDBACK_DOC = body_doc(
-    {
-        "anyOf": [
-            _FEEDBACK_ITEM,
-            {
-                "type": "object",
-                "required": ["feedback"],
-                "additionalProperties": False,
-                "properties": {"feedback": {"type": "array", "minItems": 1, "items": _FEEDBACK_ITEM}},
-            },
-            {"type": "array", "minItems": 1, "items": _FEEDBACK_ITEM},
-        ]
-    },
+    feedback_body_schema(),
     {"prediction_id": "0b7e6a1c9d2f4e3a8b5c6d7e8f901234", "outcome": 1, "row": 0},
 )

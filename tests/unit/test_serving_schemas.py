@@ -1,0 +1,57 @@
+"""The feedback body's OpenAPI schema is generated from a pydantic model and agrees with the parser:
+every body the schema accepts is parsed, every body it refuses is a 422."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from raymlops.errors import RequestError
+from raymlops.monitoring.feedback import parse_feedback
+from raymlops.serving.openapi_docs import FEEDBACK_DOC
+from raymlops.serving.schemas import FeedbackItem
+
+ITEM = {"prediction_id": "0b7e6a1c", "outcome": 1, "row": 0}
+BODIES = [
+    (ITEM, True),
+    ({"prediction_id": "p", "outcome": "gold", "model": "flights"}, True),
+    ({"prediction_id": "p", "outcome": True, "model": None}, True),
+    ({"feedback": [ITEM, {"prediction_id": "q", "outcome": 2.5}]}, True),
+    ([ITEM, ITEM], True),
+    ({**ITEM, "colour": "red"}, False),  # an unknown key
+    ({"prediction_id": "", "outcome": 1}, False),
+    ({"prediction_id": "p" * 257, "outcome": 1}, False),
+    ({"prediction_id": "p"}, False),
+    ({"prediction_id": "p", "outcome": None}, False),
+    ({"prediction_id": "p", "outcome": [1]}, False),
+    ({"prediction_id": "p", "outcome": ""}, False),
+    ({"prediction_id": "p", "outcome": "x" * 257}, False),
+    ({**ITEM, "row": -1}, False),
+    ({**ITEM, "row": True}, False),
+    ({**ITEM, "row": 2**31}, False),
+    ({**ITEM, "model": ""}, False),
+    ({"feedback": []}, False),
+    ({"feedback": [ITEM], "extra": 1}, False),
+    ([], False),
+    ("text", False),
+]
+
+
+@pytest.mark.parametrize(("body", "valid"), BODIES)
+def test_schema_and_parser_agree(body: object, valid: bool) -> None:
+    schema = FEEDBACK_DOC["requestBody"]["content"]["application/json"]["schema"]
+    schema_ok = jsonschema.Draft202012Validator(schema).is_valid(body)
+    try:
+        parse_feedback(json.dumps(body).encode(), max_items=100)
+        parsed = True
+    except RequestError as exc:
+        assert exc.status == 422
+        parsed = False
+    assert (schema_ok, parsed) == (valid, valid)
+    items = body if isinstance(body, list) else body.get("feedback", [body]) if isinstance(body, dict) else []
+    if valid:
+        assert [FeedbackItem.model_validate(i).prediction_id for i in items] == [
+            i["prediction_id"] for i in items
+        ]
