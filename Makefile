@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # doubled the test time. Unset here, the modules that are used compile once and are cached.
 RUN := env -u PYTHONDONTWRITEBYTECODE
 
-.PHONY: install system-deps demo test lint typecheck unit bench bench-smoke clean
+.PHONY: install system-deps demo test lint typecheck unit bench bench-smoke gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ test: lint typecheck system-deps
 # together): outside `make test` so CI stays under 30 minutes on 2 cores.
 bench-smoke: install
 	$(RUN) $(BIN)/python -m pytest -q -ra -n 0 -m bench_pipeline tests/integration/test_benchmarks_smoke_pipeline.py
+
+# The GPU paths (tests/integration/test_gpu.py, docs/gpu.md): skipped unless torch sees a CUDA device, so a
+# CUDA build of torch must replace the CPU one make install puts in the venv.
+gpu-check: install
+	$(RUN) $(BIN)/python -m pytest -q -ra -n 0 -m gpu
 
 bench: install
 	for b in benchmarks/[a-z]*.py; do $(RUN) $(BIN)/python $$b --quick || exit 1; done
