@@ -21,11 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError, RequestError
+from raymlops.serving.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from raymlops.data.profile import Profile
@@ -34,6 +36,17 @@ if TYPE_CHECKING:
 __all__ = ["OOD_ACTIONS", "OODCheck", "OODSettings", "input_profile"]
 
 OOD_ACTIONS = ("flag", "reject")
+
+
+class _OODShape(BaseModel):
+    """``serve.ood``'s shape: what :class:`OODSettings` accepts."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool = True
+    action: Literal["flag", "reject"] = "flag"
+    # inter-quantile ranges beyond [q01, q99]
+    range_margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,21 +58,11 @@ class OODSettings:
     range_margin: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ConfigError("serve.ood.enabled", f"must be true or false, got {self.enabled!r}.")
-        if self.action not in OOD_ACTIONS:
-            raise ConfigError("serve.ood.action", f"{self.action!r} is not one of flag, reject.", OOD_ACTIONS)
-        margin = self.range_margin
-        if isinstance(margin, bool) or not (
-            isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0
-        ):
-            raise ConfigError(
-                "serve.ood.range_margin",
-                f"must be a finite number >= 0 (inter-quantile ranges beyond [q01, q99]), got {margin!r}.",
-            )
+        validate_settings(_OODShape, self.to_dict(raw=True), "serve.ood")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "action": self.action, "range_margin": float(self.range_margin)}
+    def to_dict(self, *, raw: bool = False) -> dict[str, Any]:
+        margin = self.range_margin if raw else float(self.range_margin)
+        return {"enabled": self.enabled, "action": self.action, "range_margin": margin}
 
     @classmethod
     def from_dict(cls, data: Any) -> OODSettings:
@@ -72,14 +75,11 @@ class OODSettings:
                 "serve.ood",
                 f'must be {{"enabled": bool, "action": "flag"|"reject", "range_margin": M}}, got {data!r}.',
             )
-        keys = ("enabled", "action", "range_margin")
-        unknown = sorted(str(k) for k in data if k not in keys)
-        if unknown:
-            raise ConfigError(f"serve.ood.{unknown[0]}", "is not an OOD setting.", keys)
         values = dict(data)
         if "action" in values and not isinstance(values["action"], str):  # an OODAction enum from Hydra
             values["action"] = getattr(values["action"], "value", values["action"])
-        return cls(**values)
+        shape = validate_settings(_OODShape, values, "serve.ood")
+        return cls(shape.enabled, shape.action, shape.range_margin)
 
 
 def input_profile(profile: Profile, input_columns: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -4,11 +4,13 @@ every body the schema accepts is parsed, every body it refuses is a 422."""
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import jsonschema
 import pytest
 
-from raymlops.errors import RequestError
+from raymlops.errors import ConfigError, RequestError
 from raymlops.monitoring.feedback import parse_feedback
 from raymlops.serving.openapi_docs import FEEDBACK_DOC
 from raymlops.serving.schemas import FeedbackItem
@@ -55,3 +57,21 @@ def test_schema_and_parser_agree(body: object, valid: bool) -> None:
         assert [FeedbackItem.model_validate(i).prediction_id for i in items] == [
             i["prediction_id"] for i in items
         ]
+
+
+def test_settings_errors_name_the_key_and_the_choices() -> None:
+    from raymlops.serving.ood import OODSettings
+
+    cases = {
+        "serve.ood.margin": ({"margin": 1}, "Did you mean 'range_margin'? Valid choices: action, enabled"),
+        "serve.ood.action": ({"action": "drop"}, "'drop' is not one of flag, reject"),
+        "serve.ood.enabled": ({"enabled": "yes"}, "valid boolean, got 'yes'"),
+        "serve.ood.range_margin": ({"range_margin": True}, "valid number, got True"),
+    }
+    for key, (data, message) in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)) as info:
+            OODSettings.from_dict(data)
+        assert info.value.key == key
+    with pytest.raises(ConfigError, match="finite number, got inf"):
+        OODSettings(True, "flag", math.inf)  # the constructor validates too
+    assert OODSettings.from_dict({"range_margin": 2}) == OODSettings(True, "flag", 2.0)

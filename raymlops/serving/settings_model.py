@@ -1,0 +1,51 @@
+"""Settings validated by a pydantic model, with errors in the house's form: the key, the problem, and the
+valid choices ("did you mean") — pydantic's own message names neither the config path nor the choices.
+
+A settings class declares its shape once as a pydantic model (``extra="forbid"``, strict types) and
+calls :func:`validate_settings` with its config prefix, instead of a hand-written unknown-key check and
+one ``isinstance`` test per field.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from raymlops.errors import ConfigError
+
+__all__ = ["settings_error", "validate_settings"]
+
+M = TypeVar("M")
+
+
+def _choices(model: Any, name: str) -> tuple[str, ...] | None:
+    field = model.model_fields.get(name)
+    if field is None or typing.get_origin(field.annotation) is not typing.Literal:
+        return None
+    return tuple(str(c) for c in typing.get_args(field.annotation))
+
+
+def settings_error(model: Any, exc: Any, prefix: str) -> ConfigError:
+    """The first of a pydantic ``ValidationError``'s errors as a :class:`ConfigError` under ``prefix``."""
+    error = exc.errors()[0]
+    path = ".".join(str(part) for part in error["loc"])
+    key = f"{prefix}.{path}" if path else prefix
+    fields = tuple(model.model_fields)
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return ConfigError(key, "is not a setting here.", fields)
+    choices = _choices(model, str(error["loc"][0])) if error["loc"] else None
+    if choices is not None:
+        return ConfigError(key, f"{value!r} is not one of {', '.join(choices)}.", choices)
+    return ConfigError(key, f"{error['msg'][:1].lower()}{error['msg'][1:]}, got {value!r}.")
+
+
+def validate_settings(model: type[M], data: Mapping[str, Any], prefix: str) -> M:
+    """``model`` validated from ``data``; a bad or unknown key is a ConfigError naming ``prefix.key``."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(data))  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        raise settings_error(model, exc, prefix) from None
