@@ -34,6 +34,7 @@ import logging
 import os
 import pickle
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ def stage_key(
     if not stage.cacheable:
         return None
     if stage.cache_inputs is None:
-        if any(key is None for key in by_stage.values()):
+        if any(key is None for key in [*by_stage.values(), *by_slot.values()]):
             return None
         inputs = dict(by_stage)
     else:
@@ -120,7 +121,11 @@ def stage_key(
             if by_slot[slot] is None:
                 return None  # made by something uncached (a stage of one's own, a state handed in)
             inputs[slot] = by_slot[slot]
-    extra = stage.cache_key_extra(ctx)
+    try:
+        extra = stage.cache_key_extra(ctx)
+    except Exception as exc:  # the stage itself says what is wrong when it runs
+        logger.warning("no cache key stage=%s: %s: %s", stage.name, type(exc).__name__, exc)
+        return None
     if extra is None:
         return None
     parts = {
@@ -176,6 +181,7 @@ class StageCache:
         lineage_before: dict[str, Any],
     ) -> None:
         """Keep what ``stage`` added to the state and to the run's figures and lineage under ``key``."""
+        started = time.monotonic()
         slots = [
             f.name for f in dataclasses.fields(after) if getattr(after, f.name) is not getattr(before, f.name)
         ]
@@ -210,7 +216,12 @@ class StageCache:
         except BaseException:
             shutil.rmtree(draft, ignore_errors=True)
             raise
-        logger.info("stage stored in cache stage=%s key=%s run_id=%s", stage.name, key, ctx.run_id)
+        logger.info(
+            "stage stored in cache stage=%s key=%s elapsed_s=%.2f",
+            stage.name,
+            key,
+            time.monotonic() - started,
+        )
 
     # -- reading
 
@@ -279,7 +290,7 @@ class _Packer:
                 packed = self.pack(current, f"{name}.{f.name}")
                 if packed is not current:
                     changes[f.name] = packed
-            return dataclasses.replace(value, **changes) if changes else value  # type: ignore[type-var]
+            return dataclasses.replace(value, **changes) if changes else value
         return value
 
     def _dataset(self, dataset: Any, name: str) -> None:
@@ -336,7 +347,7 @@ class _Unpacker:
                 unpacked = self.unpack(current, f"{name}.{f.name}")
                 if unpacked is not current:
                     changes[f.name] = unpacked
-            return dataclasses.replace(value, **changes) if changes else value  # type: ignore[type-var]
+            return dataclasses.replace(value, **changes) if changes else value
         return value
 
     def restore_files(self, names: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from raymlops.pipeline.cache import CacheHit, StageCache
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.ray_session import connect_ray
 from raymlops.pipeline.stage import Stage
@@ -94,7 +95,7 @@ def _run_stages(ctx: RunContext, stages: list[Stage], state: PipelineState) -> P
     """Each stage in turn, or its output from the step cache (raymlops.pipeline.cache) if its key matches."""
     import copy
 
-    from raymlops.pipeline.cache import StageCache, stage_key
+    from raymlops.pipeline.cache import stage_key
 
     cache = StageCache.from_config(ctx.cfg)
     # Outputs handed in (a notebook's state) came from no key: whatever reads them is not cached.
@@ -105,7 +106,7 @@ def _run_stages(ctx: RunContext, stages: list[Stage], state: PipelineState) -> P
     for index, stage in enumerate(stages, start=1):
         key = stage_key(stage, ctx, by_stage, by_slot) if cache is not None else None
         started = time.monotonic()
-        hit = cache.load(stage, key, ctx, state) if cache is not None and key is not None else None
+        hit = _cache_load(cache, stage, key, ctx, state) if cache is not None and key is not None else None
         if hit is not None:
             state, slots = hit.state, hit.slots
             ctx.lineage.setdefault("stage_seconds", {})[stage.name] = round(time.monotonic() - started, 2)
@@ -122,10 +123,29 @@ def _run_stages(ctx: RunContext, stages: list[Stage], state: PipelineState) -> P
                 if getattr(state, f.name) is not getattr(before, f.name)
             )
             if cache is not None and key is not None:
-                cache.store(stage, key, ctx, before, state, lineage_before)
+                try:
+                    cache.store(stage, key, ctx, before, state, lineage_before)
+                except Exception as exc:  # a cache that cannot keep an output costs the next run time only
+                    logger.warning(
+                        "stage output not cached stage=%s: %s: %s", stage.name, type(exc).__name__, exc
+                    )
         by_stage[stage.name] = key
         by_slot.update(dict.fromkeys(slots, key))
     return state
+
+
+def _cache_load(
+    cache: StageCache, stage: Stage, key: str, ctx: RunContext, state: PipelineState
+) -> CacheHit | None:
+    """The cached output, or None: an entry that cannot be read back (from another raymlops whose classes
+    moved, cut short by a full disk) is a miss, and the stage runs."""
+    try:
+        return cache.load(stage, key, ctx, state)
+    except Exception as exc:
+        logger.warning(
+            "stage cache entry unusable stage=%s key=%s: %s: %s", stage.name, key, type(exc).__name__, exc
+        )
+        return None
 
 
 # A job that makes a model is an MLflow run; data-only runs (ingest, validate) write summary.json alone.

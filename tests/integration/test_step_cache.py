@@ -132,3 +132,45 @@ def test_reuse_invalidation_and_resume(tmp_path: Path, monkeypatch: pytest.Monke
     # cache.enabled=false: every stage runs.
     _, _, summary7 = _run(_cfg(tmp_path, "cache.enabled=false", "stages=[ingest,validate,features]"))
     assert summary7["cached"] == {}
+
+
+def test_an_encrypting_job_stores_no_plaintext_and_restores_what_the_stage_left(tmp_path: Path) -> None:
+    import os
+
+    import pyarrow as pa
+    import ray.data
+
+    from raymlops.config import compose
+    from raymlops.data.versioning import DataVersion
+    from raymlops.pipeline.cache import StageCache
+    from raymlops.pipeline.context import RunContext
+    from raymlops.pipeline.state import IngestOutput, PipelineState, ValidateOutput
+    from raymlops.security import crypto
+    from raymlops.stages.validate import ValidateStage
+
+    cfg = compose([f"state_dir={tmp_path}"])
+    writer, reader = RunContext(cfg), RunContext(cfg)
+    report = writer.run_dir / "validation_report.json"
+    report.write_text('{"max": 4711.0625}')
+    blocks = [pa.table({"x": [1.0, 2.0]}), pa.table({"x": [4711.0625]})]
+    ingest = IngestOutput(ray.data.from_arrow(blocks), DataVersion("delta", "/t", "0"), blocks[0].schema, 3)
+    made = PipelineState(ingest=ingest, validate=ValidateOutput(report, True, (), (), report, report))
+    previous = crypto.active_keyring()
+    crypto.configure(crypto.Keyring([crypto.LocalKek("k1", os.urandom(32))]))
+    try:
+        cache = StageCache(tmp_path / "cache")
+        cache.store(ValidateStage(), "k" * 32, writer, PipelineState(), made, {})
+        entry = cache.entry("validate", "k" * 32)
+        stored = [p for p in entry.rglob("*") if p.is_file() and p.name != "meta.json"]
+        # output.pkl, two Parquet blocks, the report's copy: all encrypted.
+        assert len(stored) == 4 and all(crypto.is_encrypted(p.read_bytes()) for p in stored)
+        hit = cache.load(ValidateStage(), "k" * 32, reader, PipelineState())
+    finally:
+        crypto.configure(previous)
+    assert hit is not None and hit.run_id == writer.run_id and set(hit.slots) == {"ingest", "validate"}
+    restored = hit.state.validate
+    assert restored.report_path == reader.run_dir / "validation_report.json"
+    assert restored.report_path.read_text() == '{"max": 4711.0625}'  # plaintext again, as the stage left it
+    dataset = hit.state.ingest.dataset
+    assert dataset.num_blocks() == 2 and sorted(dataset.to_pandas()["x"]) == [1.0, 2.0, 4711.0625]
+    assert reader.figures["validate"]["cached"] == writer.run_id
