@@ -119,11 +119,18 @@ def feedback_rules(cfg: Any, columns: list[str]) -> dict[str, Any]:
     return rules
 
 
-def _tasks(registry: Any, model: str, versions: list[str]) -> dict[str, Any]:
-    from raymlops.registry.tags import TASK_TAG
+def _versions(registry: Any, model: str, versions: list[str]) -> dict[str, tuple[Any, list[str] | None]]:
+    """version -> (its task, its raw input columns; None where the registry does not say)."""
+    from raymlops.registry.tags import INPUT_COLUMNS_TAG, TASK_TAG
     from raymlops.tasks.codec import task_from_json
 
-    return {v: task_from_json(registry.version(model, v).tags.get(TASK_TAG)) for v in versions}
+    out: dict[str, tuple[Any, list[str] | None]] = {}
+    for version in versions:
+        tags = registry.version(model, version).tags
+        inputs = tags.get(INPUT_COLUMNS_TAG)
+        columns = [part.split(":", 1)[0] for part in inputs.split(",") if part] if inputs else None
+        out[version] = (task_from_json(tags.get(TASK_TAG)), columns)
+    return out
 
 
 def labelled_rows(
@@ -158,13 +165,16 @@ def labelled_rows(
     label, time = str(cfg.features.label.column), feedback_time_column(cfg)
     parts, unknown = [], 0
     versions = sorted(set(joined["version"].to_pylist()))
-    for version, task in _tasks(registry, model, versions).items():
+    for version, (task, inputs) in _versions(registry, model, versions).items():
         rows = joined.filter(pc.equal(joined["version"], version))
         targets, missed = feedback_targets(task, outcome_values(rows))
         unknown += len(missed)
         known = np.isfinite(targets)
         rows = rows.filter(pa.array(known))
+        # The version's own inputs (the log reads other versions' f_ columns as nulls in its rows).
         features = [n for n in rows.column_names if n.startswith(FEATURE_PREFIX)]
+        if inputs is not None:
+            features = [n for n in features if n[len(FEATURE_PREFIX) :] in inputs]
         table = pa.table(
             {n[len(FEATURE_PREFIX) :]: rows[n] for n in features}
             | {
@@ -176,8 +186,7 @@ def labelled_rows(
                 "feedback_ts": rows["feedback_ts"],
             }
         )
-        # A version without rows in the window wrote no f_ column of another version: nulls there.
-        parts.append(table.drop_columns([c for c in table.column_names if table[c].null_count == len(table)]))
+        parts.append(table)
     out = pa.concat_tables(parts, promote_options="permissive")
     order = [("feedback_ts", "ascending"), ("prediction_id", "ascending"), ("row", "ascending")]
     return out.sort_by(order), unknown
