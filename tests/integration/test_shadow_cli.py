@@ -27,8 +27,6 @@ from raymlops.serving.operations import live_app
 from tests.integration.test_rollout import CHAMPION, graph
 from tests.integration.test_serving import PRE, ROWS, free_port
 
-pytestmark = [pytest.mark.usefixtures("ray_local")]
-
 APP = "shadow-test"
 NAME = "flights"
 VERSIONS = {  # registered in this order: 1, 2, 3
@@ -108,17 +106,6 @@ def _wait(what: str, check: Any, timeout_s: float = 30.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-def test_a_bad_fraction_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from raymlops.cli import main
-
-    for bad in ("1.5", "0", "-0.1", "half"):
-        with pytest.raises(SystemExit) as exit_info:
-            main(["serve", "shadow", NAME, "2", "--fraction", bad])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err
-        assert "--fraction" in err and "(0, 1]" in err and repr(bad) in err, err
 
 
 def test_cli_shadow_mirrors_traffic_reports_agreement_and_stops(

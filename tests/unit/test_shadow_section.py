@@ -122,3 +122,15 @@ def test_fraction_must_be_a_share_of_requests() -> None:
     for bad in (0, -0.5, 1.01, "x", None, True, float("nan")):
         with pytest.raises(ValueError, match=r"\(0, 1\]"):
             check_fraction(bad, "serve.shadow_fraction")
+
+
+def test_a_bad_fraction_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``serve shadow NAME VERSION --fraction F``: a bad F is exit 2 with the message, before any work."""
+    from raymlops.cli import main
+
+    for bad in ("1.5", "0", "-0.1", "half"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", "shadow", "flights", "2", "--fraction", bad])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--fraction" in err and "(0, 1]" in err and repr(bad) in err, err
