@@ -25,7 +25,7 @@ COLUMNS = {"distance": "float", "origin": "string"}
 TASK = {"task": "binary", "positive": "late", "negative": "on time"}
 
 
-def _graph() -> bytes:
+def tiny_graph() -> bytes:
     """distance -> sigmoid(distance / 1000) as ``probability``; ``origin`` is an input it does not read."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -91,7 +91,7 @@ def test_a_version_folder_is_an_mlflow_model_answering_as_the_v1_router(tmp_path
         {"distance": 1400, "origin": "JFK", "year": 2013},  # an int: the example holds the signature's double
         {"distance": 200.0, "origin": "LGA", "year": 2013},
     ]
-    folder = _version_folder(tmp_path, _graph(), rows)
+    folder = _version_folder(tmp_path, tiny_graph(), rows)
     meta = Model.load(folder / "MLmodel")
     assert meta.flavors["python_function"]["loader_module"] == "raymlops.registry.mlflow_model"
     schema = meta.get_input_schema()
@@ -126,7 +126,7 @@ def test_an_encrypted_version_loads_with_the_kek_in_the_environment_and_is_refus
 
     from raymlops.security import crypto
 
-    graph = _graph()
+    graph = tiny_graph()
     folder = _version_folder(tmp_path, graph, [])
     assert not (folder / "input_example.json").exists()  # an encrypting job writes no example rows
     key_id = f"k{secrets.token_hex(4)}"  # an id no Ray cluster of this session holds
@@ -162,7 +162,7 @@ def test_the_cuda_provider_asked_for_and_not_loaded_is_refused_by_serving_and_ba
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is here: tests/integration/test_gpu.py checks the CUDA session")
-    graph = _graph()
+    graph = tiny_graph()
     path = tmp_path / "model.onnx"
     path.write_bytes(graph)
     spec = ModelSpec("flights", "3", str(path), "", COLUMNS, task=TASK)
