@@ -3,7 +3,9 @@ valid choices ("did you mean") — pydantic's own message names neither the conf
 
 A settings class declares its shape once as a pydantic model (``extra="forbid"``, strict types) and
 calls :func:`validate_settings` with its config prefix, instead of a hand-written unknown-key check and
-one ``isinstance`` test per field.
+one ``isinstance`` test per field. A field whose ``description`` starts with "must" gives that text as
+its error ("must be an integer >= 1, got 0."); a shape's ``missing_noun`` class variable names what a
+missing entry is ("missing field(s): ...", default "key").
 """
 
 from __future__ import annotations
@@ -26,26 +28,44 @@ def _choices(model: Any, name: str) -> tuple[str, ...] | None:
     return tuple(str(c) for c in typing.get_args(field.annotation))
 
 
-def settings_error(model: Any, exc: Any, prefix: str) -> ConfigError:
-    """The first of a pydantic ``ValidationError``'s errors as a :class:`ConfigError` under ``prefix``."""
-    error = exc.errors()[0]
+def _description(model: Any, loc: tuple[Any, ...]) -> str | None:
+    """A top-level field's own error text (its description when it starts with "must")."""
+    field = model.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    text = getattr(field, "description", None) or ""
+    return text if text.startswith("must") else None
+
+
+def settings_error(model: Any, exc: Any, prefix: str, *, extra_prefix: str | None = None) -> ConfigError:
+    """The first of a pydantic ``ValidationError``'s errors as a :class:`ConfigError` under ``prefix``
+    (an unknown key under ``extra_prefix`` when given: the router names those ``serving.user_config``)."""
+    errors = exc.errors()
+    error = errors[0]
     path = ".".join(str(part) for part in error["loc"])
     key = f"{prefix}.{path}" if path else prefix
     fields = tuple(model.model_fields)
     value = error.get("input")
     if error["type"] == "extra_forbidden":
-        return ConfigError(key, "is not a setting here.", fields)
-    choices = _choices(model, str(error["loc"][0])) if error["loc"] else None
+        return ConfigError(f"{extra_prefix or prefix}.{path}", "is not a setting here.", fields)
+    if error["type"] == "missing" and len(error["loc"]) == 1:
+        missing = sorted(str(e["loc"][0]) for e in errors if e["type"] == "missing" and len(e["loc"]) == 1)
+        noun = getattr(model, "missing_noun", "key")
+        return ConfigError(prefix, f"missing {noun}(s): {', '.join(missing)}.")
+    choices = _choices(model, str(error["loc"][0])) if len(error["loc"]) == 1 else None
     if choices is not None:
         return ConfigError(key, f"{value!r} is not one of {', '.join(choices)}.", choices)
+    own = _description(model, tuple(error["loc"]))
+    if own is not None:
+        return ConfigError(key, f"{own}, got {value!r}.")
     return ConfigError(key, f"{error['msg'][:1].lower()}{error['msg'][1:]}, got {value!r}.")
 
 
-def validate_settings(model: type[M], data: Mapping[str, Any], prefix: str) -> M:
+def validate_settings(
+    model: type[M], data: Mapping[str, Any], prefix: str, *, extra_prefix: str | None = None
+) -> M:
     """``model`` validated from ``data``; a bad or unknown key is a ConfigError naming ``prefix.key``."""
     from pydantic import ValidationError
 
     try:
         return model.model_validate(dict(data))  # type: ignore[attr-defined]
     except ValidationError as exc:
-        raise settings_error(model, exc, prefix) from None
+        raise settings_error(model, exc, prefix, extra_prefix=extra_prefix) from None

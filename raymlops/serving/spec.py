@@ -7,14 +7,13 @@ never swaps in a table it cannot serve.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from raymlops.errors import ConfigError
 from raymlops.features.online.base import OnlineStoreSettings
@@ -26,6 +25,7 @@ from raymlops.security.pii import check_pii_settings
 from raymlops.serving.ood import OODSettings, check_input_profile
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 from raymlops.serving.rate_limit import RateLimitSettings
+from raymlops.serving.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from raymlops.tasks.base import Task
@@ -60,16 +60,77 @@ _SETTINGS: dict[str, int] = {
     # waiting at most this long (microseconds) for a batch to fill.
     "model_batch_wait_us": 1000,
 }
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_PREDICTION_LOG_KEYS = (
-    "root",
-    "flush_rows",
-    "flush_interval_s",
-    "pii",
-    "wal",
-    "fsync_interval_ms",
-    "fsync_rows",
-)
+_STRICT = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+_NON_EMPTY = Field(min_length=1, description="must be a non-empty string")
+_SETTING = Annotated[int, Field(ge=1, description="must be an integer >= 1")]
+
+
+class _SpecShape(BaseModel):
+    """A :class:`ModelSpec`'s fields as ``user_config`` carries them (``to_dict`` dumps this)."""
+
+    model_config = _STRICT
+    missing_noun: ClassVar[str] = "field"
+
+    name: str = _NON_EMPTY
+    version: str = _NON_EMPTY
+    onnx_path: str = _NON_EMPTY
+    data_version: str
+    # column -> kind; the kind is checked by ModelSpec, whose message names the column
+    input_columns: dict[str, Any] = Field(min_length=1, description="must map column -> kind (at least one)")
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="must be a finite number >= 0")
+    threshold: float = Field(0.5, ge=0, le=1, description="must be in [0, 1]")
+    placement: Literal["colocated", "deployment"] = "colocated"
+    feature_lookup: FeatureLookup | None = None
+    input_profile: Any = None  # checked by ood.check_input_profile
+    digest: str = Field(
+        "", pattern=r"^([0-9a-f]{64})?$", description="must be a SHA-256 in 64 hex digits or ''"
+    )
+    source: str = ""
+    tracking_uri: str = ""
+    task: Mapping[str, Any] = Field(
+        default_factory=dict, description="must be a Task.describe() mapping or {}"
+    )
+
+    @field_serializer("feature_lookup")
+    def _lookup(self, lookup: FeatureLookup | None) -> dict[str, Any] | None:
+        return None if lookup is None else lookup.to_dict()
+
+
+class _LogShape(BaseModel):
+    """``serving.prediction_log``'s shape (pii and fsync keys are checked by their own modules)."""
+
+    model_config = _STRICT
+
+    root: str = Field(min_length=1, description="must be a non-empty path or URI")
+    flush_rows: int = Field(1000, ge=1, description="must be an integer >= 1")
+    flush_interval_s: float = Field(2.0, gt=0, allow_inf_nan=False, description="must be a number > 0")
+    pii: Any = None
+    wal: bool = Field(True, description="must be true or false")
+    fsync_interval_ms: Any = 100.0
+    fsync_rows: Any = 0
+
+
+class _RouterShape(BaseModel):
+    """The router's ``user_config`` keys; the nested parts are checked by their own classes."""
+
+    model_config = _STRICT
+
+    models: Any = None
+    policies: Any = None
+    use_gpu: bool = False
+    auth: Any = None
+    prediction_log: Any = None
+    env: Any = None
+    online_store: Any = None
+    rate_limit: Any = None
+    ood: Any = None
+    max_rows_per_request: _SETTING = _SETTINGS["max_rows_per_request"]
+    max_body_bytes: _SETTING = _SETTINGS["max_body_bytes"]
+    shadow_max_in_flight: _SETTING = _SETTINGS["shadow_max_in_flight"]
+    stats_window: _SETTING = _SETTINGS["stats_window"]
+    max_explain_rows: _SETTING = _SETTINGS["max_explain_rows"]
+    model_batch_size: _SETTING = _SETTINGS["model_batch_size"]
+    model_batch_wait_us: _SETTING = _SETTINGS["model_batch_wait_us"]
 
 
 @dataclass(frozen=True)
@@ -126,43 +187,16 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         key = f"serving.models[{self.name!r}]"
-        if not isinstance(self.digest, str) or (self.digest and not _SHA256.fullmatch(self.digest)):
-            raise ConfigError(
-                f"{key}.digest", f"must be a SHA-256 in 64 hex digits or '', got {self.digest!r}."
-            )
-        for name in ("name", "version", "onnx_path"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{key}.{name}", f"must be a non-empty string, got {value!r}.")
-        for name in ("source", "tracking_uri"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{key}.{name}", f"must be a string, got {getattr(self, name)!r}.")
+        validate_settings(_SpecShape, self._fields(), key)
         safe_name(self.name, "model name")  # names reach log partitions, metrics labels, deployment names
         safe_name(self.version, "model version")
-        if not isinstance(self.data_version, str):
-            raise ConfigError(f"{key}.data_version", f"must be a string, got {self.data_version!r}.")
-        if not self.input_columns:
-            raise ConfigError(f"{key}.input_columns", "is empty: the graph needs at least one input column.")
         for column, kind in self.input_columns.items():
             if kind not in INPUT_KINDS:
                 raise ConfigError(
                     f"{key}.input_columns.{column}", f"kind {kind!r} is not one of {', '.join(INPUT_KINDS)}."
                 )
-        weight = self.weight
-        if isinstance(weight, bool) or not (
-            isinstance(weight, int | float) and math.isfinite(weight) and weight >= 0
-        ):
-            raise ConfigError(f"{key}.weight", f"must be a finite number >= 0, got {weight!r}.")
-        if not (isinstance(self.threshold, int | float) and 0.0 <= self.threshold <= 1.0):
-            raise ConfigError(f"{key}.threshold", f"must be in [0, 1], got {self.threshold!r}.")
-        if self.placement not in PLACEMENTS:
-            raise ConfigError(
-                f"{key}.placement", f"{self.placement!r} is not one of {', '.join(PLACEMENTS)}.", PLACEMENTS
-            )
         lookup = self.feature_lookup
         if lookup is not None:
-            if not isinstance(lookup, FeatureLookup):
-                raise ConfigError(f"{key}.feature_lookup", f"must be a FeatureLookup, got {lookup!r}.")
             unknown = sorted(lookup.columns - set(self.input_columns))
             if unknown:
                 raise ConfigError(
@@ -176,8 +210,6 @@ class ModelSpec:
                     f"{key}.input_profile", f"profiles column(s) {unknown} that are not model inputs."
                 )
         object.__setattr__(self, "input_profile", reference)  # normalised (frozen dataclass)
-        if not isinstance(self.task, Mapping):
-            raise ConfigError(f"{key}.task", f"must be a Task.describe() mapping or {{}}, got {self.task!r}.")
         object.__setattr__(self, "task", dict(self.task))
         try:
             if self.task:  # a task that cannot be rebuilt fails here, not on a request
@@ -202,19 +234,16 @@ class ModelSpec:
             return self.input_columns
         return self.feature_lookup.request_columns(self.input_columns)
 
+    def _fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (Serve's ``user_config`` must be JSON-serialisable)."""
-        data = {
-            f.name: copy.deepcopy(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if f.name not in ("feature_lookup", "input_profile", "task")
-        }
-        if self.feature_lookup is not None:  # absent otherwise: configs without views stay as they were
-            data["feature_lookup"] = self.feature_lookup.to_dict()
-        if self.input_profile is not None:  # likewise for versions without a training profile
-            data["input_profile"] = copy.deepcopy(self.input_profile)
-        if self.task:  # likewise for versions registered before tasks (the legacy binary task)
-            data["task"] = copy.deepcopy(self.task)
+        data = _SpecShape.model_construct(**self._fields()).model_dump()
+        # absent when unset: configs without views, a training profile or a task stay as they were
+        for name in ("feature_lookup", "input_profile", "task"):
+            if data[name] is None or data[name] == {}:
+                del data[name]
         return data
 
     @classmethod
@@ -224,33 +253,13 @@ class ModelSpec:
             raise ConfigError(
                 "serving.models", f"each version must be a mapping of ModelSpec fields, got {data!r}."
             )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ConfigError(
-                f"serving.models[{data.get('name')!r}].{unknown[0]}", "is not a ModelSpec field.", fields
-            )
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in data
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        )
-        if missing:
-            raise ConfigError(
-                f"serving.models[{data.get('name')!r}]", f"missing field(s): {', '.join(missing)}."
-            )
         values = dict(data)
-        if not isinstance(values["input_columns"], Mapping):
-            raise ConfigError(
-                f"serving.models[{data.get('name')!r}].input_columns",
-                f"must map column -> kind, got {values['input_columns']!r}.",
-            )
-        values["input_columns"] = dict(values["input_columns"])
+        if isinstance(values.get("input_columns"), Mapping):
+            values["input_columns"] = dict(values["input_columns"])
         if values.get("feature_lookup") is not None:
             values["feature_lookup"] = FeatureLookup.from_dict(values["feature_lookup"])
-        return cls(**values)
+        shape = validate_settings(_SpecShape, values, f"serving.models[{data.get('name')!r}]")
+        return cls(**{name: getattr(shape, name) for name in _SpecShape.model_fields})
 
 
 @dataclass(frozen=True)
@@ -282,33 +291,22 @@ class PredictionLogSettings:
 
     def __post_init__(self) -> None:
         key = "serving.prediction_log"
-        if not isinstance(self.root, str) or not self.root:
-            raise ConfigError(f"{key}.root", f"must be a non-empty path or URI, got {self.root!r}.")
-        rows = self.flush_rows
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise ConfigError(f"{key}.flush_rows", f"must be an integer >= 1, got {rows!r}.")
-        interval = self.flush_interval_s
-        if isinstance(interval, bool) or not (
-            isinstance(interval, int | float) and math.isfinite(interval) and interval > 0
-        ):
-            raise ConfigError(f"{key}.flush_interval_s", f"must be a number > 0, got {interval!r}.")
+        validate_settings(_LogShape, self._fields(), key)
         object.__setattr__(self, "pii", check_pii_settings(self.pii, f"{key}.pii"))
-        if not isinstance(self.wal, bool):
-            raise ConfigError(f"{key}.wal", f"must be true or false, got {self.wal!r}.")
         from raymlops.monitoring.wal import check_fsync
 
         check_fsync(self.fsync_interval_ms, self.fsync_rows, key)
 
+    def _fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "root": self.root,
-            "flush_rows": self.flush_rows,
-            "flush_interval_s": float(self.flush_interval_s),
-            **({"pii": dict(self.pii)} if self.pii else {}),
-            "wal": self.wal,
-            "fsync_interval_ms": float(self.fsync_interval_ms),
-            "fsync_rows": self.fsync_rows,
-        }
+        data = _LogShape.model_construct(**self._fields()).model_dump()
+        data["flush_interval_s"] = float(data["flush_interval_s"])
+        data["fsync_interval_ms"] = float(data["fsync_interval_ms"])
+        if not data["pii"]:  # absent when off: logs without PII settings stay as they were
+            del data["pii"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> PredictionLogSettings:
@@ -320,16 +318,12 @@ class PredictionLogSettings:
                 "serving.prediction_log",
                 f'must be {{"root": PATH, "flush_rows": N, "flush_interval_s": S}} or null, got {data!r}.',
             )
-        unknown = sorted(str(k) for k in data if k not in _PREDICTION_LOG_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"serving.prediction_log.{unknown[0]}", "is not a setting here.", _PREDICTION_LOG_KEYS
-            )
         if "root" not in data:
             raise ConfigError(
                 "serving.prediction_log.root", "is missing: name the directory or URI to log to."
             )
-        return cls(**data)
+        shape = validate_settings(_LogShape, data, "serving.prediction_log")
+        return cls(**{name: getattr(shape, name) for name in _LogShape.model_fields})
 
 
 @dataclass(frozen=True)
@@ -407,12 +401,6 @@ def _check_store(models: Mapping[str, tuple[ModelSpec, ...]], store: OnlineStore
                 )
 
 
-def _check_setting(key: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"serving.{key}", f"must be an integer >= 1, got {value!r}.")
-    return value
-
-
 def build_user_config(
     models: Iterable[ModelSpec],
     *,
@@ -472,8 +460,7 @@ def build_user_config(
         "model_batch_size": model_batch_size,
         "model_batch_wait_us": model_batch_wait_us,
     }
-    for key, value in settings.items():
-        _check_setting(key, value)
+    validate_settings(_RouterShape, settings, "serving")
     routing = {name: tuple(specs) for name, specs in grouped.items()}
     _check_routing(routing)
     store = None if online_store is None else OnlineStoreSettings.from_dict(online_store)
@@ -509,21 +496,7 @@ def build_user_config(
 
 def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
     """Validate a ``user_config`` dict (as ``build_user_config`` makes) into a ``RoutingConfig``."""
-    known = {
-        "models",
-        "policies",
-        "use_gpu",
-        "auth",
-        "prediction_log",
-        "env",
-        "online_store",
-        "rate_limit",
-        "ood",
-        *_SETTINGS,
-    }
-    unknown = sorted(set(user_config) - known)
-    if unknown:
-        raise ConfigError(f"serving.user_config.{unknown[0]}", "is not a router setting.", known)
+    shape = validate_settings(_RouterShape, user_config, "serving", extra_prefix="serving.user_config")
     raw_models = user_config.get("models", {})
     if not isinstance(raw_models, Mapping):
         raise ConfigError("serving.user_config.models", f"must map name -> [spec, ...], got {raw_models!r}.")
@@ -534,14 +507,14 @@ def parse_user_config(user_config: Mapping[str, Any]) -> RoutingConfig:
         models[name] = tuple(ModelSpec.from_dict(s) for s in specs)
     _check_routing(models)
     policies = parse_policies(user_config.get("policies"), models)
-    settings = {key: _check_setting(key, user_config.get(key, default)) for key, default in _SETTINGS.items()}
+    settings = {key: getattr(shape, key) for key in _SETTINGS}
     raw_store = user_config.get("online_store")
     store = None if raw_store is None else OnlineStoreSettings.from_dict(raw_store)
     _check_store(models, store)
     return RoutingConfig(
         models=models,
         policies=policies,
-        use_gpu=bool(user_config.get("use_gpu", False)),
+        use_gpu=shape.use_gpu,
         auth=AuthTable.from_dict(user_config.get("auth")),
         prediction_log=None
         if user_config.get("prediction_log") is None

@@ -75,3 +75,48 @@ def test_settings_errors_name_the_key_and_the_choices() -> None:
     with pytest.raises(ConfigError, match="finite number, got inf"):
         OODSettings(True, "flag", math.inf)  # the constructor validates too
     assert OODSettings.from_dict({"range_margin": 2}) == OODSettings(True, "flag", 2.0)
+
+
+def test_user_config_shapes_name_the_key() -> None:
+    """ModelSpec, the prediction log and the router keys go through their pydantic shapes: each error
+    names the config key; to_dict is the shape's dump and round-trips."""
+    from raymlops.serving.spec import ModelSpec, PredictionLogSettings, build_user_config, parse_user_config
+
+    good = ModelSpec("m", "1", "/m.onnx", "d1", {"a": "float"}, task={})
+    assert ModelSpec.from_dict(good.to_dict()) == good
+    assert set(good.to_dict()) == {f for f in good.__dataclass_fields__} - {
+        "feature_lookup",
+        "input_profile",
+        "task",
+    }
+    log = PredictionLogSettings("/logs", flush_rows=5)
+    assert PredictionLogSettings.from_dict(log.to_dict()) == log
+    cases = [
+        (lambda: ModelSpec.from_dict({**good.to_dict(), "threshold": True}), "serving.models['m'].threshold"),
+        (lambda: ModelSpec.from_dict({**good.to_dict(), "digest": "abc"}), "serving.models['m'].digest"),
+        (lambda: ModelSpec("m", "", "/m.onnx", "d1", {"a": "float"}), "serving.models['m'].version"),
+        (lambda: ModelSpec("m", "1", "/m.onnx", "d1", {}), "serving.models['m'].input_columns"),
+        (
+            lambda: PredictionLogSettings.from_dict({"root": "/l", "flush_row": 3}),
+            "serving.prediction_log.flush_row",
+        ),
+        (lambda: PredictionLogSettings("/l", wal="yes"), "serving.prediction_log.wal"),
+        (
+            lambda: PredictionLogSettings("/l", flush_interval_s=math.nan),
+            "serving.prediction_log.flush_interval_s",
+        ),
+        (lambda: parse_user_config({"models": {}, "use_gpu": "true"}), "serving.use_gpu"),
+        (lambda: parse_user_config({"models": {}, "stat_window": 3}), "serving.user_config.stat_window"),
+        (lambda: build_user_config([good], stats_window=1.5), "serving.stats_window"),
+    ]
+    for make, key in cases:
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert info.value.key == key, (key, str(info.value))
+    assert "Did you mean 'flush_rows'" in _message(cases[4][0])
+
+
+def _message(make: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        make()  # type: ignore[operator]
+    return str(info.value)
