@@ -117,6 +117,7 @@ def test_same_config_data_and_seed_reproduce_the_metrics(features: Any, tmp_path
         for i in range(2)
     ]
     first, second = (r.history_[-1] for r in runs)
+    assert [r.autocast_dtype_ for r in runs] == ["float32", "float32"]  # fp32: no autocast, the contrast
     # Two DDP workers on CPU: same shards, same order, same seeds; float sums may differ in the last bits.
     assert abs(first["valid/loss"] - second["valid/loss"]) < 1e-5
     assert abs(first["valid/auc"] - second["valid/auc"]) < 1e-4
@@ -132,7 +133,9 @@ def test_bf16_autocast_trains_on_cpu_and_the_checkpoint_carries_the_preprocessin
     model = _fit(TorchMLP(hidden_sizes=[16], epochs=1, batch_size=512), features, tmp_path, trainer)
     row = model.history_[-1]
     assert model.autocast_dtype_ == "bfloat16"  # the forward pass ran under bf16 autocast (fp32: float32)
-    assert math.isfinite(row["train/loss"]) and 0.5 < row["valid/auc"] <= 1.0
+    # Measured valid/auc 0.599 (this seed and sample, 2 cores); 0.02 below it leaves room for bf16 rounding
+    # on CPUs with and without native bf16, and fails a model that learned nothing (0.5).
+    assert math.isfinite(row["train/loss"]) and row["valid/auc"] >= 0.58
     assert row["train/samples_per_second_per_worker"] > 0
     # The checkpoint holds what resuming or serving needs, the fitted preprocessing included.
     state = torch.load(Path(model.checkpoint_path_) / "model.pt", weights_only=False)
