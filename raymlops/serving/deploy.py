@@ -9,10 +9,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
+
+from pydantic import BaseModel, ConfigDict
 
 from raymlops.errors import ConfigError, DeploymentError
 from raymlops.serving.policy import RoutePolicy
+from raymlops.serving.settings_model import validate_settings
 from raymlops.serving.spec import ModelSpec, PredictionLogSettings, build_user_config
 
 __all__ = ["TLSSettings", "deploy", "deploy_user_config", "sample_requests"]
@@ -69,6 +72,17 @@ _REPLICA_CODE = (
 )
 
 
+class _TLSShape(BaseModel):
+    """``serve.tls``'s keys; the files themselves are checked by ``TLSSettings.from_dict``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    unknown_problem: ClassVar[str] = "is not a TLS setting."
+
+    certfile: str | None = None
+    keyfile: str | None = None
+    keyfile_password_env: str | None = None
+
+
 @dataclass(frozen=True)
 class TLSSettings:
     """``serve.tls``: the certificate (chain) and private key the Serve HTTP proxy speaks HTTPS with.
@@ -93,12 +107,8 @@ class TLSSettings:
         """
         if data is None or isinstance(data, TLSSettings):
             return data
-        keys = ("certfile", "keyfile", "keyfile_password_env")
-        unknown = sorted(str(k) for k in data if k not in keys)
-        if unknown:
-            raise ConfigError(f"serve.tls.{unknown[0]}", "is not a TLS setting.", keys)
-        certfile, keyfile = data.get("certfile"), data.get("keyfile")
-        password_env = data.get("keyfile_password_env")
+        shape = validate_settings(_TLSShape, data, "serve.tls")
+        certfile, keyfile, password_env = shape.certfile, shape.keyfile, shape.keyfile_password_env
         if not certfile and not keyfile:
             return None
         if not certfile or not keyfile:
@@ -125,7 +135,7 @@ class TLSSettings:
                 f"names the environment variable {password_env!r}, which is not set: export it with the "
                 "key's password, or unset keyfile_password_env for an unencrypted key.",
             )
-        return cls(str(certfile), str(keyfile), str(password_env) if password_env else None)
+        return cls(certfile, keyfile, password_env or None)
 
     def http_options(self) -> dict[str, str]:
         """The ``ssl_*`` fields of Serve's ``HTTPOptions``."""

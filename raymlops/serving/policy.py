@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError
+from raymlops.serving.settings_model import validate_settings
 
 
 class Version(Protocol):
@@ -62,11 +64,38 @@ __all__ = [
 ]
 
 STICKY_SOURCES = ("header", "field")
-_POLICY_KEYS = ("shadow", "sticky")
-_SHADOW_KEYS = ("fraction", "version")
 # RFC 9110 token: what an HTTP header name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HASH_SCALE = float(2**64)
+_STRICT = ConfigDict(extra="forbid", strict=True)
+_NON_EMPTY = "must be a non-empty string"
+
+
+class _StickyShape(BaseModel):
+    """``sticky``: one of the two (exactly one is checked by ``RoutePolicy.from_dict``)."""
+
+    model_config = _STRICT
+
+    header: str | None = Field(None, min_length=1, description=_NON_EMPTY)
+    field: str | None = Field(None, min_length=1, description=_NON_EMPTY)
+
+
+class _ShadowShape(BaseModel):
+    """``shadow``: the version that also scores a fraction of the requests."""
+
+    model_config = _STRICT
+
+    version: str = Field(min_length=1, description=_NON_EMPTY)
+    fraction: float = Field(ge=0, le=1, description="must be a number in [0, 1]")
+
+
+class _PolicyShape(BaseModel):
+    """A name's policy; its parts are checked by their own shapes, under their own keys."""
+
+    model_config = _STRICT
+
+    sticky: Any = None
+    shadow: Any = None
 
 
 @dataclass(frozen=True)
@@ -88,17 +117,15 @@ class Sticky:
             raise ConfigError(
                 "serving.policies.sticky", f"source {self.source!r} is not one of header, field."
             )
-        if not isinstance(self.key, str) or not self.key:
-            raise ConfigError(
-                f"serving.policies.sticky.{self.source}", f"must be a non-empty string, got {self.key!r}."
-            )
+        validate_settings(_StickyShape, {self.source: self.key}, "serving.policies.sticky")
         if self.source == "header" and not _HEADER_NAME.match(self.key):
             raise ConfigError(
                 "serving.policies.sticky.header", f"{self.key!r} is not a valid HTTP header name."
             )
 
     def to_dict(self) -> dict[str, str]:
-        return {self.source: self.key}
+        values: dict[str, Any] = {self.source: self.key}
+        return _StickyShape.model_construct(**values).model_dump(exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -109,18 +136,13 @@ class Shadow:
     fraction: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.version, str) or not self.version:
-            raise ConfigError(
-                "serving.policies.shadow.version", f"must be a non-empty string, got {self.version!r}."
-            )
-        fraction = self.fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
-            raise ConfigError(
-                "serving.policies.shadow.fraction", f"must be a number in [0, 1], got {fraction!r}."
-            )
+        validate_settings(
+            _ShadowShape, {"version": self.version, "fraction": self.fraction}, "serving.policies.shadow"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "fraction": float(self.fraction)}
+        data = _ShadowShape.model_construct(version=self.version, fraction=self.fraction).model_dump()
+        return {**data, "fraction": float(data["fraction"])}
 
 
 @dataclass(frozen=True)
@@ -132,12 +154,9 @@ class RoutePolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; ``None`` parts are left out."""
-        out: dict[str, Any] = {}
-        if self.sticky is not None:
-            out["sticky"] = self.sticky.to_dict()
-        if self.shadow is not None:
-            out["shadow"] = self.shadow.to_dict()
-        return out
+        parts = {name: getattr(self, name) for name in _PolicyShape.model_fields}
+        dumped = {name: None if part is None else part.to_dict() for name, part in parts.items()}
+        return _PolicyShape.model_construct(**dumped).model_dump(exclude_none=True)
 
     @classmethod
     def from_dict(cls, name: str, data: Any) -> RoutePolicy:
@@ -145,34 +164,25 @@ class RoutePolicy:
         key = f"serving.policies[{name!r}]"
         if not isinstance(data, Mapping):
             raise ConfigError(key, f'must be a mapping like {{"sticky": ..., "shadow": ...}}, got {data!r}.')
-        _no_unknown(key, data, _POLICY_KEYS)
+        parts = validate_settings(_PolicyShape, data, key)
         sticky = shadow = None
-        raw = data.get("sticky")
+        raw = parts.sticky
         if raw is not None:
             if not isinstance(raw, Mapping) or len(raw) != 1:
                 raise ConfigError(
                     f"{key}.sticky",
                     f'must be {{"header": NAME}} or {{"field": NAME}} (exactly one), got {raw!r}.',
                 )
-            _no_unknown(f"{key}.sticky", raw, STICKY_SOURCES)
+            validate_settings(_StickyShape, raw, f"{key}.sticky")
             source, value = next(iter(raw.items()))
             sticky = Sticky(source, value)
-        raw = data.get("shadow")
+        raw = parts.shadow
         if raw is not None:
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"{key}.shadow", f'must be {{"version": V, "fraction": F}}, got {raw!r}.')
-            _no_unknown(f"{key}.shadow", raw, _SHADOW_KEYS)
-            missing = [k for k in _SHADOW_KEYS if k not in raw]
-            if missing:
-                raise ConfigError(f"{key}.shadow", f"missing key(s): {', '.join(missing)}.")
-            shadow = Shadow(raw["version"], raw["fraction"])
+            checked = validate_settings(_ShadowShape, raw, f"{key}.shadow")
+            shadow = Shadow(checked.version, checked.fraction)
         return cls(sticky=sticky, shadow=shadow)
-
-
-def _no_unknown(key: str, data: Mapping[str, Any], known: Sequence[str]) -> None:
-    unknown = sorted(str(k) for k in data if k not in known)
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", "is not a setting here.", known)
 
 
 def check_policy(name: str, policy: RoutePolicy, specs: Sequence[Version]) -> None:

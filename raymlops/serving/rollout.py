@@ -28,9 +28,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError
+from raymlops.serving.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from raymlops.tasks.base import Task
@@ -74,24 +77,43 @@ class RolloutPolicy:
     poll_s: float = 1.0
 
     def __post_init__(self) -> None:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        validate_settings(_RolloutShape, {**values, "steps": list(self.steps)}, "serve.rollout")
         steps = list(self.steps)
         if not steps or steps[-1] != 100 or any(b <= a for a, b in itertools.pairwise(steps)):
             raise ConfigError("serve.rollout.steps", f"must increase and end at 100, got {steps}.")
         if steps[0] <= 0:
             raise ConfigError("serve.rollout.steps", f"must start above 0 percent, got {steps[0]}.")
-        if self.min_requests < 1:
-            raise ConfigError("serve.rollout.min_requests", f"must be >= 1, got {self.min_requests}.")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> RolloutPolicy:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"serve.rollout.{unknown[0]}", "is not a rollout setting.", known)
-        values = dict(cfg)
+        values = validate_settings(_RolloutShape, cfg, "serve.rollout").model_dump(exclude_unset=True)
         if "steps" in values:
             values["steps"] = tuple(float(s) for s in values["steps"])
         return cls(**values)
+
+
+_LIMIT = "must be a number >= 0"
+
+
+class _RolloutShape(BaseModel):
+    """``serve.rollout``'s shape (:class:`RolloutPolicy` documents each key)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    unknown_problem: ClassVar[str] = "is not a rollout setting."
+
+    # The defaults are the dataclass's (one place); from_config leaves unset keys out of the dump anyway.
+    steps: list[float] = Field(list(RolloutPolicy.steps), description="must be a list of percents")
+    min_requests: int = Field(RolloutPolicy.min_requests, ge=1, description="must be an integer >= 1")
+    min_step_s: float = Field(RolloutPolicy.min_step_s, ge=0, description=_LIMIT)
+    max_error_rate_increase: float = Field(RolloutPolicy.max_error_rate_increase, ge=0, description=_LIMIT)
+    max_p99_ratio: float = Field(RolloutPolicy.max_p99_ratio, ge=0, description=_LIMIT)
+    p99_slack_ms: float = Field(RolloutPolicy.p99_slack_ms, ge=0, description=_LIMIT)
+    max_mean_shift: float = Field(RolloutPolicy.max_mean_shift, ge=0, description=_LIMIT)
+    max_value_shift_std: float = Field(RolloutPolicy.max_value_shift_std, ge=0, description=_LIMIT)
+    max_class_share_shift: float = Field(RolloutPolicy.max_class_share_shift, ge=0, description=_LIMIT)
+    step_timeout_s: float = Field(RolloutPolicy.step_timeout_s, gt=0, description="must be a number > 0")
+    poll_s: float = Field(RolloutPolicy.poll_s, gt=0, description="must be a number > 0")
 
 
 @dataclass(frozen=True)

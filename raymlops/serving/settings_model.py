@@ -5,7 +5,8 @@ A settings class declares its shape once as a pydantic model (``extra="forbid"``
 calls :func:`validate_settings` with its config prefix, instead of a hand-written unknown-key check and
 one ``isinstance`` test per field. A field whose ``description`` starts with "must" gives that text as
 its error ("must be an integer >= 1, got 0."); a shape's ``missing_noun`` class variable names what a
-missing entry is ("missing field(s): ...", default "key").
+missing entry is ("missing field(s): ...", default "key"), its ``unknown_problem`` what an unknown key
+is told (default "is not a setting here.").
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def settings_error(model: Any, exc: Any, prefix: str, *, extra_prefix: str | Non
     fields = tuple(model.model_fields)
     value = error.get("input")
     if error["type"] == "extra_forbidden":
-        return ConfigError(f"{extra_prefix or prefix}.{path}", "is not a setting here.", fields)
+        problem = getattr(model, "unknown_problem", "is not a setting here.")
+        return ConfigError(f"{extra_prefix or prefix}.{path}", problem, fields)
     if error["type"] == "missing" and len(error["loc"]) == 1:
         missing = sorted(str(e["loc"][0]) for e in errors if e["type"] == "missing" and len(e["loc"]) == 1)
         noun = getattr(model, "missing_noun", "key")

@@ -120,3 +120,38 @@ def _message(make: object) -> str:
     with pytest.raises(ConfigError) as info:
         make()  # type: ignore[operator]
     return str(info.value)
+
+
+def test_policy_tls_and_rollout_shapes_name_the_key() -> None:
+    """Route policies, serve.tls and serve.rollout through their shapes: strict values, unknown keys
+    named with the valid choices, to_dict from the shape's dump."""
+    from raymlops.serving.deploy import TLSSettings
+    from raymlops.serving.policy import RoutePolicy, Shadow, Sticky
+    from raymlops.serving.rollout import RolloutPolicy
+
+    policy = RoutePolicy(Sticky("header", "x-user"), Shadow("3", 1))
+    assert policy.to_dict() == {"sticky": {"header": "x-user"}, "shadow": {"version": "3", "fraction": 1.0}}
+    assert RoutePolicy.from_dict("m", policy.to_dict()) == policy
+    assert RoutePolicy().to_dict() == {}
+    rollout = RolloutPolicy.from_config({"steps": [50, 100], "min_requests": 5})
+    assert (rollout.steps, rollout.min_requests, rollout.poll_s) == ((50.0, 100.0), 5, RolloutPolicy.poll_s)
+    cases = [
+        (
+            lambda: RoutePolicy.from_dict("m", {"shadow": {"version": 3, "fraction": 0.1}}),
+            "serving.policies['m'].shadow.version",
+        ),
+        (lambda: Sticky("field", 7), "serving.policies.sticky.field"),
+        (lambda: Shadow("3", True), "serving.policies.shadow.fraction"),
+        (lambda: TLSSettings.from_dict({"certfile": 5}), "serve.tls.certfile"),
+        (lambda: TLSSettings.from_dict({"key_file": "k"}), "serve.tls.key_file"),
+        (lambda: RolloutPolicy.from_config({"poll_s": 0}), "serve.rollout.poll_s"),
+        (lambda: RolloutPolicy.from_config({"min_request": 5}), "serve.rollout.min_request"),
+        (lambda: RolloutPolicy(min_requests=True), "serve.rollout.min_requests"),
+        (lambda: RolloutPolicy(max_p99_ratio=-1.0), "serve.rollout.max_p99_ratio"),
+    ]
+    for make, key in cases:
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert info.value.key == key, (key, str(info.value))
+    assert "Did you mean 'keyfile'" in _message(cases[4][0])
+    assert "is not a rollout setting. Did you mean 'min_requests'" in _message(cases[6][0])
