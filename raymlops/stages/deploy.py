@@ -118,6 +118,13 @@ class DeployStage(Stage):
 
         cfg = ctx.cfg.serve
         fraction = check_fraction(cfg.shadow_fraction, "serve.shadow_fraction")
+        if governance.aliases(spec.name).get("champion") == spec.version:
+            logger.warning(
+                "deploy shadow: %s v%s holds `champion` (registry.on_pass=champion) yet only shadows; "
+                "set registry.on_pass=shadow (or none) with serve.strategy=shadow",
+                spec.name,
+                spec.version,
+            )
         why = f"deploy stage of job {ctx.run_id} (serve.strategy=shadow)"
         app = start_shadow(cfg.app_name, spec.name, spec, fraction, governance, why=why)
         ctx.record("deploy", shadow_fraction=fraction)
