@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from raymlops.errors import ConfigError, DeploymentError
 from raymlops.serving.policy import RoutePolicy
-from raymlops.serving.settings_model import validate_settings
+from raymlops.settings_model import validate_settings
 from raymlops.serving.spec import ModelSpec, PredictionLogSettings, build_user_config
 
 __all__ = ["TLSSettings", "deploy", "deploy_user_config", "sample_requests"]
@@ -63,6 +63,7 @@ _REPLICA_CODE = (
     "features/online/redis_store.py",
     "serving/feature_lookup.py",
     "errors.py",
+    "settings_model.py",
     "monitoring/__init__.py",
     "monitoring/parquet_log.py",
     "monitoring/prediction_log.py",

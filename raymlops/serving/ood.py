@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError, RequestError
-from raymlops.serving.settings_model import validate_settings
+from raymlops.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from raymlops.data.profile import Profile

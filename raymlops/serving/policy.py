@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError
-from raymlops.serving.settings_model import validate_settings
+from raymlops.settings_model import validate_settings
 
 
 class Version(Protocol):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError
-from raymlops.serving.settings_model import validate_settings
+from raymlops.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from raymlops.tasks.base import Task

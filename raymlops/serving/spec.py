@@ -25,7 +25,7 @@ from raymlops.security.pii import check_pii_settings
 from raymlops.serving.ood import OODSettings, check_input_profile
 from raymlops.serving.policy import RoutePolicy, check_policy, choose_version, parse_policies
 from raymlops.serving.rate_limit import RateLimitSettings
-from raymlops.serving.settings_model import validate_settings
+from raymlops.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from raymlops.tasks.base import Task

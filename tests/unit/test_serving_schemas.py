@@ -155,3 +155,43 @@ def test_policy_tls_and_rollout_shapes_name_the_key() -> None:
         assert info.value.key == key, (key, str(info.value))
     assert "Did you mean 'keyfile'" in _message(cases[4][0])
     assert "is not a rollout setting. Did you mean 'min_requests'" in _message(cases[6][0])
+
+
+def test_online_store_and_lookup_shapes_name_the_key() -> None:
+    """features.online_store and a model's feature lookup through their shapes; to_dict round-trips."""
+    from raymlops.features.online.base import OnlineStoreSettings
+    from raymlops.features.online.lookup import FeatureLookup, ViewLookup
+
+    store = OnlineStoreSettings.from_dict({"kind": "sqlite", "path": "/s.db", "timeout_s": 2, "url": None})
+    assert store.to_dict() == {**OnlineStoreSettings(path="/s.db").to_dict(), "timeout_s": 2.0}
+    assert OnlineStoreSettings.from_dict(store.to_dict()) == store
+    lookup = FeatureLookup((ViewLookup("planes", ("tailnum",), ("seats",), {"age": "year"}),), "time_hour")
+    assert lookup.to_dict()["views"] == [
+        {"view": "planes", "entities": ["tailnum"], "features": ["seats"], "derived": {"age": "year"}}
+    ]
+    assert FeatureLookup.from_dict(lookup.to_json()) == lookup
+    views = lookup.to_dict()["views"]
+    cases = [
+        (lambda: OnlineStoreSettings.from_dict({"path": 5}), "features.online_store.path"),
+        (lambda: OnlineStoreSettings(path="/s.db", timeout_s=True), "features.online_store.timeout_s"),
+        (
+            lambda: FeatureLookup.from_dict({"views": views, "event": "t"}),
+            "serving.models.feature_lookup.event",
+        ),
+        (lambda: FeatureLookup.from_dict({"views": "planes"}), "serving.models.feature_lookup.views"),
+        (
+            lambda: FeatureLookup.from_dict({"views": [{**views[0], "entity": ["x"]}]}),
+            "serving.models.feature_lookup.views[0].entity",
+        ),
+        (
+            lambda: FeatureLookup.from_dict({"views": [{"view": "p", "entities": [1]}]}),
+            "serving.models.feature_lookup.views[0].entities.0",
+        ),
+        (lambda: FeatureLookup.from_dict({"views": ["planes"]}), "serving.models.feature_lookup.views[0]"),
+    ]
+    for make, key in cases:
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert info.value.key == key, (key, str(info.value))
+    assert "is not a lookup setting. Did you mean 'event_time'" in _message(cases[2][0])
+    assert "Did you mean 'entities'" in _message(cases[4][0])

@@ -19,8 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from raymlops.errors import ConfigError
 from raymlops.plugins import resolve_plugin
+from raymlops.settings_model import validate_settings
 
 __all__ = [
     "STORES",
@@ -200,13 +203,12 @@ class OnlineStoreSettings:
 
     def __post_init__(self) -> None:
         key = "features.online_store"
-        store_class(str(self.kind), f"{key}.kind").check_settings(self)
-        timeout = self.timeout_s
-        if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
-            raise ConfigError(f"{key}.timeout_s", f"must be a number > 0, got {timeout!r}.")
+        validate_settings(_StoreShape, asdict(self), key)
+        store_class(self.kind, f"{key}.kind").check_settings(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "timeout_s": float(self.timeout_s)}
+        data = _StoreShape.model_construct(**asdict(self)).model_dump()
+        return {**data, "timeout_s": float(data["timeout_s"])}
 
     @classmethod
     def from_dict(cls, data: Any) -> OnlineStoreSettings:
@@ -217,8 +219,22 @@ class OnlineStoreSettings:
             raise ConfigError(
                 "features.online_store", f'must be {{"kind": "sqlite"|"redis", ...}}, got {data!r}.'
             )
-        fields = ("kind", "path", "url", "key_prefix", "timeout_s", "password_env")
-        unknown = sorted(str(k) for k in data if k not in fields)
-        if unknown:
-            raise ConfigError(f"features.online_store.{unknown[0]}", "is not a setting here.", fields)
-        return cls(**{k: v for k, v in data.items() if v is not None})
+        given = {k: v for k, v in data.items() if v is not None}  # null: the default
+        shape = validate_settings(_StoreShape, given, "features.online_store")
+        return cls(**shape.model_dump())
+
+
+class _StoreShape(BaseModel):
+    """``features.online_store``'s keys (the kind and what each store needs: ``check_settings``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # The defaults are the dataclass's (one place).
+    kind: str = OnlineStoreSettings.kind
+    path: str = OnlineStoreSettings.path
+    url: str = OnlineStoreSettings.url
+    key_prefix: str = OnlineStoreSettings.key_prefix
+    timeout_s: float = Field(
+        OnlineStoreSettings.timeout_s, gt=0, allow_inf_nan=False, description="must be a number > 0"
+    )
+    password_env: str = OnlineStoreSettings.password_env

@@ -12,14 +12,41 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError
+from raymlops.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from raymlops.features.views import FeatureView
 
 __all__ = ["FeatureLookup", "ViewLookup", "lookup_for_config", "lookup_for_views"]
+
+
+_KEY = "serving.models.feature_lookup"
+
+
+class _ViewShape(BaseModel):
+    """One view of a lookup as the ``raymlops.feature_lookup`` tag and ``user_config`` carry it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    view: str = Field(min_length=1, description="must be a non-empty view name")
+    entities: list[str] = []
+    features: list[str] = []
+    derived: dict[str, str] = {}
+
+
+class _LookupShape(BaseModel):
+    """A lookup: its views (each a :class:`_ViewShape`) and the event-time column."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    unknown_problem: ClassVar[str] = "is not a lookup setting."
+
+    views: list[Any] = Field(description="must be a list of views")
+    event_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +84,7 @@ class FeatureLookup:
     event_time: str | None = None  # needed only when a view derives a feature at the event time
 
     def __post_init__(self) -> None:
-        key = "serving.models.feature_lookup"
+        key = _KEY
         if not self.views:
             raise ConfigError(key, "names no view: a model without views has no lookup (null).")
         names = [v.view for v in self.views]
@@ -86,18 +113,13 @@ class FeatureLookup:
         return columns
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "views": [
-                {
-                    "view": v.view,
-                    "entities": list(v.entities),
-                    "features": list(v.features),
-                    "derived": v.derived,
-                }
-                for v in self.views
-            ],
-            "event_time": self.event_time,
-        }
+        views = [
+            _ViewShape.model_construct(
+                view=v.view, entities=list(v.entities), features=list(v.features), derived=v.derived
+            ).model_dump()
+            for v in self.views
+        ]
+        return _LookupShape.model_construct(views=views, event_time=self.event_time).model_dump()
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -108,28 +130,12 @@ class FeatureLookup:
             return data
         if isinstance(data, str):
             data = json.loads(data)
-        key = "serving.models.feature_lookup"
-        if not isinstance(data, Mapping) or not isinstance(data.get("views"), list):
-            raise ConfigError(key, f'must be {{"views": [...], "event_time": ...}}, got {data!r}.')
-        unknown = sorted(set(data) - {"views", "event_time"})
-        if unknown:
-            raise ConfigError(f"{key}.{unknown[0]}", "is not a lookup setting.", ["views", "event_time"])
+        shape = validate_settings(_LookupShape, data, _KEY)
         views = []
-        for raw in data["views"]:
-            fields = {"view", "entities", "features", "derived"}
-            if not isinstance(raw, Mapping) or not set(raw) <= fields or "view" not in raw:
-                raise ConfigError(
-                    f"{key}.views", f"each view must be a mapping of {sorted(fields)}, got {raw!r}."
-                )
-            views.append(
-                ViewLookup(
-                    view=str(raw["view"]),
-                    entities=tuple(raw.get("entities", ())),
-                    features=tuple(raw.get("features", ())),
-                    derived=dict(raw.get("derived", {})),
-                )
-            )
-        return cls(tuple(views), data.get("event_time"))
+        for i, raw in enumerate(shape.views):
+            view = validate_settings(_ViewShape, raw, f"{_KEY}.views[{i}]")
+            views.append(ViewLookup(view.view, tuple(view.entities), tuple(view.features), view.derived))
+        return cls(tuple(views), shape.event_time)
 
 
 def lookup_for_views(

@@ -67,6 +67,9 @@ def validate_settings(
     """``model`` validated from ``data``; a bad or unknown key is a ConfigError naming ``prefix.key``."""
     from pydantic import ValidationError
 
+    if not isinstance(data, Mapping):
+        fields = ", ".join(model.model_fields)
+        raise ConfigError(prefix, f"must be a mapping of {fields}, got {data!r}.")
     try:
         return model.model_validate(dict(data))  # type: ignore[attr-defined]
     except ValidationError as exc:
