@@ -20,11 +20,14 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from raymlops.errors import ConfigError
 from raymlops.serving.asgi import route_path
+from raymlops.settings_model import validate_settings
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -42,27 +45,15 @@ class RateLimitSettings:
     burst: int = 50
 
     def __post_init__(self) -> None:
-        rate = self.requests_per_s
-        if isinstance(rate, bool) or not (
-            isinstance(rate, int | float) and math.isfinite(rate) and rate >= 0
-        ):
-            raise ConfigError(
-                "serve.rate_limit.requests_per_s",
-                f"must be a finite number >= 0 (0: no limit), got {rate!r}.",
-            )
-        burst = self.burst
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ConfigError(
-                "serve.rate_limit.burst",
-                f"must be an integer >= 1 (requests a client may send at once), got {burst!r}.",
-            )
+        validate_settings(_RateLimitShape, asdict(self), "serve.rate_limit")
 
     @property
     def enabled(self) -> bool:
         return self.requests_per_s > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requests_per_s": float(self.requests_per_s), "burst": self.burst}
+        data = _RateLimitShape.model_construct(**asdict(self)).model_dump()
+        return {**data, "requests_per_s": float(data["requests_per_s"])}
 
     @classmethod
     def from_dict(cls, data: Any) -> RateLimitSettings:
@@ -74,12 +65,26 @@ class RateLimitSettings:
             raise ConfigError(
                 "serve.rate_limit", f'must be {{"requests_per_s": R, "burst": N}} or null, got {data!r}.'
             )
-        unknown = sorted(str(k) for k in data if k not in ("requests_per_s", "burst"))
-        if unknown:
-            raise ConfigError(
-                f"serve.rate_limit.{unknown[0]}", "is not a rate limit setting.", ("requests_per_s", "burst")
-            )
-        return cls(**data)
+        return cls(**validate_settings(_RateLimitShape, data, "serve.rate_limit").model_dump())
+
+
+class _RateLimitShape(BaseModel):
+    """``serve.rate_limit``'s shape; the defaults are :class:`RateLimitSettings`'s."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    unknown_problem: ClassVar[str] = "is not a rate limit setting."
+
+    requests_per_s: float = Field(
+        RateLimitSettings.requests_per_s,
+        ge=0,
+        allow_inf_nan=False,
+        description="must be a finite number >= 0 (0: no limit)",
+    )
+    burst: int = Field(
+        RateLimitSettings.burst,
+        ge=1,
+        description="must be an integer >= 1 (requests a client may send at once)",
+    )
 
 
 class TokenBucket:
