@@ -23,6 +23,9 @@ class LakeFSConfig:
     secret_access_key: str = "${oc.env:LAKEFS_SECRET_ACCESS_KEY,''}"  # from the environment, not files
     main_branch: str = "main"  # where publish merges candidates
     verify_ssl: bool = True
+    # Move object bytes through pre-signed URLs of the object store (lakeFS on S3, GCS, Azure), not through
+    # the lakeFS server. None: when the server's storage config offers them; true: always; false: never.
+    pre_sign: bool | None = None
 
 
 @dataclass

@@ -3,6 +3,8 @@
 Reads go through lakefs-spec (an fsspec filesystem wrapped for Arrow), so Ray workers fetch the bytes of
 one commit themselves and a commit id keeps returning the same rows after its branch moves on.
 Write-audit-publish: a candidate is a ``candidate-<id>`` branch off the main branch; publishing merges it.
+Object bytes go through the object store's pre-signed URLs when the server offers them (``pre_sign``), so
+a lakeFS on S3 serves metadata only, as lakeFS recommends for data-heavy clients.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ class LakeFSBackend(DataBackend):
         secret_access_key: str,
         main_branch: str = "main",
         verify_ssl: bool = True,
+        pre_sign: bool | None = None,
     ) -> None:
         self.repo, self.ref, self.path = repo, ref, path.strip("/")
         self.host, self.main_branch, self.verify_ssl = host, main_branch, verify_ssl
+        self.pre_sign = pre_sign  # None: the server's storage config decides (the lakeFS clients probe it)
         self._credentials = (access_key_id, secret_access_key)
 
     @classmethod
@@ -79,6 +83,7 @@ class LakeFSBackend(DataBackend):
             secret_access_key=settings.secret_access_key,
             main_branch=settings.main_branch,
             verify_ssl=settings.verify_ssl,
+            pre_sign=getattr(settings, "pre_sign", None),
         )
 
     def __getstate__(self) -> dict:
@@ -97,7 +102,13 @@ class LakeFSBackend(DataBackend):
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         user, password = self._credentials
-        fs = LakeFSFileSystem(host=self.host, username=user, password=password, verify_ssl=self.verify_ssl)
+        fs = LakeFSFileSystem(
+            host=self.host,
+            username=user,
+            password=password,
+            verify_ssl=self.verify_ssl,
+            pre_sign=self.pre_sign,
+        )
         return PyFileSystem(FSSpecHandler(fs))
 
     def _version(self, commit_id: str) -> DataVersion:
@@ -120,10 +131,17 @@ class LakeFSBackend(DataBackend):
 
     def resolve(self) -> DataVersion:
         from lakefs import Reference
-        from lakefs.exceptions import NotFoundException
+        from lakefs.exceptions import NotAuthorizedException, NotFoundException
 
         try:
             return self._version(Reference(self.repo, self.ref, client=self._client).get_commit().id)
+        except NotAuthorizedException as exc:
+            raise ConfigError(
+                "data.lakefs.access_key_id",
+                f"lakeFS at {self.host} refused the access key id {self._credentials[0]!r} and its secret "
+                "(HTTP 401): set data.lakefs.access_key_id and secret_access_key (or LAKEFS_ACCESS_KEY_ID "
+                "and LAKEFS_SECRET_ACCESS_KEY) to a key pair of that server.",
+            ) from exc
         except NotFoundException as exc:
             branches = self._branches()
             if branches is None:
@@ -179,7 +197,7 @@ class LakeFSBackend(DataBackend):
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         key = f"{self.path}/part-{uuid.uuid4().hex}.parquet"
-        target.object(key).upload(sink.getvalue().to_pybytes(), mode="wb")
+        target.object(key).upload(sink.getvalue().to_pybytes(), mode="wb", pre_sign=self.pre_sign)
         commit_id: str = target.commit(message, metadata={k: str(v) for k, v in metadata.items()}).id
         logger.info("lakefs commit repo=%s branch=%s id=%s rows=%d", self.repo, branch, commit_id, len(table))
         return commit_id

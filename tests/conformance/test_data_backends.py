@@ -28,7 +28,7 @@ from raymlops.data.versioning import (
     backend_class,
 )
 from raymlops.errors import ConfigError
-from tests.fakes.lakefs_server import FakeLakeFS, start_fake_lakefs
+from tests.fakes.lakefs_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, FakeLakeFS, start_fake_lakefs
 
 EXTERNAL = "tests.plugins.external_backend:SnapshotFolderBackend"
 
@@ -77,7 +77,9 @@ def _files(folder: Path, table: pa.Table) -> str:
 def case(request: pytest.FixtureRequest) -> Case:
     if request.param == "lakefs":
         server: FakeLakeFS = request.getfixturevalue("lakefs")
-        settings = LakeFSConfig(host=server.url, access_key_id="AKIAFAKE", secret_access_key="secret")
+        settings = LakeFSConfig(
+            host=server.url, access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY
+        )
 
         def make(folder: Path, table: pa.Table) -> str:
             repo = f"repo-{uuid.uuid4().hex[:8]}"

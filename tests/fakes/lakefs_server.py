@@ -23,19 +23,32 @@ Implemented (all under ``/api/v1``), just what the backend and its tests call:
 - ``POST|DELETE /repositories/{repo}/branches/{branch}/objects`` (raw upload, chunked or not; delete),
   ``POST /repositories/{repo}/branches/{branch}/objects/delete`` (bulk delete)
 
-Reading at a branch sees its uncommitted (staged) changes, as in lakeFS; reading at a tag or commit
-sees only committed data. Errors are JSON ``lakefs_sdk.models.Error`` bodies with 400/404/409/412/416.
+- pre-signed URLs, when started with ``pre_sign=True`` (what a lakeFS on S3 offers): ``/config`` says
+  ``pre_sign_support``; ``GET .../objects?presign=true`` answers 302 to a signed URL of a second HTTP server
+  standing in for the object store (the signature an HMAC over method, key and expiry, checked there;
+  Range reads; expired or altered URLs get 403); ``GET .../objects/stat?presign=true`` puts the signed
+  URL in ``physical_address``; uploads go ``GET|PUT /repositories/{repo}/branches/{branch}/staging/backing``
+  (an address and a signed PUT URL; the client PUTs the bytes to the store, then links the address).
 
-Not implemented: authentication (any basic-auth header, or none, is accepted), a storage namespace
-(objects live in memory, ``physical_address`` is made up), pre-signed URLs, multipart/form uploads,
-ref expressions (``main~1``, ``main@``), commit-id prefixes, hidden branches, branch protection,
-garbage collection, hooks/actions, imports, diffs, cherry-pick/revert/reset, users and policies, and
-any endpoint not listed above (they answer 404 with the method and path).
+Authentication is lakeFS's basic auth with the access key id and secret the server was started with; a
+request without them, or with others, gets 401 and an ``Error`` body. Every request and its answer are
+recorded in ``requests`` (method, path, query, status, content type, body), so a test can hold them
+against lakeFS's published OpenAPI spec (``tests/integration/test_lakefs_spec.py``).
+
+Reading at a branch sees its uncommitted (staged) changes, as in lakeFS; reading at a tag or commit
+sees only committed data. Errors are JSON ``lakefs_sdk.models.Error`` bodies with 400/401/404/409/412/416.
+
+Not implemented: users, tokens and policies (one key pair has every right), a real storage namespace
+(objects live in memory), multipart/form uploads, ref expressions (``main~1``, ``main@``), commit-id
+prefixes, hidden branches, branch protection, garbage collection, hooks/actions, imports, diffs,
+cherry-pick/revert/reset, and any endpoint not listed above (they answer 404 with the method and path).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import itertools
 import json
 import re
@@ -45,13 +58,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from lakefs_sdk import models as m
 
-__all__ = ["FakeLakeFS", "start_fake_lakefs"]
+__all__ = ["ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "FakeLakeFS", "Recorded", "start_fake_lakefs"]
 
 SERVER_VERSION = "1.70.0"  # what /config reports; lakefs-spec only compares it for touch()
+ACCESS_KEY_ID, SECRET_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+PRESIGN_TTL_S = 900  # lakeFS's default pre-signed URL lifetime (15 minutes)
 
 
 class ApiError(Exception):
@@ -69,6 +84,18 @@ class Obj:
     @property
     def checksum(self) -> str:
         return hashlib.md5(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request the server answered, as a client sent it and as it was answered."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    status: int
+    content_type: str
+    body: bytes
 
 
 @dataclass
@@ -126,11 +153,20 @@ def _page(items: list, key: Callable[[Any], str], query: dict[str, str]) -> tupl
 class FakeLakeFS:
     """The server and its state; ``url`` is the host to give the lakeFS clients, ``close()`` stops it."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        access_key_id: str = ACCESS_KEY_ID,
+        secret_access_key: str = SECRET_ACCESS_KEY,
+        pre_sign: bool = False,
+    ) -> None:
         self.repos: dict[str, Repo] = {}
         self.lock = threading.RLock()
+        self.pre_sign = pre_sign
+        self.requests: list[Recorded] = []
+        self._auth = "Basic " + base64.b64encode(f"{access_key_id}:{secret_access_key}".encode()).decode()
         self._seq = itertools.count()
         self._routes = self._route_table()
+        self.store = FakeObjectStore(secret_access_key.encode())  # the bucket pre-signed URLs point into
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -141,6 +177,10 @@ class FakeLakeFS:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+        self.store.close()
+
+    def authorized(self, header: str | None) -> bool:
+        return header is not None and hmac.compare_digest(header, self._auth)
 
     # state helpers (the tests may call them directly)
 
@@ -149,7 +189,8 @@ class FakeLakeFS:
             if name in self.repos:
                 raise ApiError(409, f"repository {name!r} already exists")
             now = int(time.time())
-            repo = Repo(name, default_branch, namespace or f"local://fake/{name}", now)
+            scheme = "s3" if self.pre_sign else "local"
+            repo = Repo(name, default_branch, namespace or f"{scheme}://fake/{name}", now)
             first = self._new_commit(repo, [], "Repository created", {}, {})
             repo.branches[default_branch], repo.staged[default_branch] = first.id, {}
             self.repos[name] = repo
@@ -233,6 +274,8 @@ class FakeLakeFS:
             ("HEAD", r + "/refs/(?P<ref>[^/]+)/objects", self._get_object),
             ("GET", r + "/refs/(?P<ref>[^/]+)/objects/stat", self._stat_object),
             ("GET", r + "/refs/(?P<ref>[^/]+)/objects/ls", self._list_objects),
+            ("GET", r + "/branches/(?P<branch>[^/]+)/staging/backing", self._physical_address),
+            ("PUT", r + "/branches/(?P<branch>[^/]+)/staging/backing", self._link_physical_address),
         ]
         return [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in table]
 
@@ -245,20 +288,21 @@ class FakeLakeFS:
             if route_method == method and match:
                 args = {k: unquote(v) for k, v in match.groupdict().items()}
                 with self.lock:
-                    return fn(args, query, body, headers=headers, lists=query_lists)
+                    return fn(args, query, body, headers=headers, lists=query_lists, method=method)
         raise ApiError(404, f"fake lakeFS does not implement {method} {parts.path}")
 
     # handlers
 
     def _get_config(self, args, query, body, **_) -> tuple[int, Any, dict]:
+        scheme = "s3" if self.pre_sign else "local"  # lakeFS's local blockstore cannot pre-sign
         storage = m.StorageConfig(
-            blockstore_type="local",
-            blockstore_namespace_example="local://example-bucket/",
-            blockstore_namespace_ValidityRegex="^local://",
-            pre_sign_support=False,
+            blockstore_type=scheme,
+            blockstore_namespace_example=f"{scheme}://example-bucket/",
+            blockstore_namespace_ValidityRegex=f"^{scheme}://",
+            pre_sign_support=self.pre_sign,
             pre_sign_support_ui=False,
             import_support=False,
-            import_validity_regex="^local://",
+            import_validity_regex=f"^{scheme}://",
         )
         version = m.VersionConfig(version=SERVER_VERSION)
         return 200, m.Config(version_config=version, storage_config=storage), {}
@@ -389,11 +433,19 @@ class FakeLakeFS:
             raise ApiError(404, f"object not found: {query.get('path')!r} at {args['ref']!r}")
         return obj
 
-    def _stats(self, path: str, obj: Obj) -> m.ObjectStats:
+    def _presigned(self, query: dict[str, str]) -> bool:
+        if query.get("presign", "").lower() != "true":  # the SDK sends Python's "True"
+            return False
+        if not self.pre_sign:
+            raise ApiError(400, "pre-signed URLs are not supported by this server's storage")
+        return True
+
+    def _stats(self, path: str, obj: Obj, presign: bool = False) -> m.ObjectStats:
+        key = self.store.put(f"data/{obj.checksum}", obj.data)
         return m.ObjectStats(
             path=path,
             path_type="object",
-            physical_address=f"local://fake/data/{obj.checksum}",
+            physical_address=self.store.sign("GET", key) if presign else f"s3://fake-bucket/{key}",
             checksum=obj.checksum,
             size_bytes=len(obj.data),
             mtime=obj.mtime,
@@ -401,8 +453,14 @@ class FakeLakeFS:
             metadata={},
         )
 
-    def _get_object(self, args, query, body, headers, **_):
+    def _get_object(self, args, query, body, headers, method, **_):
         obj = self._object(args, query)
+        if method == "GET" and self._presigned(query):  # as lakeFS on S3: a redirect to the store
+            return (
+                302,
+                None,
+                {"Location": self.store.sign("GET", self.store.put(f"data/{obj.checksum}", obj.data))},
+            )
         size, wanted = len(obj.data), headers.get("Range")
         reply = {"ETag": f'"{obj.checksum}"', "Content-Type": obj.content_type}
         if not wanted:
@@ -415,7 +473,7 @@ class FakeLakeFS:
         return 206, obj.data[start : end + 1], {**reply, "Content-Range": f"bytes {start}-{end}/{size}"}
 
     def _stat_object(self, args, query, body, **_):
-        return 200, self._stats(query.get("path", ""), self._object(args, query)), {}
+        return 200, self._stats(query.get("path", ""), self._object(args, query), self._presigned(query)), {}
 
     def _list_objects(self, args, query, body, **_):
         tree = self._tree(self._repo(args["repo"]), args["ref"])
@@ -442,6 +500,36 @@ class FakeLakeFS:
         repo.staged[branch][path] = obj = Obj(bytes(body), content_type, int(time.time()))
         return 201, self._stats(path, obj), {}
 
+    def _physical_address(self, args, query, body, **_):
+        """Where a client may put the bytes of ``path`` itself (a pre-signed PUT URL when asked)."""
+        repo = self._repo(args["repo"])
+        self._branch(repo, args["branch"])
+        if not query.get("path"):
+            raise ApiError(400, "path is required")
+        key = f"staging/{hashlib.sha256(str(next(self._seq)).encode()).hexdigest()[:24]}"
+        presign = self._presigned(query)
+        location = m.StagingLocation(
+            physical_address=f"s3://fake-bucket/{key}",
+            presigned_url=self.store.sign("PUT", key) if presign else None,
+            presigned_url_expiry=int(time.time()) + PRESIGN_TTL_S if presign else None,
+        )
+        return 200, location, {}
+
+    def _link_physical_address(self, args, query, body, headers, **_):
+        """Make the bytes a client uploaded to a staging address the object at ``path`` (uncommitted)."""
+        repo = self._repo(args["repo"])
+        branch, path = self._branch(repo, args["branch"]), query.get("path", "")
+        spec = m.StagingMetadata.from_json(body.decode())
+        key = (spec.staging.physical_address or "").removeprefix("s3://fake-bucket/")
+        data = self.store.get(key)
+        if data is None:
+            raise ApiError(400, f"nothing was uploaded to {spec.staging.physical_address!r}")
+        if headers.get("If-None-Match") == "*" and path in self._tree(repo, branch):
+            raise ApiError(412, f"object {path!r} exists")
+        content_type = spec.content_type or "application/octet-stream"
+        repo.staged[branch][path] = obj = Obj(data, content_type, int(time.time()))
+        return 200, self._stats(path, obj), {}
+
     def _delete_object(self, args, query, body, **_):
         repo = self._repo(args["repo"])
         branch, path = self._branch(repo, args["branch"]), query.get("path", "")
@@ -460,28 +548,47 @@ class FakeLakeFS:
         return 200, m.ObjectErrorList(errors=[]), {}
 
 
-def _make_handler(fake: FakeLakeFS) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as urllib3 pools connections
-        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":  # urllib3 streams file bodies
+        chunks = []
+        while size := int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+        while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
             pass
+        return b"".join(chunks)
+    return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
 
-        def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # urllib3 streams file bodies
-                chunks = []
-                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+def _reply(
+    handler: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str, headers: dict
+) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)
+
+
+class _QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as urllib3 pools connections
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+
+def _make_handler(fake: FakeLakeFS) -> type[BaseHTTPRequestHandler]:
+    class Handler(_QuietHandler):
         def _handle(self) -> None:
+            body = _read_body(self)
             try:
-                status, payload, headers = fake.dispatch(self.command, self.path, self.headers, self._body())
+                if not fake.authorized(self.headers.get("Authorization")):
+                    raise ApiError(401, "authentication required: the server's access key id and secret")
+                status, payload, headers = fake.dispatch(self.command, self.path, self.headers, body)
             except ApiError as exc:
                 status, payload, headers = exc.status, m.Error(message=exc.message), {}
             if isinstance(payload, bytes):
@@ -492,20 +599,104 @@ def _make_handler(fake: FakeLakeFS) -> type[BaseHTTPRequestHandler]:
                 data, content_type = b"", "application/json"
             else:
                 data, content_type = payload.to_json().encode(), "application/json"
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+            parts = urlsplit(self.path)
+            with fake.lock:
+                fake.requests.append(
+                    Recorded(
+                        self.command,
+                        parts.path,
+                        parse_qs(parts.query),
+                        status,
+                        content_type,
+                        b"" if self.command == "HEAD" else data,
+                    )
+                )
+            _reply(self, status, data, content_type, headers)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
     return Handler
 
 
-def start_fake_lakefs() -> FakeLakeFS:
-    """Start a fake lakeFS on 127.0.0.1 and a free port; ``.url`` for the clients, ``.close()`` to stop."""
-    return FakeLakeFS()
+class FakeObjectStore:
+    """The bucket behind pre-signed URLs: GET and PUT of ``/<key>`` with a valid, unexpired signature.
+
+    The signature stands in for S3's SigV4 query signing: the store (like S3) checks it without asking
+    lakeFS, and the client sends no lakeFS credentials here.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret, self._objects = secret, {}
+        self.lock = threading.Lock()
+        self.hits: list[tuple[str, str]] = []  # (method, key) of every signed request served
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _store_handler(self))
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-store", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def put(self, key: str, data: bytes) -> str:
+        with self.lock:
+            self._objects[key] = data
+        return key
+
+    def get(self, key: str) -> bytes | None:
+        with self.lock:
+            return self._objects.get(key)
+
+    def _signature(self, method: str, key: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{method}\n{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, method: str, key: str) -> str:
+        expires = int(time.time()) + PRESIGN_TTL_S
+        signature = self._signature(method, key, expires)
+        return f"{self.url}/{quote(key)}?X-Amz-Expires={expires}&X-Amz-Signature={signature}"
+
+    def check(self, method: str, key: str, query: dict[str, str]) -> bool:
+        try:
+            expires = int(query.get("X-Amz-Expires", ""))
+        except ValueError:
+            return False
+        expected = self._signature(method, key, expires)
+        return expires >= time.time() and hmac.compare_digest(expected, query.get("X-Amz-Signature", ""))
+
+
+def _store_handler(store: FakeObjectStore) -> type[BaseHTTPRequestHandler]:
+    class Handler(_QuietHandler):
+        def _handle(self) -> None:
+            body, parts = _read_body(self), urlsplit(self.path)
+            key, query = unquote(parts.path.lstrip("/")), {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            if self.headers.get("Authorization") or not store.check(self.command, key, query):
+                return _reply(self, 403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml", {})
+            with store.lock:
+                store.hits.append((self.command, key))
+            if self.command == "PUT":
+                store.put(key, body)
+                etag = hashlib.md5(body).hexdigest()
+                return _reply(self, 200, b"", "application/xml", {"ETag": f'"{etag}"'})
+            data = store.get(key)
+            if data is None:
+                return _reply(self, 404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml", {})
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", (self.headers.get("Range") or "").strip())
+            if not match:
+                return _reply(self, 200, data, "application/octet-stream", {})
+            start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
+            if start >= len(data):
+                return _reply(self, 416, b"", "application/xml", {"Content-Range": f"bytes */{len(data)}"})
+            headers = {"Content-Range": f"bytes {start}-{end}/{len(data)}"}
+            return _reply(self, 206, data[start : end + 1], "application/octet-stream", headers)
+
+        do_GET = do_PUT = _handle
+
+    return Handler
+
+
+def start_fake_lakefs(pre_sign: bool = False) -> FakeLakeFS:
+    """Start a fake lakeFS on 127.0.0.1 and a free port, with the key pair ``ACCESS_KEY_ID`` /
+    ``SECRET_ACCESS_KEY``; ``.url`` for the clients, ``.close()`` to stop."""
+    return FakeLakeFS(pre_sign=pre_sign)

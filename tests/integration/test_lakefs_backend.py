@@ -17,7 +17,7 @@ import pytest
 from raymlops.data.lakefs_backend import LakeFSBackend
 from raymlops.data.versioning import DataVersion
 from raymlops.errors import ConfigError
-from tests.fakes.lakefs_server import FakeLakeFS, start_fake_lakefs
+from tests.fakes.lakefs_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, FakeLakeFS, start_fake_lakefs
 
 PATH = "tables/flights"
 
@@ -38,7 +38,9 @@ def backend(fake: FakeLakeFS) -> LakeFSBackend:
 
 
 def _open(fake: FakeLakeFS, repo: str, ref: str) -> LakeFSBackend:
-    return LakeFSBackend(repo, ref, PATH, host=fake.url, access_key_id="AKIAFAKE", secret_access_key="secret")
+    return LakeFSBackend(
+        repo, ref, PATH, host=fake.url, access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY
+    )
 
 
 def _table(rows: int, start: int = 0, extra: bool = False) -> pa.Table:
