@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import free_port
+from tests.mlflow_checks import pyfunc_answers, served_by_mlflow, task_fields
 from tests.task_tables import CLASSES, binary_yes_no, multiclass_strings, regression_numbers
 
 pytestmark = pytest.mark.slow
@@ -148,3 +149,10 @@ def test_init_output_runs_unedited_to_a_served_model_under_its_own_name(
     [version] = registry.versions(name)
     assert task_from_json(version.tags[TASK_TAG]).name == task
     assert name in cfg.registry.intended_use  # the model card's placeholder names the table, not flights
+
+    # Issue 19: the version is an MLflow model too, answering exactly what the router answered over HTTP.
+    assert "champion" in version.aliases
+    uri, model = cfg.registry.tracking_uri, f"models:/{name}@champion"
+    assert pyfunc_answers(uri, model, records) == task_fields(answers)  # the router adds "ood" itself
+    if task == "multiclass":  # one `mlflow models serve` process (its start is the cost): the richest answer
+        assert served_by_mlflow(uri, model, records) == {"predictions": task_fields(answers)}

@@ -29,6 +29,7 @@ from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.runner import run_pipeline
 from raymlops.registry.mlflow_registry import ModelRegistry
 from tests.conftest import free_port
+from tests.mlflow_checks import pyfunc_answers, task_fields
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -194,6 +195,11 @@ def test_served_model_answers_real_http_with_the_registered_graph(served) -> Non
     session = ort.InferenceSession(str(state.register.onnx_path), providers=["CPUExecutionProvider"])
     expected = session.run(["probability"], onnx_feeds(sample, columns))[0]
     np.testing.assert_allclose(served_proba, expected, atol=1e-6)
+    # The champion is an MLflow model too: its graph is encrypted at rest and decrypts with the planted
+    # $RAYMLOPS_KEK; it answers exactly as Serve did (docs/mlflow.md).
+    model_uri = f"models:/{cfg.registry.model_name}@champion"
+    served = task_fields(response.json()["predictions"])  # less the router's own "ood" field
+    assert pyfunc_answers(cfg.registry.tracking_uri, model_uri, records) == served
     # The job's own smoke requests went over HTTP too.
     assert len(state.deploy.sample_answers) == cfg.serve.sample_requests
 
