@@ -112,18 +112,9 @@ class BinaryTask(Task):
     # Serving (see Task): the label in the label's own terms; the positive class named for OIP clients.
     @classmethod
     def answer_schema(cls) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "required": ["probability", "label"],
-            "properties": {
-                "probability": {"type": "number", "minimum": 0, "maximum": 1},
-                "label": {
-                    "type": ["integer", "string", "boolean", "number"],
-                    "description": "0 / 1 for a label made by a threshold; else the positive class or the "
-                    "other, as the label column holds them.",
-                },
-            },
-        }
+        from raymlops.tasks.answers import BinaryAnswer, answer_row_schema
+
+        return answer_row_schema(BinaryAnswer)
 
     def oip_parameters(self) -> dict[str, str | float | bool]:
         return {} if self.positive is None else {"positive": json.dumps(self.positive, default=str)}

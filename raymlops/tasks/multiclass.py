@@ -104,21 +104,9 @@ class MulticlassTask(Task):
     # Serving (see Task): class values as the label column holds them; names in the output's columns.
     @classmethod
     def answer_schema(cls) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "required": ["label", "probabilities"],
-            "properties": {
-                "label": {
-                    "type": ["string", "integer", "number", "boolean"],
-                    "description": "The likeliest class.",
-                },
-                "probabilities": {
-                    "type": "object",
-                    "description": "Class name -> probability.",
-                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
-                },
-            },
-        }
+        from raymlops.tasks.answers import MulticlassAnswer, answer_row_schema
+
+        return answer_row_schema(MulticlassAnswer)
 
     def oip_parameters(self) -> dict[str, str | float | bool]:
         # OIP parameters hold scalars only: the class values, in column order, as a JSON array.

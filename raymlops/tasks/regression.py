@@ -77,7 +77,9 @@ class RegressionTask(Task):
 
     @classmethod
     def answer_schema(cls) -> dict[str, Any]:
-        return {"type": "object", "required": ["value"], "properties": {"value": {"type": "number"}}}
+        from raymlops.tasks.answers import RegressionAnswer, answer_row_schema
+
+        return answer_row_schema(RegressionAnswer)
 
     def output_columns(self, pred: np.ndarray, threshold: float | None = None) -> dict[str, pa.Array]:
         return {"value": pa.array(np.asarray(pred, np.float32).reshape(-1), pa.float32())}

@@ -195,3 +195,31 @@ def test_online_store_and_lookup_shapes_name_the_key() -> None:
         assert info.value.key == key, (key, str(info.value))
     assert "is not a lookup setting. Did you mean 'event_time'" in _message(cases[2][0])
     assert "Did you mean 'entities'" in _message(cases[4][0])
+
+
+def test_task_answer_schemas_come_from_their_models_and_hold_the_answers() -> None:
+    """Each task's answer rows (built by hand on the hot path) validate against the schema its pydantic
+    model generates; a row of another task's shape does not."""
+    import numpy as np
+
+    from raymlops.tasks.binary import BinaryTask
+    from raymlops.tasks.multiclass import MulticlassTask
+    from raymlops.tasks.regression import RegressionTask
+
+    pred = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]], np.float32)
+    tasks = {
+        "binary": (BinaryTask(threshold=0.5), pred[:, 1]),
+        "labels": (BinaryTask(positive="late", negative="on time"), pred[:, 1]),
+        "multiclass": (MulticlassTask(classes=("a", "b", "c")), pred),
+        "regression": (RegressionTask(), pred[:, 0] * 100),
+    }
+    rows = {}
+    for name, (task, out) in tasks.items():
+        validator = jsonschema.Draft202012Validator(task.answer_schema())
+        rows[name] = task.answers(out)
+        assert all(validator.is_valid(row) for row in rows[name]), name
+    assert not jsonschema.Draft202012Validator(BinaryTask.answer_schema()).is_valid({"value": 3.0})
+    assert not jsonschema.Draft202012Validator(MulticlassTask.answer_schema()).is_valid(
+        {"label": "a", "probabilities": {"a": 1.5}}
+    )
+    assert not jsonschema.Draft202012Validator(RegressionTask.answer_schema()).is_valid(rows["binary"][0])
