@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -58,11 +58,11 @@ class OODSettings:
     range_margin: float = 1.0
 
     def __post_init__(self) -> None:
-        validate_settings(_OODShape, self.to_dict(raw=True), "serve.ood")
+        validate_settings(_OODShape, asdict(self), "serve.ood")
 
-    def to_dict(self, *, raw: bool = False) -> dict[str, Any]:
-        margin = self.range_margin if raw else float(self.range_margin)
-        return {"enabled": self.enabled, "action": self.action, "range_margin": margin}
+    def to_dict(self) -> dict[str, Any]:
+        data = _OODShape.model_construct(**asdict(self)).model_dump()
+        return {**data, "range_margin": float(data["range_margin"])}
 
     @classmethod
     def from_dict(cls, data: Any) -> OODSettings:
