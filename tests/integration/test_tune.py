@@ -80,4 +80,7 @@ def test_tune_replaces_train_and_the_best_trial_is_evaluated(tmp_path: Path, sou
     model = state.train.model
     assert (model.lr, model.hidden_sizes) == (best["params"]["lr"], best["params"]["hidden_sizes"])
     assert state.train.history == best["history"]
-    assert 0.0 <= state.evaluate.metrics["test/auc"] <= 1.0 and "auc" in ctx.figures["evaluate"]
+    # Measured test/auc 0.6135 (tune.seed=3, the ASHA story above) against the constant baseline's 0.5;
+    # 0.0135 of room, and a tuned model that learned nothing fails.
+    assert state.evaluate.metrics["test/auc"] >= 0.60 > state.evaluate.baseline["test/auc"]
+    assert "auc" in ctx.figures["evaluate"]
