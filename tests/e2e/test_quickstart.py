@@ -30,13 +30,17 @@ from raymlops.pipeline.runner import run_pipeline
 from raymlops.registry.mlflow_registry import ModelRegistry
 from tests.conftest import free_port
 from tests.mlflow_checks import pyfunc_answers, task_fields
+from tests.readme_commands import quick_run_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
-# Small but honest: a 10% sample of every month, two epochs; the gate still has to be met.
-SMALL = ["data.sample_fraction=0.1", "ray.progress_bars=false", "evaluate.gates=['test/auc>=0.55']"]
+# The README's quick run, read from the README (tests/unit/test_readme_commands.py checks the rest of its
+# commands): a 10% sample of every month under the default gate, test/auc >= 0.60, which it has to meet.
+QUICK_RUN = quick_run_overrides()
+EPOCHS = int(next(o.split("=")[1] for o in QUICK_RUN if o.startswith("model.epochs=")))
+SMALL = ["data.sample_fraction=0.1", "ray.progress_bars=false"]  # the XGBoost candidate's, gates its own
 # SHAP over fewer rows than the default: the explain stage is under test, not the precision of its means.
-MLP = [*SMALL, "model.epochs=2", "explain.background_rows=30", "explain.rows=50"]
+MLP = [*QUICK_RUN, "ray.progress_bars=false", "explain.background_rows=30", "explain.rows=50"]
 # A model input tagged as personal data: the router logs it hashed (test_no_secret_...).
 PII = ["+data.columns={dest: {pii: true}}"]
 SECRETS: dict[str, str] = {}  # planted in the environment before the run: none may appear in any output
@@ -106,7 +110,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     state_dir = tmp_path_factory.mktemp("state")
     plant_secrets(state_dir)
     port = free_port()
-    cfg = compose(["+experiment=quickstart", f"state_dir={state_dir}", f"serve.port={port}", *MLP, *PII])
+    cfg = compose([f"state_dir={state_dir}", f"serve.port={port}", *MLP, *PII])
     ctx, state = run_pipeline(cfg)
     yield cfg, ctx, state
     serve.shutdown()
@@ -115,7 +119,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 def test_model_beats_constant_baseline_and_is_registered_with_lineage(served) -> None:
     cfg, ctx, state = served
     metrics, baseline = state.evaluate.metrics, state.evaluate.baseline
-    assert metrics["test/auc"] >= 0.55 > baseline["test/auc"]
+    # The run met the default gate (0.60) or it would have raised; measured 0.6122 (the same in every run
+    # here: seeded, DDP on CPU). 0.005 below it is room for float differences between CPUs.
+    assert metrics["test/auc"] >= 0.607 > baseline["test/auc"] == 0.5
     registry = ModelRegistry.from_config(cfg.registry)
     [version] = registry.versions(cfg.registry.model_name)
     assert version.version == state.register.version == "1"
@@ -123,9 +129,9 @@ def test_model_beats_constant_baseline_and_is_registered_with_lineage(served) ->
     assert version.tags["raymlops.git_sha"] and version.tags["raymlops.run_id"] == ctx.run_id
     run = registry.client.get_run(version.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.epochs"] == "2"
+    assert run.data.params["model.epochs"] == str(EPOCHS)
     history = registry.client.get_metric_history(version.run_id, "valid/loss")
-    assert [m.step for m in history] == [1, 2]
+    assert [m.step for m in history] == list(range(1, EPOCHS + 1))
     onnx_file = registry.local_artifact(version, "model.onnx")
     assert onnx_file.exists() and onnx_file == state.register.onnx_path
     # The job's run holds the whole story: config, code, data, timings, resources, reports.
@@ -178,7 +184,7 @@ def test_first_passing_version_is_champion_with_card_shap_and_checked_lineage(se
     assert str(backend.resolve()) == lineage.data_version
     assert backend.num_rows(backend.resolve()) >= state.ingest.num_rows
     config = training_config(registry, lineage)
-    assert config["data"]["ref"] == cfg.data.ref and config["model"]["epochs"] == 2
+    assert config["data"]["ref"] == cfg.data.ref and config["model"]["epochs"] == EPOCHS
 
 
 def test_served_model_answers_real_http_with_the_registered_graph(served) -> None:
@@ -238,7 +244,7 @@ def test_failed_gates_register_rejected_and_leave_aliases_and_deployment_alone(s
     assert re.search(r"test/auc = 0\.\d+ vs champion v1 0\.\d+", message)
     assert "registered as flights-delay v2 (rejected; no alias moved)" in message
     # XGBoost learned something and its exported graph matches the booster.
-    assert ctx.figures["evaluate"]["auc"] >= 0.55
+    assert ctx.figures["evaluate"]["auc"] >= 0.61  # measured 0.6176 (seeded); 0.0076 of room
     assert float(ctx.figures["export"]["parity_max_abs_diff"]) <= failing.export.parity_tolerance
     registry = ModelRegistry.from_config(cfg.registry)
     v1, v2 = registry.versions(cfg.registry.model_name)
@@ -269,7 +275,6 @@ def test_failed_gate_with_on_fail_skip_registers_nothing(served) -> None:
     before = registry.versions(cfg.registry.model_name)
     skipping = compose(
         [
-            "+experiment=quickstart",
             f"state_dir={cfg.state_dir}",
             *MLP,
             "stages=[evaluate,export,register,deploy]",
