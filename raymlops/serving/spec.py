@@ -76,7 +76,9 @@ class _SpecShape(BaseModel):
     onnx_path: str = _NON_EMPTY
     data_version: str
     # column -> kind; the kind is checked by ModelSpec, whose message names the column
-    input_columns: dict[str, Any] = Field(min_length=1, description="must map column -> kind (at least one)")
+    input_columns: Mapping[str, Any] = Field(
+        min_length=1, description="must map column -> kind (at least one)"
+    )
     weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="must be a finite number >= 0")
     threshold: float = Field(0.5, ge=0, le=1, description="must be in [0, 1]")
     placement: Literal["colocated", "deployment"] = "colocated"
@@ -190,6 +192,7 @@ class ModelSpec:
         validate_settings(_SpecShape, self._fields(), key)
         safe_name(self.name, "model name")  # names reach log partitions, metrics labels, deployment names
         safe_name(self.version, "model version")
+        object.__setattr__(self, "input_columns", dict(self.input_columns))  # plain JSON (frozen dataclass)
         for column, kind in self.input_columns.items():
             if kind not in INPUT_KINDS:
                 raise ConfigError(
