@@ -4,7 +4,7 @@ One cluster, one kill, two subjects (``tests/e2e/node_faults.py`` drives it in i
 joins one Ray cluster only, and this session's is ``ray_local``). Two router replicas, one per worker
 node, answer three retrying clients while a ``TorchMLP`` trains on both worker nodes; once the first
 checkpoint is committed, the node holding the first replica is killed (SIGKILL to its raylet and
-processes). Figures checked (docs/durability.md, "Faults and their bounds"):
+processes). Figures checked (docs/durability.md, "A worker node dies"):
 
 - serving: no request fails after client retry; Serve re-places the replica on the remaining node by
   itself and answers keep coming; every answered prediction reaches the prediction log;
