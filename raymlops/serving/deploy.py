@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from raymlops.errors import ConfigError, DeploymentError
 from raymlops.serving.policy import RoutePolicy
-from raymlops.settings_model import validate_settings
 from raymlops.serving.spec import ModelSpec, PredictionLogSettings, build_user_config
+from raymlops.settings_model import validate_settings
 
 __all__ = ["TLSSettings", "deploy", "deploy_user_config", "sample_requests"]
 
