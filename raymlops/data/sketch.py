@@ -104,7 +104,7 @@ class QuantileSketch:
     Build one per block with :meth:`of`, combine with :meth:`merge`, ship as :meth:`to_dict`.
     """
 
-    __slots__ = ("count", "counts", "kll", "points", "values")
+    __slots__ = ("_kll_blob", "count", "counts", "points", "values")
 
     def __init__(
         self,
@@ -114,12 +114,25 @@ class QuantileSketch:
         counts: np.ndarray | None = None,
         points: np.ndarray | None = None,
         kll: Any = None,
+        kll_blob: bytes | None = None,
     ) -> None:
         self.count = int(count)
         self.values = values  # exact form: sorted distinct values ...
         self.counts = counts  # ... and their counts
         self.points = points  # read-only older form: NUM_POINTS values at ranks i / (NUM_POINTS - 1)
-        self.kll = kll  # datasketches.kll_doubles_sketch: never mutated once built (merge copies)
+        # The KLL form is kept serialized: a live datasketches object per column per block would outlive
+        # the interpreter's teardown in a long job (nanobind then prints hundreds of "leaked instance"
+        # lines at exit), and bytes pickle to Ray workers as they are. Deserializing costs microseconds.
+        self._kll_blob = kll.serialize() if kll is not None else kll_blob
+
+    @property
+    def kll(self) -> Any:
+        """The KLL form as a new ``datasketches.kll_doubles_sketch`` (None for the exact forms)."""
+        if self._kll_blob is None:
+            return None
+        from datasketches import kll_doubles_sketch
+
+        return kll_doubles_sketch.deserialize(self._kll_blob)
 
     # construction -----------------------------------------------------------------------------------
     @classmethod
@@ -160,10 +173,8 @@ class QuantileSketch:
 
     def _to_kll(self) -> Any:
         """A new KLL sketch of this sketch's values (a copy when it is one already)."""
-        if self.kll is not None:
-            from datasketches import kll_doubles_sketch
-
-            return kll_doubles_sketch.deserialize(self.kll.serialize())
+        if self._kll_blob is not None:
+            return self.kll  # already a new object
         kll = _new_kll()
         if self.count == 0:
             return kll
@@ -196,21 +207,21 @@ class QuantileSketch:
 
     @property
     def min(self) -> float | None:
-        if self.kll is not None:
+        if self._kll_blob is not None:
             return float(self.kll.get_min_value())
         knots = self.points if self.points is not None else self.values
         return float(knots[0]) if knots is not None and len(knots) else None
 
     @property
     def max(self) -> float | None:
-        if self.kll is not None:
+        if self._kll_blob is not None:
             return float(self.kll.get_max_value())
         knots = self.points if self.points is not None else self.values
         return float(knots[-1]) if knots is not None and len(knots) else None
 
     def cdf(self, xs: Any, *, left: bool = False) -> np.ndarray:
         """P(X <= x) for each x (``left=True``: P(X < x)); exact in the exact form."""
-        if self.kll is None:
+        if self._kll_blob is None:
             return polyline_cdf(*self._polyline(), xs, left=left)
         xs = np.asarray(xs, dtype=np.float64)
         out = np.zeros(xs.shape)
@@ -224,7 +235,7 @@ class QuantileSketch:
 
     def quantiles(self, qs: Any) -> np.ndarray:
         """The smallest x with ``cdf(x) >= q`` for each q; NaN for an empty sketch."""
-        if self.kll is None:
+        if self._kll_blob is None:
             return polyline_inverse(*self._polyline(), qs)
         qs = np.asarray(qs, dtype=np.float64)
         found = self.kll.get_quantiles(np.clip(qs, 0.0, 1.0).ravel().tolist(), True)
@@ -245,17 +256,17 @@ class QuantileSketch:
                 counts = np.bincount(inverse, weights=np.concatenate((self.counts, other.counts)))
                 return QuantileSketch(total, values=values, counts=counts.astype(np.int64))
         # Merge into the larger KLL (the copy), feeding the other: a KLL merge costs O(K log n).
-        big, small = (self, other) if self.kll is not None or other.kll is None else (other, self)
+        big, small = (self, other) if self._kll_blob is not None or other._kll_blob is None else (other, self)
         kll = big._to_kll()
-        kll.merge(small.kll if small.kll is not None else small._to_kll())
+        kll.merge(small._to_kll())
         return QuantileSketch(total, kll=kll)
 
     # serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: ``{"count", "values", "counts"}`` (exact) or ``{"count", "kll"}``, where
         ``kll`` is the DataSketches binary form in base64 (readable by its Java and C++ libraries too)."""
-        if self.kll is not None:
-            return {"count": self.count, "kll": base64.b64encode(self.kll.serialize()).decode("ascii")}
+        if self._kll_blob is not None:
+            return {"count": self.count, "kll": base64.b64encode(self._kll_blob).decode("ascii")}
         if self.points is not None:
             return {"count": self.count, "points": self.points.tolist()}
         assert self.values is not None and self.counts is not None
@@ -264,10 +275,7 @@ class QuantileSketch:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuantileSketch:
         if "kll" in data:
-            from datasketches import kll_doubles_sketch
-
-            kll = kll_doubles_sketch.deserialize(base64.b64decode(data["kll"]))
-            return cls(data["count"], kll=kll)
+            return cls(data["count"], kll_blob=base64.b64decode(data["kll"]))
         if "points" in data:
             return cls(data["count"], points=np.asarray(data["points"], dtype=np.float64))
         return cls(
@@ -280,5 +288,5 @@ class QuantileSketch:
         return (QuantileSketch.from_dict, (self.to_dict(),))
 
     def __repr__(self) -> str:
-        form = "exact" if self.exact else "kll" if self.kll is not None else "points"
+        form = "exact" if self.exact else "kll" if self._kll_blob is not None else "points"
         return f"QuantileSketch({form}, count={self.count}, min={self.min}, max={self.max})"
