@@ -74,7 +74,6 @@ class RegisterStage(Stage):
             )
         return None
 
-
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
         cfg = ctx.cfg.registry
         ingest, evaluated, exported = (
