@@ -19,6 +19,7 @@ import json
 import signal
 import sys
 import threading
+from typing import Any
 
 WORKERS = 2
 WORKER_CPUS = 2
@@ -57,13 +58,20 @@ def run(port: int, dashboard_port: int, agent_port: int) -> None:
         cluster.shutdown()
 
 
-def placement(address: str) -> dict[str, list[str]]:
+def placement(address: str) -> dict[str, Any]:
     from ray.util.state import list_actors, list_tasks
 
     tasks = list_tasks(address=address, detail=True, limit=10_000, raise_on_missing_output=False)
     actors = list_actors(address=address, detail=True, limit=10_000, raise_on_missing_output=False)
+    # The work: tasks that reserve a CPU. Ray Train's dataset split coordinator also starts zero-CPU
+    # ``_split_single_block`` tasks to even out its shards' blocks; those may run on any node, the head too.
+    data = [
+        t
+        for t in tasks
+        if t.func_or_class_name in DATA_TASKS and t.node_id and (t.required_resources or {}).get("CPU", 0) > 0
+    ]
     return {
-        "data": sorted({t.node_id for t in tasks if t.func_or_class_name in DATA_TASKS and t.node_id}),
+        "data": sorted({t.node_id for t in data}),
         "train": sorted({a.node_id for a in actors if a.class_name == "RayTrainWorker"}),
         "serve": sorted(
             {
@@ -72,6 +80,13 @@ def placement(address: str) -> dict[str, list[str]]:
                 if (a.class_name or "").startswith("ServeReplica:") and a.state == "ALIVE"
             }
         ),
+        # What ran where, for a failure's message: node id -> "name (job id, state)" of those tasks.
+        "data_tasks_by_node": {
+            node: sorted(
+                {f"{t.func_or_class_name} ({t.job_id}, {t.state})" for t in data if t.node_id == node}
+            )
+            for node in {t.node_id for t in data}
+        },
     }
 
 
