@@ -227,7 +227,10 @@ def test_submit_through_the_job_api_runs_across_the_nodes_and_the_served_app_out
     assert where.returncode == 0, where.stderr[-2000:]
     placed = json.loads(where.stdout.strip().splitlines()[-1])
     workers = set(ray_cluster.workers)
-    assert {k: set(v) for k, v in placed.items()} == {"data": workers, "train": workers, "serve": workers}
+    detail = placed.pop("data_tasks_by_node")
+    assert {k: set(v) for k, v in placed.items()} == {"data": workers, "train": workers, "serve": workers}, (
+        f"head {ray_cluster.head}: {detail}"
+    )
 
 
 @pytest.mark.cluster
@@ -265,3 +268,108 @@ def test_ray_job_submit_cli_with_the_documented_token_setting(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "succeeded" in done.stdout.lower()
     assert "validate" in done.stdout and (tmp_path / "state" / "data" / "flights" / "_delta_log").is_dir()
+
+
+@pytest.mark.cluster
+def test_an_alert_that_retrains_submits_one_job_to_the_cluster_and_audits_it(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """`raymlops alerts receive` (its own process, as deployed) through the real job server: one job per
+    alert (a re-sent notification finds the job Ray already has), its entrypoint `python -m raymlops
+    retrain` with the receiver's overrides, started by the cluster, audited with the alert. The job is
+    stopped once it runs: what a retrain does is test_retrain.py's and test_feedback_loop.py's. Only the
+    token's whereabouts are given: the receiver turns token auth on when it finds one."""
+    from raymlops.config import compose
+    from raymlops.security.audit import read_audit
+
+    port = free_port()
+    overrides = [f"state_dir={tmp_path}", f"alerts.retrain.address={ray_cluster.address}"]
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "raymlops", "alerts", "receive", "--port", str(port), *overrides],
+        cwd=REPO,
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_TOKEN_PATH": str(ray_cluster.token)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "RaymlopsAccuracyDrop", "env": "dev", "model": "flights-delay"},
+        "annotations": {"summary": "live accuracy fell by 0.08"},
+        "startsAt": "2026-12-07T07:00:00Z",
+        "fingerprint": "4f2a9c0de1b7a355",
+    }
+    payload = {"version": "4", "status": "firing", "receiver": "raymlops", "alerts": [alert]}
+    url = f"http://127.0.0.1:{port}/alerts"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray_cluster.token)}
+    job_id = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up once /healthz answers
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert receiver.poll() is None and time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.5)
+        first = httpx.post(url, json=payload, timeout=120)
+        assert first.status_code == 200, first.text
+        [outcome] = first.json()["alerts"]
+        assert (outcome["action"], outcome["result"]) == ("retrain", "ok"), outcome
+        job_id = outcome["details"]["job_id"]
+        # Alertmanager re-sends the notification (or a second receiver gets it): no second job.
+        again = httpx.post(url, json=payload, timeout=120)
+        assert again.status_code == 200 and again.json()["alerts"][0]["result"] == "duplicate", again.text
+        # What the cluster holds, through the job API with the same token (a process of its own: this
+        # one's Ray took its auth mode from the session's local Ray).
+        check = subprocess.run(
+            [sys.executable, "-c", _JOB_INFO, ray_cluster.address, job_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert check.returncode == 0, check.stderr[-2000:]
+        info = json.loads(check.stdout.strip().splitlines()[-1])
+        assert info["entrypoint"].startswith("python -m raymlops retrain")
+        assert f"state_dir={tmp_path}" in info["entrypoint"]
+        assert info["fingerprint"] == alert["fingerprint"]
+        assert info["submissions"] == 1
+        assert info["status"] != "PENDING", info  # the cluster started it
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        output = receiver.communicate(timeout=30)[0]
+        if job_id:
+            subprocess.run(
+                [sys.executable, "-c", _STOP_JOB, ray_cluster.address, job_id], env=env, timeout=120
+            )
+    assert "receiving Alertmanager webhooks" in output and "stopping" in output, output[-2000:]
+    cfg = compose(overrides)
+    [record] = [r for r in read_audit(cfg.security.audit_log) if r.action == "alert.retrain"]
+    assert record.outcome == "ok" and record.details["job_id"] == job_id
+    assert record.details["fingerprint"] == alert["fingerprint"]
+
+
+# Run in a process of their own, with RAY_AUTH_MODE=token from the start (see the test above).
+_JOB_INFO = """
+import json, sys, time
+from ray.job_submission import JobStatus, JobSubmissionClient
+client = JobSubmissionClient(sys.argv[1])
+job_id = sys.argv[2]
+deadline = time.monotonic() + 120
+while client.get_job_status(job_id) == JobStatus.PENDING and time.monotonic() < deadline:
+    time.sleep(1)
+info = client.get_job_info(job_id)
+print(json.dumps({
+    "entrypoint": info.entrypoint,
+    "fingerprint": (info.metadata or {}).get("fingerprint"),
+    "status": client.get_job_status(job_id).value,
+    "submissions": [j.submission_id for j in client.list_jobs()].count(job_id),
+}))
+"""
+_STOP_JOB = """
+import sys
+from ray.job_submission import JobSubmissionClient
+JobSubmissionClient(sys.argv[1]).stop_job(sys.argv[2])
+"""
