@@ -81,74 +81,6 @@ def _group_cpu_seconds() -> float:
     return total / ticks
 
 
-class PacedTraffic:
-    """``CLIENTS`` clients each sending one single-row prediction every ``PERIOD_S``, with retry: steady
-    traffic that leaves the two cores to the cluster (back-to-back clients would starve training)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = f"{url}/v1/models/flights/predict"
-        self.answered: list[str] = []  # prediction ids whose answer reached a client
-        self.failed: list[int] = []  # status after every retry (-1: transport error)
-        self.retried = 0  # attempts that failed and were tried again
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(CLIENTS)
-        ]
-
-    def _client(self, index: int) -> None:
-        import httpx
-
-        from raymlops.serving.retry import RETRY_STATUSES, post_with_retry
-        from tests.integration.test_serving import ROWS
-
-        with httpx.Client(timeout=30.0) as client:
-            original = client.post
-
-            def counted(url: str, **kwargs: Any) -> httpx.Response:
-                try:
-                    response = original(url, **kwargs)
-                except httpx.TransportError:
-                    with self._lock:
-                        self.retried += 1
-                    raise
-                if response.status_code in RETRY_STATUSES:
-                    with self._lock:
-                        self.retried += 1
-                return response
-
-            client.post = counted  # type: ignore[method-assign,assignment]
-            n = 0
-            while not self._stop.wait(PERIOD_S):
-                row = ROWS[(index + n) % len(ROWS)]
-                n += 1
-                try:
-                    response = post_with_retry(client, self.url, json={"records": [row]}, attempts=8)
-                except httpx.TransportError:
-                    with self._lock:
-                        self.failed.append(-1)
-                    continue
-                with self._lock:
-                    if response.status_code == 200:
-                        self.answered.append(response.json()["prediction_id"])
-                    else:
-                        self.failed.append(response.status_code)
-
-    def __enter__(self) -> PacedTraffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.answered)
-
-
 def _dataset(n: int, seed: int) -> Any:
     """A binary task the MLP can learn: label = x . w > 0 with some noise, 8 float32 features."""
     import numpy as np
@@ -200,7 +132,8 @@ def main(out: Path, port: int) -> None:
     from raymlops.serving import ModelSpec, deploy
     from tests.integration.test_faults import MODEL, _wait
     from tests.integration.test_prediction_log import TinyLogReg, raw_rows
-    from tests.integration.test_serving import PRE, WEIGHTS, free_port
+    from tests.integration.test_serving import PRE, ROWS, WEIGHTS, free_port
+    from tests.retrying_traffic import RetryingTraffic
 
     t0 = time.monotonic()
     cluster = Cluster(
@@ -241,7 +174,8 @@ def main(out: Path, port: int) -> None:
     storage = out / "train"
     trainer = threading.Thread(target=_train, args=(storage, training), daemon=True)
     trainer.start()
-    with PacedTraffic(url) as traffic:
+    # Paced: back-to-back clients would starve training of the two cores.
+    with RetryingTraffic(f"{url}/v1/models/{MODEL}/predict", ROWS, CLIENTS, PERIOD_S) as traffic:
         # The first checkpoint is committed once a second one is on disk (every rank reported epoch 1).
         _wait(lambda: len(list(storage.rglob("model.pt"))) >= 2 and traffic.count() >= 20, 300, "checkpoint")
         first_group = _actors("RayTrainWorker")

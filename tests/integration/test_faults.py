@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from raymlops.monitoring.prediction_log import WAL_DIR, read_predictions
 from raymlops.serving import ModelSpec, deploy
-from raymlops.serving.retry import RETRY_STATUSES, post_with_retry
 from tests.integration.test_prediction_log import TinyLogReg, raw_rows
 from tests.integration.test_serving import PRE, ROWS, WEIGHTS, free_port
+from tests.retrying_traffic import RetryingTraffic
 
 APP = "faults-test"
 MODEL = "flights"
@@ -66,68 +63,6 @@ def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> float:
     return time.monotonic() - started
 
 
-class Traffic:
-    """Clients sending single-row predictions back to back, with retry; what each got."""
-
-    def __init__(self, url: str) -> None:
-        self.url = f"{url}/v1/models/{MODEL}/predict"
-        self.answered: list[str] = []  # prediction ids whose answer reached a client
-        self.failed: list[int] = []  # status after every retry (-1: transport error)
-        self.retried = 0  # first attempts that failed and were retried
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(CLIENTS)
-        ]
-
-    def _client(self, index: int) -> None:
-        with httpx.Client(timeout=30.0) as client:
-            original = client.post
-
-            def counted(url: str, **kwargs: Any) -> httpx.Response:
-                try:
-                    response = original(url, **kwargs)
-                except httpx.TransportError:
-                    with self._lock:
-                        self.retried += 1
-                    raise
-                if response.status_code in RETRY_STATUSES:
-                    with self._lock:
-                        self.retried += 1
-                return response
-
-            client.post = counted  # type: ignore[method-assign]
-            n = 0
-            while not self._stop.is_set():
-                row = ROWS[(index + n) % len(ROWS)]
-                n += 1
-                try:
-                    response = post_with_retry(client, self.url, json={"records": [row]}, attempts=8)
-                except httpx.TransportError:
-                    with self._lock:
-                        self.failed.append(-1)
-                    continue
-                with self._lock:
-                    if response.status_code == 200:
-                        self.answered.append(response.json()["prediction_id"])
-                    else:
-                        self.failed.append(response.status_code)
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.answered)
-
-
 def test_killed_replica_and_controller_lose_no_answered_prediction(ray_local: None, tmp_path: Path) -> None:
     from ray import serve
 
@@ -150,7 +85,7 @@ def test_killed_replica_and_controller_lose_no_answered_prediction(ray_local: No
         replicas = _routers()
         assert len(replicas) == 2, replicas
         (controller_pid,) = _controller().values()
-        with Traffic(url) as traffic:
+        with RetryingTraffic(f"{url}/v1/models/{MODEL}/predict", ROWS, CLIENTS) as traffic:
             _wait(lambda: traffic.count() >= 20, 30, "first answers")
             victim = sorted(replicas.values())[0]
             os.kill(victim, signal.SIGKILL)  # a router replica dies mid-traffic, its rows unflushed
@@ -181,6 +116,7 @@ def test_killed_replica_and_controller_lose_no_answered_prediction(ray_local: No
         assert traffic.failed == [], "requests failed even after retry"
     finally:
         serve.delete(APP)  # graceful: the live replicas write their buffers out
+        serve.shutdown()  # the next test file in this pytest process starts Serve on a port of its own
     logged = read_predictions(root, MODEL)
     missing = set(traffic.answered) - set(logged["prediction_id"].to_pylist())
     assert not missing, f"{len(missing)} of {len(traffic.answered)} answered predictions are not in the log"
