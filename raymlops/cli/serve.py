@@ -289,29 +289,37 @@ def _traffic(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _rollout(args: argparse.Namespace, cfg: Any) -> int:
+    from raymlops.serving.operations import progressive_rollout
+
+    return _roll_out(cfg, args.name, args.version, progressive_rollout)
+
+
+def _roll_out(cfg: Any, name: str, version: str, start: Any) -> int:
+    """Judge ``version`` of ``name`` step by step under live traffic with ``start`` (a progressive
+    rollout, or one from shadow); exit 0 when it was promoted."""
     import os
 
     from omegaconf import OmegaConf
 
-    from raymlops.serving.operations import check_artifacts, progressive_rollout, spec_from_registry
+    from raymlops.serving.operations import check_artifacts, spec_from_registry
     from raymlops.serving.rollout import RolloutPolicy
 
     governance = _governance(cfg)
     policy = RolloutPolicy.from_config(OmegaConf.to_container(cfg.serve.rollout))  # type: ignore[arg-type]
     candidate = spec_from_registry(
-        governance.registry, args.name, args.version, placement=_placement(cfg), signer=_signer(cfg)
+        governance.registry, name, version, placement=_placement(cfg), signer=_signer(cfg)
     )
     check_artifacts(cfg, [candidate])
-    result = progressive_rollout(
+    result = start(
         cfg.serve.app_name,
-        args.name,
+        name,
         candidate,
         policy,
         governance,
         api_key=os.environ.get("RAYMLOPS_API_KEY"),
         progress=print,
     )
-    print(f"{args.name} v{args.version}: {result.outcome} {'; '.join(result.reasons)}".rstrip())
+    print(f"{name} v{version}: {result.outcome} {'; '.join(result.reasons)}".rstrip())
     return 0 if result.outcome == "promoted" else 1
 
 
@@ -350,30 +358,8 @@ def _shadow(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _promote_shadow(args: argparse.Namespace, cfg: Any, version: str | None) -> int:
-    import os
-
-    from omegaconf import OmegaConf
-
-    from raymlops.serving.operations import check_artifacts, spec_from_registry
-    from raymlops.serving.rollout import RolloutPolicy
     from raymlops.serving.shadow import promote_shadow
 
     if version is None:
         raise ConfigError("serve shadow --promote", f"no version of {args.name!r} is in shadow.")
-    governance = _governance(cfg)
-    policy = RolloutPolicy.from_config(OmegaConf.to_container(cfg.serve.rollout))  # type: ignore[arg-type]
-    candidate = spec_from_registry(
-        governance.registry, args.name, version, placement=_placement(cfg), signer=_signer(cfg)
-    )
-    check_artifacts(cfg, [candidate])
-    result = promote_shadow(
-        cfg.serve.app_name,
-        args.name,
-        candidate,
-        policy,
-        governance,
-        api_key=os.environ.get("RAYMLOPS_API_KEY"),
-        progress=print,
-    )
-    print(f"{args.name} v{version}: {result.outcome} {'; '.join(result.reasons)}".rstrip())
-    return 0 if result.outcome == "promoted" else 1
+    return _roll_out(cfg, args.name, version, promote_shadow)
