@@ -1,4 +1,5 @@
-"""Random, stratified and group splits from a seeded content hash, computed in Ray Data over blocks.
+"""Random, stratified and group splits from a seeded content hash, computed in Ray Data over blocks or
+on one pyarrow Table in this process (the same kernels: ``raymlops.data.frames``).
 
 A row's split depends on its own values (or its group's), the seed and the fractions, never on where
 it lands: the same data version gives the same splits in any block layout and any run, as
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlops.data.frames import frame
 from raymlops.data.sampling import row_hashes
 from raymlops.errors import ConfigError
 
@@ -43,7 +45,6 @@ __all__ = [
 SPLITS = ("train", "valid", "test")
 STRATA_BUCKETS = 1 << 12
 _SPLIT_COLUMN = "__raymlops_split"
-_BATCH = {"batch_format": "pyarrow", "batch_size": None, "zero_copy_batch": True}
 
 
 def check_fractions(fractions: Sequence[float], key: str = "features.split.fractions") -> tuple[float, ...]:
@@ -135,9 +136,7 @@ def _only(batch: pa.Table, index: int) -> pa.Table:
 def _strata(ds: Any, label: str, seed: int) -> dict[Any, np.ndarray]:
     """Pass 1 over the whole dataset, streamed: one histogram per class, summed in this process."""
     histograms: dict[Any, np.ndarray] = {}
-    for part in ds.map_batches(partial(strata_histogram, label=label, seed=seed), **_BATCH).iter_batches(
-        batch_format="pyarrow", batch_size=None
-    ):
+    for part in frame(ds).partials(partial(strata_histogram, label=label, seed=seed)):
         for value, bucket, rows in zip(
             *(part[c].to_pylist() for c in ("class", "bucket", "rows")), strict=True
         ):
@@ -154,8 +153,9 @@ def hash_split(
     label: str | None = None,
     group_column: str | None = None,
 ) -> tuple[Any, Any, Any]:
-    """(train, valid, test) of a ``ray.data.Dataset`` by ``kind``: random, stratified (by ``label``) or
-    group (by ``group_column``). The datasets are lazy; the tagged rows are materialized once."""
+    """(train, valid, test) of a ``ray.data.Dataset`` (or a pyarrow Table) by ``kind``: random, stratified
+    (by ``label``) or group (by ``group_column``). Datasets come back lazy; the tagged rows are
+    materialized once."""
     fractions = check_fractions(fractions)
     if kind == "random":
         assign: Any = partial(random_assign, fractions=fractions, seed=seed)
@@ -172,5 +172,5 @@ def hash_split(
         raise ConfigError(
             "features.split.kind", f"{kind!r} is not a hash split.", ["random", "stratified", "group"]
         )
-    tagged = ds.map_batches(partial(_tag, assign=assign), **_BATCH).materialize()
-    return tuple(tagged.map_batches(partial(_only, index=i), **_BATCH) for i in range(len(SPLITS)))
+    tagged = frame(ds).map(partial(_tag, assign=assign)).materialize()
+    return tuple(tagged.map(partial(_only, index=i)).data for i in range(len(SPLITS)))

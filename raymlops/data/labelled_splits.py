@@ -1,4 +1,6 @@
-"""The label and the split of the features stage, over Ray Data without collecting rows.
+"""The label and the split of the features stage, over Ray Data without collecting rows, or over one
+pyarrow Table in this process: the same kernels either way (``raymlops.data.frames``); each function
+hands back what it is given (Datasets for a Dataset, Tables for a Table).
 
 - ``label_summary``: the label's rows, nulls and value counts, one summary per block merged here (a
   bounded object: value counts are kept for at most ``limit`` values).
@@ -16,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlops.data.frames import frame
 from raymlops.data.hash_splits import hash_split
 from raymlops.data.splits import parse_instant, time_split
 from raymlops.errors import ConfigError
@@ -26,7 +29,6 @@ __all__ = ["LABEL", "SPLIT_KINDS", "check_label_column", "drop_null_labels", "la
 
 LABEL = "label"  # the target column every later stage reads
 SPLIT_KINDS = ("time", "random", "stratified", "group")
-_BATCH: dict[str, Any] = {"batch_format": "pyarrow", "batch_size": None, "zero_copy_batch": True}
 
 
 def check_label_column(schema: pa.Schema | None, column: str) -> None:
@@ -45,7 +47,7 @@ def _drop_nulls(batch: pa.Table, column: str) -> pa.Table:
 
 def drop_null_labels(ds: Any, column: str) -> Any:
     """Rows whose label is null cannot be learnt from (e.g. cancelled flights): dropped."""
-    return ds.map_batches(partial(_drop_nulls, column=column), **_BATCH)
+    return frame(ds).map(partial(_drop_nulls, column=column)).data
 
 
 def _summary_block(batch: pa.Table, column: str, limit: int) -> pa.Table:
@@ -55,10 +57,7 @@ def _summary_block(batch: pa.Table, column: str, limit: int) -> pa.Table:
 def label_summary(ds: Any, column: str, limit: int) -> LabelSummary:
     """The label's summary over every block of ``ds``, merged in this process (bounded in size)."""
     merged: LabelSummary | None = None
-    parts = ds.select_columns([column]).map_batches(
-        partial(_summary_block, column=column, limit=limit), **_BATCH
-    )
-    for part in parts.iter_batches(batch_format="pyarrow", batch_size=None):
+    for part in frame(ds).partials(partial(_summary_block, column=column, limit=limit)):
         for blob in part["summary"].to_pylist():
             block = pickle.loads(blob)  # written by the task above, in this run
             merged = block if merged is None else merged.merge(block)
@@ -76,8 +75,7 @@ def _time_split(ds: Any, cfg: Any) -> tuple[Any, Any, Any]:
             "is not set: name the instant column, or use features.split.kind=random|stratified|group "
             "for a table without one.",
         )
-    schema = ds.schema()
-    names = list(schema.names) if schema is not None else []
+    names = frame(ds).column_names()
     if names and column not in names:
         raise ConfigError("features.split.time_column", f"{column!r} is not a column of the data.", names)
     for key in ("valid_start", "test_start"):
@@ -116,7 +114,7 @@ def split_dataset(ds: Any, cfg: Any, label: str, summary_limit: int) -> tuple[An
             label=label,
             group_column=str(group) if group else None,
         )
-    materialized = tuple(s.materialize() for s in splits)
+    materialized = tuple(frame(s).materialize() for s in splits)
     rows = dict(zip(("train", "valid", "test"), (s.count() for s in materialized), strict=True))
     empty = [name for name, n in rows.items() if n == 0]
     if len(empty) == len(rows):  # only rows with a label reach the split
@@ -126,7 +124,7 @@ def split_dataset(ds: Any, cfg: Any, label: str, summary_limit: int) -> tuple[An
     if empty:
         if kind == "time":
             column = cfg.time_column
-            low, high = ds.min(column), ds.max(column)
+            low, high = column_range(ds, column)
             raise ConfigError(
                 "features.split",
                 f"split(s) {empty} are empty (rows {rows}) with valid_start={cfg.valid_start} and "
@@ -138,7 +136,22 @@ def split_dataset(ds: Any, cfg: Any, label: str, summary_limit: int) -> tuple[An
             f"split(s) {empty} are empty (rows {rows}) with fractions {list(cfg.fractions)}: the table is "
             "too small for them; raise the empty split's fraction.",
         )
-    return materialized
+    return tuple(s.data for s in materialized)
+
+
+def _range_block(batch: pa.Table, column: str) -> pa.Table:
+    span = pc.min_max(batch[column])
+    return pa.table({"min": [span["min"]], "max": [span["max"]]}) if batch.num_rows else batch.select([])
+
+
+def column_range(ds: Any, column: str) -> tuple[Any, Any]:
+    """The least and greatest value of ``column`` (None, None without values)."""
+    lows, highs = [], []
+    for part in frame(ds).partials(partial(_range_block, column=column)):
+        if part.num_columns:
+            lows += [v for v in part["min"].to_pylist() if v is not None]
+            highs += [v for v in part["max"].to_pylist() if v is not None]
+    return (min(lows) if lows else None, max(highs) if highs else None)
 
 
 def _target(batch: pa.Table, column: str, task: Task) -> pa.Table:
@@ -151,4 +164,4 @@ def _target(batch: pa.Table, column: str, task: Task) -> pa.Table:
 
 def with_target(ds: Any, column: str, task: Task) -> Any:
     """``ds`` with the task's target in :data:`LABEL` (float32)."""
-    return ds.map_batches(partial(_target, column=column, task=task), **_BATCH)
+    return frame(ds).map(partial(_target, column=column, task=task)).data

@@ -38,15 +38,12 @@ def _keep(batch: pa.Table, fraction: float, seed: int) -> pa.Table:
     return batch.filter(pa.array(keep_mask(batch, fraction, seed)))
 
 
-def sample_rows(ds, fraction: float, seed: int):  # ds: ray.data.Dataset -> ray.data.Dataset
-    """The rows of ``ds`` kept by ``keep_mask``; ``fraction`` in (0, 1]."""
+def sample_rows(ds, fraction: float, seed: int):  # ray.data.Dataset | pa.Table -> the same type
+    """The rows of ``ds`` (a Ray Dataset or a pyarrow Table) kept by ``keep_mask``; ``fraction`` in (0, 1]."""
+    from raymlops.data.frames import frame
+
     if not 0.0 < fraction <= 1.0:
         raise ConfigError("data.sample_fraction", f"{fraction} is not in (0, 1].")
     if fraction == 1.0:
         return ds
-    return ds.map_batches(
-        partial(_keep, fraction=fraction, seed=seed),
-        batch_format="pyarrow",
-        batch_size=None,
-        zero_copy_batch=True,
-    )
+    return frame(ds).map(partial(_keep, fraction=fraction, seed=seed)).data

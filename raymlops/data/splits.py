@@ -1,4 +1,5 @@
-"""The split by time, vectorised in pyarrow inside Ray Data ``map_batches`` (hash splits: hash_splits.py)."""
+"""The split by time, vectorised in pyarrow per block of a Ray Dataset or on one pyarrow Table
+(``raymlops.data.frames``; hash splits: hash_splits.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlops.data.frames import frame
 from raymlops.errors import ConfigError
 
 __all__ = ["parse_instant", "time_split"]
@@ -43,11 +45,5 @@ def time_split(ds, column: str, valid_start: dt.datetime, test_start: dt.datetim
         )
     bounds = {"train": (None, valid_start), "valid": (valid_start, test_start), "test": (test_start, None)}
     return tuple(
-        ds.map_batches(
-            partial(_between, column=column, start=lo, end=hi),
-            batch_format="pyarrow",
-            batch_size=None,
-            zero_copy_batch=True,
-        )
-        for lo, hi in bounds.values()
+        frame(ds).map(partial(_between, column=column, start=lo, end=hi)).data for lo, hi in bounds.values()
     )

@@ -229,13 +229,15 @@ def _block_stats(batch: pa.Table, columns: list[str] | None, key: list[str] | No
 
 
 def compute_dataset_stats(ds, columns: list[str] | None = None, key: list[str] | None = None) -> DatasetStats:
-    """Statistics of a Ray Dataset in one pass: pyarrow compute per block in parallel, merged here."""
-    partials = ds.map_batches(
-        partial(_block_stats, columns=columns, key=key),
-        batch_format="pyarrow",
-        batch_size=None,
-        zero_copy_batch=True,
-    ).take_all()
+    """Statistics of a Ray Dataset in one pass: pyarrow compute per block in parallel, merged here. A
+    pyarrow Table gets the same kernel in this process, as one block (``raymlops.data.frames``)."""
+    from raymlops.data.frames import frame
+
+    partials = [
+        row
+        for part in frame(ds).partials(partial(_block_stats, columns=columns, key=key))
+        for row in part.to_pylist()
+    ]
     parts: dict[str, list[ColumnStats]] = {}
     for row in partials:
         for name, fields in json.loads(row["stats"]).items():
@@ -250,6 +252,6 @@ def compute_dataset_stats(ds, columns: list[str] | None = None, key: list[str] |
     return DatasetStats(merged, rows, duplicates)
 
 
-def compute_stats(ds, columns: list[str] | None = None) -> TableStats:  # ds: ray.data.Dataset
-    """Column statistics of a Ray Dataset (see :func:`compute_dataset_stats`)."""
+def compute_stats(ds, columns: list[str] | None = None) -> TableStats:  # ray.data.Dataset | pa.Table
+    """Column statistics of a Ray Dataset or a pyarrow Table (see :func:`compute_dataset_stats`)."""
     return compute_dataset_stats(ds, columns).columns
