@@ -550,6 +550,19 @@ class LoopConfig:  # +experiment=flights_loop: raymlops.loop (train on early mon
     retrain_stages: list[str] | None = None  # None: the job's stages without explain and loop stages
 
 
+# ---------------------------------------------------------------- where data steps run
+
+
+@dataclass
+class ExecutionConfig:  # raymlops.data.frames.plan_execution, configs/execution/default.yaml
+    # auto: one process when the input is within both limits, else Ray Data over blocks | local | distributed
+    mode: str = "auto"
+    # features stage s, local vs distributed (benchmarks/features.py, 2 cores): 84k rows 0.25 vs 1.58,
+    # 337k 0.90 vs 2.43, 1M 2.04 vs 7.58, 2M 7.4 vs 16.4. No crossover here: the limit is the driver's memory.
+    local_max_rows: int = 2_000_000
+    local_max_bytes: int = 512 * 1024**2  # in-memory size; 2M flights rows: 301 MB (x float32: 700 MB more)
+
+
 # ---------------------------------------------------------------- the step cache
 
 
@@ -590,6 +603,8 @@ class JobConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    # Where the features stage's data steps run: one process for a small input, Ray Data over blocks beyond.
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     # A failed run to go on from: its stages reused where their keys still match, its data version read
     # again (not what data.ref resolves to now). A run id of <state_dir>/runs, or `last` (the newest failed).
     resume: str | None = None

@@ -1,5 +1,9 @@
 """features: split (time or hash), the task (inferred from the train split's label), its target, and the
-preprocessing fitted on train only, applied to every split with Ray Data."""
+preprocessing fitted on train only, applied to every split.
+
+Each step runs its kernels with Ray Data over the ingested blocks, or, when the input is small enough
+(``execution.*``), on one pyarrow Table in this process: the same kernels (``raymlops.data.frames``), and
+the same Datasets handed on to train, evaluate and the step cache."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from raymlops.data.frames import ExecutionPlan, collect, frame, plan_execution, to_dataset, xy_dataset
+from raymlops.data.hash_splits import SPLITS
 from raymlops.data.labelled_splits import (
     LABEL,
     check_label_column,
@@ -19,6 +25,7 @@ from raymlops.data.labelled_splits import (
     split_dataset,
     with_target,
 )
+from raymlops.data.sampling import sample_rows
 from raymlops.data.stats import compute_stats
 from raymlops.errors import ConfigError
 from raymlops.features.preprocess import FittedPreprocessor, fit_preprocessor
@@ -37,6 +44,28 @@ logger = logging.getLogger(__name__)
 
 def _to_xy(batch: pa.Table, pre: FittedPreprocessor) -> dict[str, np.ndarray]:
     return {"x": pre.transform(batch), "y": batch[LABEL].to_numpy().astype(np.float32)}
+
+
+def _model_inputs(raw: Any, pre: FittedPreprocessor, seed: int | None):  # -> ray.data.Dataset
+    """``raw`` as the model's {x, y}, materialized; shuffled by ``seed`` unless it is None."""
+    to_xy = partial(_to_xy, pre=pre)
+    if isinstance(raw, pa.Table):
+        xy = to_xy(raw)
+        if seed is not None:
+            order = np.random.default_rng(seed).permutation(raw.num_rows)
+            xy = {name: values[order] for name, values in xy.items()}
+        return xy_dataset(xy["x"], xy["y"])
+    ds = raw.map_batches(to_xy, batch_format="pyarrow", batch_size=8192)
+    return (ds if seed is None else ds.random_shuffle(seed=seed)).materialize()
+
+
+def _plan(ctx: RunContext, ingest: Any) -> ExecutionPlan:
+    """Local or distributed, from the ingested rows and bytes (block metadata of a materialized Dataset)."""
+    from ray.data.dataset import MaterializedDataset
+
+    ds = ingest.dataset
+    size = int(ds.size_bytes()) if isinstance(ds, MaterializedDataset) else None
+    return plan_execution(ctx.cfg.execution, int(ingest.num_rows), size)
 
 
 def _join_feature_views(ctx: RunContext, rows, data_version: DataVersion):  # -> ray.data.Dataset
@@ -103,12 +132,16 @@ class FeaturesStage(Stage):
                 "features", f"column(s) {leaking} are in features.forbidden (they leak the label)."
             )
         ingest = state.require("ingest")
+        plan = _plan(ctx, ingest)
+        logger.info("features execution=%s (%s)", plan.path, plan.reason)
         column = cfg.label.column
         rows = ingest.dataset
         if not cfg.views:  # joined views add columns; without them the ingested schema is the table's
             check_label_column(ingest.schema, column)
         if cfg.views:  # feature views joined point-in-time onto every row, before any split or statistic
             rows = _join_feature_views(ctx, rows, ingest.version)
+        if plan.local:  # one Table in this process from here on; the same kernels run on it
+            rows = collect(rows)
         limit = int(cfg.max_classes)
         train_raw, valid_raw, test_raw = split_dataset(
             drop_null_labels(rows, column), cfg.split, column, limit
@@ -118,9 +151,11 @@ class FeaturesStage(Stage):
         ctx.lineage["task"] = task_to_json(task)
         # Materialized once: statistics, the transform and evaluation all read the target.
         train_raw, valid_raw, test_raw = (
-            with_target(raw, column, task).materialize() for raw in (train_raw, valid_raw, test_raw)
+            frame(with_target(raw, column, task)).materialize().data
+            for raw in (train_raw, valid_raw, test_raw)
         )
-        split_rows = {"train": train_raw.count(), "valid": valid_raw.count(), "test": test_raw.count()}
+        raws = (train_raw, valid_raw, test_raw)
+        split_rows = {name: frame(raw).count() for name, raw in zip(SPLITS, raws, strict=True)}
         timed = [cfg.split.time_column] if cfg.split.kind == "time" else []
         # The time column's range comes with the one statistics pass: Ray Data's min() and max() start
         # their own aggregation actors each (18 s apiece on the quickstart's train split).
@@ -132,28 +167,24 @@ class FeaturesStage(Stage):
             max_categories=cfg.max_categories,
             min_frequency=cfg.min_frequency,
         )
-        to_xy = partial(_to_xy, pre=pre)
-        train, valid, test = (
-            raw.map_batches(to_xy, batch_format="pyarrow", batch_size=8192)
-            for raw in (train_raw, valid_raw, test_raw)
-        )
         # The table is in time order: without a global shuffle each epoch would end on the latest
         # months and bias the model towards them (seen: test log loss worse than a constant).
-        train = train.random_shuffle(seed=ctx.cfg.seed).materialize()
-        valid, test = valid.materialize(), test.materialize()
-        raw_sample = test_raw.take_batch(ctx.cfg.export.parity_rows, batch_format="pyarrow")
+        train = _model_inputs(train_raw, pre, ctx.cfg.seed)
+        valid, test = _model_inputs(valid_raw, pre, None), _model_inputs(test_raw, pre, None)
+        raw_sample = frame(test_raw).head(ctx.cfg.export.parity_rows)
         time_range = None
         if timed:  # epoch seconds in the statistics
             span = train_stats[timed[0]]
             time_range = (_instant(span.min), _instant(span.max))
-        # A random, bounded sample of train rows: the background SHAP explainers integrate over.
+        # A random, bounded sample of train rows: the background SHAP explainers integrate over. Kept by
+        # each row's content hash, so both paths keep the same rows.
         wanted = ctx.cfg.explain.background_rows
         fraction = min(1.0, 4.0 * wanted / max(split_rows["train"], 1))
-        background = train_raw.random_sample(fraction, seed=ctx.cfg.seed).take_batch(
-            wanted, batch_format="pyarrow"
-        )
+        background = frame(sample_rows(train_raw, fraction, ctx.cfg.seed)).head(wanted)
         ctx.record(
             self.name,
+            execution=plan.path,
+            execution_reason=plan.reason,
             features=pre.num_features,
             task=task.name,
             split=cfg.split.kind,
@@ -171,7 +202,7 @@ class FeaturesStage(Stage):
                 raw_sample,
                 split_rows,
                 train_stats[LABEL].mean,
-                heldout_raw={"valid": valid_raw, "test": test_raw},
+                heldout_raw={"valid": to_dataset(valid_raw), "test": to_dataset(test_raw)},
                 background=background,
                 train_time_range=time_range,
                 task=task,

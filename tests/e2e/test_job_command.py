@@ -175,6 +175,9 @@ def test_submit_through_the_job_api_runs_across_the_nodes_and_the_served_app_out
             # One training worker per node, two replicas (Serve spreads them by default).
             "trainer.scaling.placement_strategy=STRICT_SPREAD",
             "serve.num_replicas=2",
+            # Data steps as Ray Data over blocks even on this small sample (auto would run the
+            # features stage in the driver): the test shows the data work spread over the nodes.
+            "execution.mode=distributed",
         ],
         cwd=REPO,
         # Only the token's whereabouts: submit.py switches token auth on by itself when it finds one.
