@@ -1,8 +1,14 @@
-"""features: the features stage on Ray Data vs the same transforms in single-process pyarrow/numpy.
+"""features: the features stage (both execution paths) vs the same transforms in single-process pyarrow.
 
-Ours: ``run_pipeline`` with ``stages=[ingest,features]`` on a state dir in a temp folder; the figure is
-the features stage's own seconds (``ctx.lineage["stage_seconds"]["features"]``), so Delta reading and
-Ray start-up are not in it. Baseline: the same steps by hand on the same parquet file in one process:
+Ours: ``run_pipeline`` with ``stages=[ingest,features]`` on a state dir in a temp folder, once with
+``execution.mode=local`` (the stage's kernels on one pyarrow Table in the driver) and once with
+``execution.mode=distributed`` (the same kernels mapped over blocks by Ray Data), alternated; the figure
+is the features stage's own seconds (``ctx.lineage["stage_seconds"]["features"]``), so Delta reading and
+Ray start-up are not in it. ``stage_seconds`` compares the path ``execution.mode=auto`` picks at this size
+with the baseline; ``local_vs_distributed_seconds`` compares the two paths (ratio > 1: local is faster),
+which is where ``execution.local_max_rows`` comes from (configs/execution/default.yaml).
+
+Baseline: the same steps by hand on the same parquet file in one process:
 read, label + drop null labels, time split, ``table_stats`` on train, ``fit_preprocessor``, transform
 the three splits, a numpy permutation of train. The baseline's time includes reading the parquet file
 (tens of ms at full size); ours starts from the ingest stage's materialized dataset.
@@ -13,6 +19,7 @@ one run per side; ``--rows N`` N rows (synthetic beyond the real table's 336,776
 
 from __future__ import annotations
 
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +31,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 # Run as ``python benchmarks/features.py``: Python puts this folder first on sys.path.
-from _harness import FLIGHTS_ROWS, Figure, alternate, emit, flights_table, log, parser, start_ray, summary
+from _harness import (
+    FLIGHTS_ROWS,
+    Figure,
+    alternate,
+    emit,
+    flights_table,
+    log,
+    parser,
+    start_ray,
+    summary,
+    timed,
+)
 
 NAME = "features"
 
@@ -83,40 +101,55 @@ def main(argv: list[str] | None = None) -> int:
         pq.write_table(table, source)  # written once; both sides read this file
         del table
         start_ray(num_cpus=2)
-        cfg = compose(
-            [
-                "+experiment=quickstart",
-                f"state_dir={tmp}/state",
-                f"data.source={source}",
-                "ray.progress_bars=false",
-                "serve.enabled=false",
-                "stages=[ingest,features]",
-            ]
-        )
+        overrides = [
+            "+experiment=quickstart",
+            f"state_dir={tmp}/state",
+            f"data.source={source}",
+            "ray.progress_bars=false",
+            "serve.enabled=false",
+            "stages=[ingest,features]",
+            "cache.enabled=false",
+        ]
+        modes = ("local", "distributed", "auto")
+        cfgs = {mode: compose([*overrides, f"execution.mode={mode}"]) for mode in modes}
         seen: dict[str, dict[str, int]] = {}
+        chosen: dict[str, str] = {}
 
-        def ours() -> float:
-            ctx, _ = run_pipeline(cfg)
+        def ours(mode: str) -> float:
+            ctx, _ = run_pipeline(cfgs[mode])
             figures = ctx.figures["features"]
-            seen["ours"] = {k: figures[f"{k}_rows"] for k in ("train", "valid", "test")}
-            seen["ours"]["features"] = figures["features"]
+            chosen[mode] = f"{figures['execution']} ({figures['execution_reason']})"
+            seen[mode] = {k: figures[f"{k}_rows"] for k in ("train", "valid", "test")}
+            seen[mode]["features"] = figures["features"]
             return float(ctx.lineage["stage_seconds"]["features"])
 
         def baseline() -> None:
-            seen["baseline"] = baseline_features(source, cfg.features, cfg.seed)
+            seen["baseline"] = baseline_features(source, cfgs["local"].features, cfgs["local"].seed)
 
-        ours_s, baseline_s = alternate(ours, baseline, repeats, warmup)
-        if seen["ours"] != seen["baseline"]:  # otherwise the two sides did not do the same work
-            raise SystemExit(f"features: ours and baseline disagree: {seen}")
-        log(f"splits and features (both sides): {seen['ours']}")
+        local_s, distributed_s = alternate(
+            lambda: ours("local"), lambda: ours("distributed"), repeats, warmup
+        )
+        baseline_s = statistics.median(timed(baseline, repeats, warmup))
+        if not seen["local"] == seen["distributed"] == seen["baseline"]:  # the sides did different work
+            raise SystemExit(f"features: the paths and the baseline disagree: {seen}")
+        log(f"splits and features (every side): {seen['local']}")
+        ours("auto")  # untimed: which path auto picks at this size
+        log(f"execution.mode=auto picks {chosen['auto']}")
+        auto_path = chosen["auto"].split(" ", 1)[0]
 
+    ours_s = local_s if auto_path == "local" else distributed_s
     figures = [
         Figure(NAME, "stage_seconds", ours_s, baseline_s, "s", higher_is_better=False),
         Figure(NAME, "rows_per_s", num_rows / ours_s, num_rows / baseline_s, "rows/s", higher_is_better=True),
+        Figure(NAME, "local_vs_distributed_seconds", local_s, distributed_s, "s", higher_is_better=False),
     ]
     for figure in figures:
         emit(figure)
-    summary(figures, note=f"{described}, median of {repeats}; baseline = single-process pyarrow/numpy")
+    summary(
+        figures,
+        note=f"{described}, median of {repeats}; stage_seconds: the {auto_path} path (auto); "
+        "baseline = single-process pyarrow/numpy; local_vs_distributed: baseline = the Ray Data path",
+    )
     return 0
 
 
