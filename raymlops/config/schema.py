@@ -381,6 +381,8 @@ class ServeConfig:
     route_prefix: str = "/"
     num_replicas: int = 1
     replica_cpus: float = 0.25
+    # Requests a router (or model) replica takes at once; Serve's default 5 halves throughput at 16 in flight
+    max_ongoing_requests: int = 64
     use_gpu: bool = False  # CUDA execution provider in onnxruntime
     max_rows_per_request: int = 10000
     sample_requests: int = 3  # rows of the test split sent over HTTP after deploy, answers printed

@@ -90,11 +90,14 @@ def app(args: Mapping[str, Any]) -> Any:  # -> serve.Application
     actor_options: dict[str, Any] = {"num_cpus": float(serve_cfg.replica_cpus)}
     if serve_cfg.use_gpu:
         actor_options["num_gpus"] = 1.0  # without a reservation Ray hides the devices from the replica
+    ongoing = int(serve_cfg.max_ongoing_requests)
     servers = [
         ModelServer.options(  # type: ignore[attr-defined]
             name=deployment_name(s),
             num_replicas=int(serve_cfg.num_replicas),
             ray_actor_options=actor_options,
+            # A batch can only fill with the requests a replica takes at once.
+            max_ongoing_requests=max(ongoing, int(serve_cfg.model_batch_size)),
             user_config={
                 "spec": s.to_dict(),
                 "use_gpu": bool(serve_cfg.use_gpu),
@@ -109,5 +112,6 @@ def app(args: Mapping[str, Any]) -> Any:  # -> serve.Application
         num_replicas=int(serve_cfg.num_replicas),
         ray_actor_options=actor_options,
         user_config=user_config,
+        max_ongoing_requests=ongoing,
     )
     return router.bind(*servers)

@@ -190,6 +190,7 @@ def deploy(
     tls: Mapping[str, Any] | TLSSettings | None = None,
     rate_limit: Mapping[str, Any] | None = None,
     ood: Mapping[str, Any] | None = None,
+    max_ongoing_requests: int | None = None,
 ) -> str:
     """Deploy (or update in place) the router serving ``models`` and wait until it is ready.
 
@@ -229,6 +230,9 @@ def deploy(
             replica; beyond it 429 with ``Retry-After``. None or a rate of 0: no limit.
         ood: ``{"enabled", "action": "flag"|"reject", "range_margin"}``: how versions with an
             ``input_profile`` treat rows outside their training profile (``raymlops.serving.ood``).
+        max_ongoing_requests: Requests each router and model replica takes at once (Serve's own
+            default is 5, which halves throughput at 16 in flight: see ``model_server.MAX_ONGOING_REQUESTS``);
+            None: ``MAX_ONGOING_REQUESTS`` (64). Model replicas take at least ``model_batch_size``.
         check_models: Load every ONNX file here first (on CPU). A replica whose reconfigure fails is
             replaced, and in Ray 2.60 a failed in-place update leaves no replica serving; a broken
             model must not get that far. Turn off only where the driver cannot read the paths.
@@ -279,6 +283,7 @@ def deploy(
         replica_gpus=replica_gpus if use_gpu else 0.0,
         timeout_s=timeout_s,
         tls=tls_settings,
+        max_ongoing_requests=max_ongoing_requests,
     )
 
 
@@ -294,6 +299,7 @@ def deploy_user_config(
     replica_gpus: float = 0.0,
     timeout_s: float = 120,
     tls: TLSSettings | None = None,
+    max_ongoing_requests: int | None = None,
 ) -> str:
     """Deploy the router with a ready ``user_config`` (``build_user_config``'s output, or a live app's
     config changed by ``raymlops.serving.operations``) and wait until it answers; returns the URL.
@@ -305,10 +311,17 @@ def deploy_user_config(
     from ray import serve
 
     from raymlops.serving.app import LOGGING_CONFIG, Router
-    from raymlops.serving.model_server import ModelServer, deployment_name, remote_specs
+    from raymlops.serving.model_server import MAX_ONGOING_REQUESTS, ModelServer, deployment_name, remote_specs
 
     if not route_prefix.startswith("/"):
         raise DeploymentError(f"route_prefix must start with '/', got {route_prefix!r}.")
+    ongoing = MAX_ONGOING_REQUESTS if max_ongoing_requests is None else int(max_ongoing_requests)
+    if ongoing < 1:
+        raise ConfigError(
+            "serve.max_ongoing_requests",
+            f"is {ongoing}: a replica must take at least 1 request at once; leave it unset for "
+            f"{MAX_ONGOING_REQUESTS}.",
+        )
     actor_options: dict[str, Any] = {"num_cpus": replica_cpus}
     if replica_gpus > 0:
         # Without a GPU reservation Ray hides every device from the actor and CUDA silently falls back.
@@ -325,6 +338,8 @@ def deploy_user_config(
                 name=deployment_name(spec),
                 num_replicas=num_replicas,
                 ray_actor_options=actor_options,
+                # A batch can only fill with the requests a replica takes at once.
+                max_ongoing_requests=max(ongoing, int(user_config.get("model_batch_size", 32))),
                 user_config={
                     "spec": spec.to_dict(),
                     "use_gpu": bool(user_config.get("use_gpu", False)),
@@ -341,6 +356,7 @@ def deploy_user_config(
             num_replicas=num_replicas,
             ray_actor_options=actor_options,
             user_config=user_config,
+            max_ongoing_requests=ongoing,
         ).bind(*model_servers)
         # serve.run waits for RUNNING without any timeout (a replica that cannot be scheduled waits
         # forever); run_many without that wait lets us bound it and report the app status instead.

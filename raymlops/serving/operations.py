@@ -50,6 +50,7 @@ class LiveApp:
     host: str
     port: int
     tls: tuple[str, str] | None = None  # (certfile, keyfile) Serve's proxy was started with
+    max_ongoing_requests: int | None = None  # the router's; None: the deployments' default
 
     def versions(self, model: str) -> dict[str, float]:
         """version -> weight of ``model``."""
@@ -108,6 +109,7 @@ def live_app(app_name: str) -> LiveApp:
         host=host,
         port=port,
         tls=tls,
+        max_ongoing_requests=config.get("max_ongoing_requests"),
     )
 
 
@@ -129,6 +131,7 @@ def update_live_app(app: LiveApp, change: Callable[[dict[str, Any]], None], time
         replica_cpus=app.replica_cpus,
         replica_gpus=app.replica_gpus,
         timeout_s=timeout_s,
+        max_ongoing_requests=app.max_ongoing_requests,
         # Serve is running, so these are only compared with its own: an update stays on HTTPS.
         tls=TLSSettings(*app.tls) if app.tls is not None else None,
     )
@@ -465,6 +468,7 @@ def deploy_from_config(cfg: Any, specs: list[Any]) -> str:
         online_store=online_store_settings(cfg, specs),
         tls=OmegaConf.to_container(serve_cfg.tls, resolve=True),  # type: ignore[arg-type]
         max_body_bytes=serve_cfg.max_body_bytes,
+        max_ongoing_requests=serve_cfg.max_ongoing_requests,
         rate_limit=OmegaConf.to_container(serve_cfg.rate_limit, resolve=True),  # type: ignore[arg-type]
         ood=OmegaConf.to_container(serve_cfg.ood, resolve=True),  # type: ignore[arg-type]
     )
