@@ -118,7 +118,15 @@ class FeaturesStage(Stage):
     name = "features"
     cacheable = True
     cache_inputs = ("ingest",)
-    cache_config = ("features", "seed", "data.ref", "export.parity_rows", "explain.background_rows")
+    # execution: the local and distributed paths give the same rows, but train in another shuffled order.
+    cache_config = (
+        "features",
+        "seed",
+        "data.ref",
+        "export.parity_rows",
+        "explain.background_rows",
+        "execution",
+    )
 
     def cache_key_extra(self, ctx: RunContext) -> dict[str, Any] | None:
         # Feature views read tables of their own, whose versions the key does not hold: not cached.
