@@ -119,6 +119,7 @@ SLOW_FILES_FIRST = (
     "tests/e2e/test_scheduler.py",
     "tests/integration/test_prometheus_scrape.py",
     "tests/integration/test_prediction_log.py",
+    "tests/integration/test_features_execution.py",
 )
 
 
