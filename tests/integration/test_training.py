@@ -144,13 +144,15 @@ def test_bf16_autocast_trains_on_cpu_and_the_checkpoint_carries_the_preprocessin
 
 
 def test_xgboost_stops_early_and_reports_the_torch_metric_names(features: Any, tmp_path: Path) -> None:
-    # Deep trees at a high learning rate overfit within a few rounds: valid/loss turns up and stops it.
+    # Deep trees at a high learning rate overfit within a few rounds: the valid split's primary metric
+    # (binary: AUC, what the family stops on) stops improving and stops it.
     model = XGBoostModel(max_depth=10, eta=1.0, num_boost_round=200, early_stopping_rounds=3, report_every=1)
     _fit(model, features, tmp_path, _trainer(num_workers=1))
     rounds = model.booster_.num_boosted_rounds()
-    losses = [row["valid/loss"] for row in model.history_]  # one report per round
-    assert len(losses) < 200 and len(losses) == losses.index(min(losses)) + 1 + 3  # 3 rounds past the best
-    assert rounds == losses.index(min(losses)) + 1  # the kept booster is the best one
+    aucs = [row["valid/auc"] for row in model.history_]  # one report per round
+    best = aucs.index(max(aucs))  # the first best: a tie later is no improvement
+    assert len(aucs) < 200 and len(aucs) == best + 1 + 3, aucs  # 3 rounds past the best
+    assert rounds == best + 1  # the kept booster is the best one
     assert {"train/loss", "valid/loss", "valid/auc"} <= set(model.history_[-1])
     x = features.test.take_batch(64, batch_format="numpy")["x"]
     assert model.predict(x).shape == (64,)
