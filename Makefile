@@ -61,7 +61,10 @@ system-deps:
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-test: lint typecheck system-deps
+# The Debian packages install while pip installs the project (then ruff and mypy run side by side): on a
+# new machine the two installs are most of the time before the first test, and neither needs the other.
+test:
+	$(MAKE) --no-print-directory -j2 lint typecheck system-deps
 	$(RUN) $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=40 $(PYTEST_ARGS) -m "not bench_pipeline"
 
 # The pipeline and scaling benchmarks at smoke size (each runs whole pipelines in child processes, 4 minutes
