@@ -83,6 +83,28 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_train_run_outlives_its_module() -> Iterator[None]:
+    """Fails the module that leaves a Ray Train run's placement group behind in this process's Ray.
+
+    Such a group keeps its CPUs; once they are all held, a later test's Ray Data read in the same Ray waits
+    for CPUs forever (a CI run lost 900 s to it, in a test far from the one that leaked).
+    """
+    yield
+    import time
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    from raymlops.training.placement_groups import actor_created_groups
+
+    deadline = time.monotonic() + 20  # a run's controller may still be ending its last checkpoint
+    while (left := actor_created_groups()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"placement groups still held by Ray Train runs (id: creator dead?): {left}"
+
+
 @pytest.fixture
 def serve_port(ray_local: None) -> Iterator[int]:
     """A free HTTP port for Serve; Serve is shut down after the test so the next one starts clean."""

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from raymlops.errors import RayMLOpsError
 from raymlops.models.registry import build_model
+from raymlops.training.placement_groups import actor_created_groups, release_placement_groups
 from raymlops.training.tune_space import (
     AUTO,
     decode_params,
@@ -52,6 +53,8 @@ _TUNE_KEYS = {
     "iterations_since_restore",
     "checkpoint_path",  # TuneReportCallback: where the Ray Train run put this report's checkpoint
 }
+# How long a search waits, at its end, for its stopped trials' Ray Train runs to end (seconds).
+_RELEASE_WAIT_S = 30.0
 # A trial's own Tune process only waits on its Ray Train run; Tune refuses {"CPU": 0}.
 _TRIAL_CPUS = 0.01
 
@@ -71,11 +74,18 @@ class SearchResult:
         return sum(bool(t["stopped_early"]) for t in self.trials)
 
 
-def _log_callback(metric: str) -> Any:
+def _trial_callback(metric: str) -> Any:
     from ray.tune import Callback
 
     class _TrialLog(Callback):
-        """One log line per finished trial: the search's progress without Tune's status tables."""
+        """One log line per finished trial (the search's progress without Tune's status tables), and the
+        CPUs of stopped trials' Ray Train runs given back as the search goes (placement_groups.py)."""
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            _release_stopped_runs()
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **_: Any) -> None:
+            _release_stopped_runs()
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             result = trial.last_result or {}
@@ -87,11 +97,20 @@ def _log_callback(metric: str) -> Any:
                 result.get(metric),
                 trial.config,
             )
+            _release_stopped_runs()
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             logger.warning("trial failed trial=%s params=%s", trial.trial_id, trial.config)
+            _release_stopped_runs()
 
     return _TrialLog()
+
+
+def _release_stopped_runs() -> None:
+    try:
+        release_placement_groups()
+    except Exception:  # a failed clean-up must not fail the search; the next event tries again
+        logger.warning("could not release the placement groups of stopped trials", exc_info=True)
 
 
 def _history(result: Any) -> list[dict[str, Any]]:
@@ -174,7 +193,7 @@ def run_search(
             reuse_actors=scheduler is None,
         ),
         run_config=tune.RunConfig(
-            storage_path=storage_path, name=name, verbose=0, callbacks=[_log_callback(metric)]
+            storage_path=storage_path, name=name, verbose=0, callbacks=[_trial_callback(metric)]
         ),
     )
     logger.info(
@@ -186,7 +205,11 @@ def run_search(
         "asha" if scheduler else "fifo",
         max_t,
     )
+    before = set(actor_created_groups())
     grid = tuner.fit()
+    # The last trials ASHA stopped may still be exiting: their Train runs' CPUs must be back before the
+    # train stage (or anything else in this Ray) asks for them.
+    release_placement_groups(keep=before, wait_s=_RELEASE_WAIT_S)
     return _gather(grid, metric, mode, scheduler.stopped if scheduler else set(), decode)
 
 

@@ -27,6 +27,7 @@ from raymlops.models.registry import FAMILIES, build_model, family_class, family
 from raymlops.tasks.base import Task
 from raymlops.tasks.multiclass import MulticlassTask
 from raymlops.tasks.regression import RegressionTask
+from raymlops.training.placement_groups import actor_created_groups
 from tests.task_tables import CLASSES, multiclass_strings, regression_numbers
 
 EXTERNAL = "tests.plugins.external_family:LinearFamily"
@@ -324,6 +325,8 @@ def test_tune_searches_a_regression_task_by_its_rmse_with_asha(
     finals = [t["metrics"]["valid/rmse"] for t in search.trials if t["error"] is None]
     assert search.best_metric == min(finals)  # rmse: lower is better
     assert model.task_ == data.task and model.predict(data.pre.transform(data.table)).shape == (ROWS,)
+    # ASHA stops a trial at max_t too, while its Ray Train run is still ending: none keeps its CPUs.
+    assert actor_created_groups() == {}
 
 
 # -- served: every task x family from one app, over v1 and OIP v2, with feedback and live metrics -------

@@ -11,6 +11,7 @@ import pytest
 
 from raymlops.config import compose
 from raymlops.pipeline.runner import run_pipeline
+from raymlops.training.placement_groups import actor_created_groups
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]  # minutes on 2 busy cores
 
@@ -75,6 +76,9 @@ def test_tune_replaces_train_and_the_best_trial_is_evaluated(tmp_path: Path, sou
     assert [t["stopped_early"] for t in trials] == [n < 3 for n in reports]
     assert ctx.figures["tune"]["stopped_early"] == sum(n < 3 for n in reports) >= 1
     assert all(math.isfinite(r["valid/loss"]) for t in trials for r in t["history"])
+    # The stopped trials' Ray Train runs gave their CPUs back (their controllers died with the trials, and
+    # without a dashboard Train's own cleaner cannot see that): nothing of theirs is left reserved.
+    assert actor_created_groups() == {}
 
     # The tuned model is the train output the evaluate stage scored.
     model = state.train.model
