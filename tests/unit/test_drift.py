@@ -75,7 +75,7 @@ def test_profile_drift_figures_match_the_raw_data(
         - np.searchsorted(july, grid, side="right") / len(july)
     ).max()
     entry = january_vs_july["features"][column]
-    assert abs(entry["ks"] - exact_ks) < 0.015  # two profiles, each within about 1 % in rank
+    assert abs(entry["ks"] - exact_ks) < 0.015  # two profiles, each within about 1 % in rank (0.008 at most)
     edges = np.array(
         [float(label.rsplit(", ", 1)[-1].rstrip("]")) for label in entry["bins"]["labels"][1:-1]]
     )
@@ -84,7 +84,11 @@ def test_profile_drift_figures_match_the_raw_data(
     def fractions(values: np.ndarray) -> np.ndarray:
         return np.diff(np.concatenate(([0], np.searchsorted(values, edges, side="right") / len(values), [1])))
 
-    assert abs(entry["psi"] - psi(fractions(january), fractions(july))) < 0.015
+    # KLL compacts at random, so the PSI of two sketched profiles moves from run to run: 40 runs of these
+    # four columns were off the exact PSI by 0.006 on average, 0.014 at the 95th percentile and 0.020 at
+    # most (air_time; 0.015 failed 3 runs in 40). 0.03 is 1.5x the worst seen; a PSI taken with log10
+    # instead of ln is off by 0.05 (dep_delay) to 0.09 (air_time).
+    assert abs(entry["psi"] - psi(fractions(january), fractions(july))) < 0.03
 
 
 def test_carrier_mix_of_jfk_vs_laguardia(flights: pa.Table) -> None:
