@@ -41,4 +41,6 @@ def test_profile_from_ray_blocks_matches_the_single_table_profile() -> None:
             assert np.maximum(below - levels, levels - ranks).max() < 0.01, name
             assert (merged.min, merged.max) == (one.min, one.max), name
     report = drift_report(single, distributed)
-    assert report["drifted_features"] == [] and max(f["psi"] for f in report["features"].values()) < 0.01
+    # Two KLL sketches compacted at random: their largest PSI measured 0.004 on average, 0.008 at most in
+    # 30 runs, and 0.0125 once in CI. 0.025 is twice that; drift starts at 0.1 (moderate) and 0.2.
+    assert report["drifted_features"] == [] and max(f["psi"] for f in report["features"].values()) < 0.025
