@@ -135,11 +135,11 @@ def _erase(cfg: Any, entity: str) -> int:
 
 def _ingest(cfg: Any, backend: Any, args: argparse.Namespace, out: Path) -> int:
     from raymlops.data.publish import write_audit_publish
-    from raymlops.data.sources import load_source
+    from raymlops.data.sources import open_source
     from raymlops.errors import ConfigError, DataValidationError
     from raymlops.pipeline.context import git_sha
 
-    table = load_source(args.source)
+    table = open_source(args.source)  # streamed into the candidate, batch by batch
     metadata = {"source": args.source, "git_sha": git_sha(), "ingested_at": str(int(time.time()))}
     message = args.message or f"ingest {args.source}"
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, SeedableBackend
+from raymlops.data.versioning import Candidate, CommitInfo, DataVersion, Rows, SeedableBackend
 from raymlops.errors import ConfigError
 
 __all__ = ["DeltaBackend", "ensure_table", "storage_options"]
@@ -50,14 +50,16 @@ def _commit_properties(message: str, metadata: dict[str, str]):  # -> deltalake.
     return CommitProperties(custom_metadata={**custom, f"{_META_PREFIX}message": message})
 
 
-def ensure_table(uri: str, source_table: pa.Table, message: str) -> int:
-    """Create the table from ``source_table`` if it does not exist; return its latest version."""
+def ensure_table(uri: str, source_table: Rows, message: str) -> int:
+    """Create the table from ``source_table`` (a table, or a stream written batch by batch) if it does not
+    exist; return its latest version."""
     from deltalake import DeltaTable, write_deltalake
 
     options = storage_options(uri)
     if DeltaTable.is_deltatable(uri, storage_options=options):
         return DeltaTable(uri, storage_options=options).version()
-    logger.info("creating delta table uri=%s rows=%d", uri, source_table.num_rows)
+    rows = source_table.num_rows if isinstance(source_table, pa.Table) else "streamed"
+    logger.info("creating delta table uri=%s rows=%s", uri, rows)
     write_deltalake(
         uri,
         source_table,
@@ -73,6 +75,7 @@ class DeltaBackend(SeedableBackend):
 
     name = "delta"
     ref_format = "<path>[@<version>]"
+    streams_writes = True  # deltalake writes a RecordBatchReader batch by batch
 
     def __init__(self, uri: str, pinned: int | None = None) -> None:
         self.uri = uri
@@ -97,7 +100,7 @@ class DeltaBackend(SeedableBackend):
 
         return bool(DeltaTable.is_deltatable(self.uri, storage_options=storage_options(self.uri)))
 
-    def create(self, table: pa.Table, message: str) -> DataVersion:
+    def create(self, table: Rows, message: str) -> DataVersion:
         return self._version(ensure_table(self.uri, table, message))
 
     def _table(self):  # -> deltalake.DeltaTable, latest version
@@ -144,9 +147,7 @@ class DeltaBackend(SeedableBackend):
         files = self._at(version).get_add_actions(flatten=True)
         return int(sum(files.column("num_records").to_pylist()))
 
-    def write(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> DataVersion:
+    def write(self, table: Rows, message: str, metadata: dict[str, str], mode: str = "append") -> DataVersion:
 
         _check_mode(mode)
         _write(self.uri, table, mode, _commit_properties(message, metadata))
@@ -163,9 +164,7 @@ class DeltaBackend(SeedableBackend):
 
     # write-audit-publish
 
-    def stage(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> Candidate:
+    def stage(self, table: Rows, message: str, metadata: dict[str, str], mode: str = "append") -> Candidate:
         from deltalake import write_deltalake
 
         _check_mode(mode)

@@ -1,18 +1,20 @@
 """Plain parquet/CSV files as data: versioned by a digest of their content, read-only.
 
-Files can change under us, so the version is a SHA-256 over every file's relative path and bytes. A read
-of a version re-checks the digest and fails if the files changed since, rather than returning other rows.
+Files can change under us, so the version is a SHA-256 of every file's relative path and bytes, hashed
+in parallel pieces (``raymlops.data.file_digest``). A read of a version re-checks the digest and fails if
+the files changed since, rather than returning other rows. A digest of the earlier, sequential form still
+names the same files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 
+from raymlops.data.file_digest import content_digest, legacy_digest
 from raymlops.data.versioning import CommitInfo, DataBackend, DataVersion
 from raymlops.errors import ConfigError, DataVersionError
 
@@ -29,18 +31,6 @@ def _files(path: Path) -> list[Path]:
     if not files:
         raise ConfigError("data.ref", f"{str(path)!r} holds no {' or '.join(_SUFFIXES)} files.")
     return files
-
-
-def content_digest(path: Path) -> str:
-    """SHA-256 over (relative path, bytes) of every data file under ``path``, in a stable order."""
-    digest = hashlib.sha256()
-    for file in _files(path):
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 class FilesBackend(DataBackend):
@@ -72,22 +62,37 @@ class FilesBackend(DataBackend):
         ``data show`` alone would otherwise read every byte three times (resolve, schema, num_rows)."""
         stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(self.path))
         if getattr(self, "_stamp", None) != stamp:
-            self._stamp, self._hash = stamp, content_digest(self.path)
+            self._stamp, self._hash = stamp, content_digest(self.path, _files(self.path))
+            self._legacy: str | None = None
         return self._hash
 
+    def _names_current(self, digest: str) -> bool:
+        """Whether ``digest`` names the files as they are now: the digest, or its earlier sequential form
+        (hashed only when the digest does not match, once per content)."""
+        if digest == self._digest():
+            return True
+        if self._legacy is None:
+            self._legacy = legacy_digest(self.path, _files(self.path))
+        return digest == self._legacy
+
     def resolve(self) -> DataVersion:
+        if self.pinned is not None and self._names_current(self.pinned):
+            return DataVersion("files", str(self.path), self.pinned)  # the reference's own form
         version = DataVersion("files", str(self.path), self._digest())
-        if self.pinned is not None and self.pinned != version.version:
+        if self.pinned is not None:
             raise DataVersionError(
                 f"files:{self.path}@sha256:{self.pinned}", f"the files now have digest {version.version}."
             )
         return version
 
     def _check(self, version: DataVersion) -> list[Path]:
-        current = self._digest()
-        if version.backend != self.name or version.location != str(self.path) or version.version != current:
+        if (
+            version.backend != self.name
+            or version.location != str(self.path)
+            or not self._names_current(version.version)
+        ):
             raise DataVersionError(
-                str(version), f"cannot be read any more: the files now have digest {current}."
+                str(version), f"cannot be read any more: the files now have digest {self._digest()}."
             )
         return _files(self.path)
 

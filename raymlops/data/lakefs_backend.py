@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
 
-from raymlops.data.versioning import Candidate, CommitInfo, DataBackend, DataVersion
+from raymlops.data.versioning import Candidate, CommitInfo, DataBackend, DataVersion, Rows
 from raymlops.errors import ConfigError
 
 __all__ = ["LakeFSBackend"]
@@ -26,6 +27,33 @@ __all__ = ["LakeFSBackend"]
 logger = logging.getLogger(__name__)
 
 _MODES = ("append", "overwrite")
+_PART_ROWS = 1_000_000  # rows per uploaded part file: what one upload holds in memory
+
+
+def _parquet_parts(rows: Rows) -> Iterator[tuple[bytes, int]]:
+    """Parquet files of at most ``_PART_ROWS`` rows each, read from a table or a stream as they fill
+    (an empty input still gives one part: the table's schema)."""
+    import pyarrow.parquet as pq
+
+    def encode(table: pa.Table) -> tuple[bytes, int]:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return sink.getvalue().to_pybytes(), table.num_rows
+
+    reader = rows.to_reader(max_chunksize=_PART_ROWS) if isinstance(rows, pa.Table) else rows
+    pending: list[pa.RecordBatch] = []
+    filled, written = 0, 0
+    for batch in reader:
+        pending.append(batch)
+        filled += batch.num_rows
+        if filled >= _PART_ROWS:
+            yield encode(pa.Table.from_batches(pending, reader.schema))
+            written += 1
+            pending, filled = [], 0
+    if pending or not written:
+        yield encode(pa.Table.from_batches(pending, reader.schema))
+
+
 _LOCATION = re.compile(r"^//(?P<repo>[^/]+)/(?P<ref>[^/]+)/(?P<path>.+)$")
 
 
@@ -36,6 +64,7 @@ class LakeFSBackend(DataBackend):
     """
 
     name = "lakefs"
+    streams_writes = True  # parts of _PART_ROWS rows, uploaded as they fill
     ref_format = "//<repo>/<branch|tag|commit>/<path>"
 
     def __init__(
@@ -179,14 +208,13 @@ class LakeFSBackend(DataBackend):
         fs = self._filesystem()
         return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in self._parts(version))
 
-    def _commit(self, branch: str, table: pa.Table, message: str, metadata: dict[str, str], mode: str) -> str:
-        """Upload ``table`` as a new part file on ``branch`` and commit; returns the commit id.
+    def _commit(self, branch: str, table: Rows, message: str, metadata: dict[str, str], mode: str) -> str:
+        """Upload ``table`` as new part files on ``branch`` (one per ``_PART_ROWS`` rows, so a stream is
+        held one part at a time) and commit them in one commit; returns the commit id.
 
         Writes go straight to the branch, so changes another writer left uncommitted there would ride
         along in this commit: use stage/publish where several writers share the main branch.
         """
-        import pyarrow.parquet as pq
-
         if mode not in _MODES:
             raise ConfigError("mode", f"unknown write mode {mode!r}.", _MODES)
         target = self._branch(branch)
@@ -194,17 +222,16 @@ class LakeFSBackend(DataBackend):
             old = [o.path for o in target.objects(prefix=f"{self.path}/")]
             if old:
                 target.delete_objects(old)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        key = f"{self.path}/part-{uuid.uuid4().hex}.parquet"
-        target.object(key).upload(sink.getvalue().to_pybytes(), mode="wb", pre_sign=self.pre_sign)
+        rows = 0
+        for part, part_rows in _parquet_parts(table):
+            key = f"{self.path}/part-{uuid.uuid4().hex}.parquet"
+            target.object(key).upload(part, mode="wb", pre_sign=self.pre_sign)
+            rows += part_rows
         commit_id: str = target.commit(message, metadata={k: str(v) for k, v in metadata.items()}).id
-        logger.info("lakefs commit repo=%s branch=%s id=%s rows=%d", self.repo, branch, commit_id, len(table))
+        logger.info("lakefs commit repo=%s branch=%s id=%s rows=%d", self.repo, branch, commit_id, rows)
         return commit_id
 
-    def write(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> DataVersion:
+    def write(self, table: Rows, message: str, metadata: dict[str, str], mode: str = "append") -> DataVersion:
         return self._version(self._commit(self.main_branch, table, message, metadata, mode))
 
     def log(self, limit: int = 20) -> list[CommitInfo]:
@@ -222,9 +249,7 @@ class LakeFSBackend(DataBackend):
 
     # write-audit-publish
 
-    def stage(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> Candidate:
+    def stage(self, table: Rows, message: str, metadata: dict[str, str], mode: str = "append") -> Candidate:
         name = f"candidate-{uuid.uuid4().hex[:12]}"
         branch = self._branch(name).create(self.main_branch)
         try:

@@ -10,10 +10,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from raymlops.data.audit import AuditResult
-from raymlops.data.versioning import DataBackend, DataVersion
+from raymlops.data.versioning import DataBackend, DataVersion, Rows, rows_for
 from raymlops.errors import DataValidationError
 
 __all__ = ["PublishResult", "write_audit_publish"]
@@ -32,15 +30,16 @@ class PublishResult:
 
 def write_audit_publish(
     backend: DataBackend,
-    table: pa.Table,
+    table: Rows,
     audit: Auditor,
     message: str,
     metadata: dict[str, str],
     mode: str = "append",
 ) -> PublishResult:
-    """Stage ``table``, audit the candidate, publish it. Raises DataValidationError when the gate fails."""
-    candidate = backend.stage(table, message, metadata, mode)
-    logger.info("candidate staged version=%s rows=%d", candidate.version, table.num_rows)
+    """Stage ``table`` (a table or a stream of batches), audit the candidate, publish it. Raises
+    DataValidationError when the gate fails."""
+    candidate = backend.stage(rows_for(backend, table), message, metadata, mode)
+    logger.info("candidate staged version=%s", candidate.version)
     try:
         result = audit(backend.read(candidate.version), str(candidate.version))
     except BaseException:

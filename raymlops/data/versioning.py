@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import pyarrow as pa
 
@@ -28,12 +28,18 @@ __all__ = [
     "CommitInfo",
     "DataBackend",
     "DataVersion",
+    "Rows",
     "SeedableBackend",
     "VersionDiff",
     "backend_class",
     "diff_schemas",
+    "rows_for",
     "version_diff",
 ]
+
+# Rows to write: one table in memory, or a stream of record batches (a raw source much larger than memory,
+# :func:`raymlops.data.sources.open_source`). Backends that take streams say so (``streams_writes``).
+Rows: TypeAlias = "pa.Table | pa.RecordBatchReader"
 
 
 # The data backends, kept as data: a reference's scheme -> the class that reads it (``module:Class``). A
@@ -143,6 +149,9 @@ class DataBackend(abc.ABC):
 
     name: ClassVar[str]
     ref_format: ClassVar[str] = "<location>[@<version>]"  # what follows "<name>:", for error messages
+    # True: ``write``, ``stage`` and ``create`` also take a ``pa.RecordBatchReader`` and write it batch by
+    # batch. A backend that leaves it False is handed one table (:func:`rows_for` reads the stream whole).
+    streams_writes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -206,15 +215,13 @@ class DataBackend(abc.ABC):
             "Use a delta:<path> or lakefs://<repo>/<branch>/<path> reference to write versions.",
         )
 
-    def write(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> DataVersion:
-        """Commit ``table`` to the main line (``mode``: append | overwrite) and return the new version."""
+    def write(self, table: Rows, message: str, metadata: dict[str, str], mode: str = "append") -> DataVersion:
+        """Commit ``table`` to the main line (``mode``: append | overwrite) and return the new version.
+
+        ``table`` is a ``pa.Table``, or a ``pa.RecordBatchReader`` only when ``streams_writes`` is True."""
         raise self._read_only("write")
 
-    def stage(
-        self, table: pa.Table, message: str, metadata: dict[str, str], mode: str = "append"
-    ) -> Candidate:
+    def stage(self, table: Rows, message: str, metadata: dict[str, str], mode: str = "append") -> Candidate:
         """Write ``table`` as a candidate: readable at ``Candidate.version``, invisible on the main line."""
         raise self._read_only("stage a candidate on")
 
@@ -238,8 +245,16 @@ class SeedableBackend(DataBackend):
         """Whether the data the reference names exists (no I/O beyond a metadata check)."""
 
     @abc.abstractmethod
-    def create(self, table: pa.Table, message: str) -> DataVersion:
-        """Write ``table`` as the first version of data that does not exist yet."""
+    def create(self, table: Rows, message: str) -> DataVersion:
+        """Write ``table`` as the first version of data that does not exist yet (a stream only when
+        ``streams_writes`` is True)."""
+
+
+def rows_for(backend: DataBackend, rows: Rows) -> Rows:
+    """``rows`` as ``backend`` takes them: a stream stays a stream only for a backend that writes streams."""
+    if isinstance(rows, pa.RecordBatchReader) and not backend.streams_writes:
+        return rows.read_all()
+    return rows
 
 
 @functools.lru_cache(maxsize=64)

@@ -305,9 +305,9 @@ def _source_schema(view: FeatureView) -> pa.Schema:
 @functools.lru_cache(maxsize=16)
 def _raw_schema(source: str) -> pa.Schema:
     """A raw source's schema, read once per process (several views share the flights source)."""
-    from raymlops.data.sources import load_source
+    from raymlops.data.sources import source_schema
 
-    return load_source(source).schema
+    return source_schema(source)
 
 
 # ---------------------------------------------------------------- reading
