@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # doubled the test time. Unset here, the modules that are used compile once and are cached.
 RUN := env -u PYTHONDONTWRITEBYTECODE
 
-.PHONY: install system-deps demo test lint typecheck unit bench bench-smoke gpu-check clean
+.PHONY: install system-deps demo test lint typecheck unit bench bench-smoke gpu-check clean baselines
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,17 @@ bench-smoke: install
 # CUDA build of torch must replace the CPU one make install puts in the venv.
 gpu-check: install
 	$(RUN) $(BIN)/python -m pytest -q -ra -n 0 -m gpu
+
+# The baselines users would pick instead (Evidently, pandera, MLServer), which drift.py, validation.py and
+# serve_vs_raw.py run beside ours when this venv exists. Their own venv, never .venv: they pin pydantic,
+# fastapi, uvicorn, grpcio and pandas against Ray's. pandas 2: Evidently 0.7 does not import with pandas 3;
+# onnxruntime as in .venv, so that both sides run the same graph on the same runtime.
+BASELINES_VENV ?= .venv-baselines
+baselines:
+	$(PYTHON) -m venv $(BASELINES_VENV)
+	$(BASELINES_VENV)/bin/python -m pip install -q -U pip
+	$(BASELINES_VENV)/bin/python -m pip install -q evidently==0.7.23 pandera==0.36.0 mlserver==1.7.1 \
+	  onnxruntime==1.31.1 pyarrow==26.0.1 "pandas>=2.2,<3"
 
 bench: install
 	for b in benchmarks/[a-z]*.py; do $(RUN) $(BIN)/python $$b --quick || exit 1; done

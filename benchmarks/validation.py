@@ -11,12 +11,19 @@ Memory: the peak resident memory of our whole process tree (driver, raylet, work
 the just-started, idle Ray, during one run, against the in-memory Arrow size of the data (target: under
 2.5x); the baseline's is its one process above its level before the run.
 
+Against pandera (``rows_per_s_vs_pandera_*``, target: ours >= 2x at 1M rows): a pandera
+``DataFrameSchema`` with the same rules (types, null fractions, min/max, allowed values, the unique key,
+row counts; benchmarks/baselines/pandera_validation.py) reading the same part files with
+``pd.read_parquet`` and validating lazily, in the baselines venv (``make baselines``), at sizes up to
+1M rows. Without the venv the figure's baseline is null and the summary says it was skipped.
+
 Sizes: 1M and 10M synthetic flights (``--quick``: 1M only; ``--smoke``: 20k, one run; ``--rows N``: N
 only).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -37,8 +44,15 @@ from _harness import (
     synthetic_flights,
     tree_rss_bytes,
 )
+from baselines import add_option as add_baselines_option
+from baselines import note as baseline_note
+from baselines import python as baselines_python
+from baselines import run as run_baseline
+from baselines import seconds as baseline_seconds
 
 NAME = "validation"
+PANDERA_TARGET = 2.0  # the issue: ours at least 2x pandera's rows/s on the same rules at 1M rows
+PANDERA_MAX_ROWS = 1_000_000  # beyond it pandas holds the whole table (and its copies) in one process
 _PART_ROWS = 1_000_000
 _CACHE = Path(tempfile.gettempdir()) / "raymlops-bench-validation"
 
@@ -152,8 +166,48 @@ def run_size(rows: int, repeats: int, warmup: int, rules: dict[str, Any], idle_r
     ]
 
 
+def _failed_columns(report: dict[str, Any]) -> list[str]:
+    """The columns (``<table>`` for table rules) with a failed ``fail`` check in our report."""
+    failed = {"<table>" for c in report["table"] if not c["passed"] and c["severity"] == "fail"}
+    for name, column in report["columns"].items():
+        if any(not c["passed"] and c["severity"] == "fail" for c in column["checks"]):
+            failed.add(name)
+    return sorted(failed)
+
+
+def pandera_figure(
+    rows: int, ours_rows_per_s: float, option: str | None, rules: dict[str, Any], repeats: int, warmup: int
+) -> tuple[Figure, dict[str, Any]]:
+    """pandera on the same part files and rules, in the baselines venv (or skipped), as one figure."""
+    from raymlops.data.validation import check_rules
+
+    size = f"{rows // 1_000_000}M" if rows >= 1_000_000 else f"{rows // 1000}k"
+    chosen = baselines_python(option)
+    folder = write_parts(rows)
+    with tempfile.TemporaryDirectory(prefix="raymlops-bench-validation-") as scratch:
+        rules_file = Path(scratch) / "rules.json"
+        rules_file.write_text(json.dumps(rules))
+        args = ["--input", str(folder), "--rules", str(rules_file)]
+        result = run_baseline(
+            "pandera_validation.py", [*args, "--repeats", str(repeats), "--warmup", str(warmup)], chosen
+        )
+    if "failed_columns" in result:  # both must judge the data alike, or the comparison means nothing
+        ours_failed = _failed_columns(check_rules(ours(folder, rules)[0], rules))
+        assert result["rows"] == rows, (result["rows"], rows)
+        assert result["failed_columns"] == ours_failed, (result["failed_columns"], ours_failed)
+        log(f"pandera and ours agree: failed {ours_failed or 'nothing'}")
+    pandera_s = baseline_seconds(result)
+    base = None if pandera_s is None else rows / pandera_s
+    figure = Figure(
+        NAME, f"rows_per_s_vs_pandera_{size}", ours_rows_per_s, base, "rows/s", True, PANDERA_TARGET
+    )
+    return figure, result
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    options = parser(__doc__.splitlines()[0])
+    add_baselines_option(options)
+    args = options.parse_args(argv)
     default = [20_000] if args.smoke else [1_000_000] if args.quick else [1_000_000, 10_000_000]
     sizes = [args.rows] if args.rows else default
     repeats = args.repeats or (1 if args.smoke else 3)
@@ -162,12 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     idle_ray = tree_rss_bytes()
     rules = _rules()
     figures = []
+    notes = []
     for rows in sizes:
         log(f"size {rows:,} rows; repeats={repeats} warmup={warmup}")
         for figure in run_size(rows, repeats, warmup, rules, idle_ray):
             emit(figure)
             figures.append(figure)
-    summary(figures)
+        if rows <= PANDERA_MAX_ROWS:  # ours: this size's rows/s, the first figure run_size returned
+            figure, result = pandera_figure(
+                rows, figures[-3].ours, args.baselines_python, rules, repeats, warmup
+            )
+            emit(figure)
+            figures.append(figure)
+            notes.append(baseline_note("pandera", result))
+    summary(figures, note="; ".join(notes))
     return 0
 
 
