@@ -112,6 +112,10 @@ class ValidateConfig:
     columns: dict[str, ColumnRule] = field(default_factory=dict)
     drift: DriftConfig = field(default_factory=DriftConfig)
     fail_on_error: bool = True  # False records failures in the report and carries on
+    # A string column keeps exact value counts up to this many distinct values, then a frequent-items and
+    # an HLL sketch (raymlops.data.value_counts): beyond it a column is an id or free text, and exact counts
+    # would bring every value to the driver (20M ids: the whole column). 10k exact counts are ~200 KB.
+    max_exact_distinct: int = 10_000
 
 
 @dataclass

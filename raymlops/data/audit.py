@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.data.stats import compute_dataset_stats
-from raymlops.data.validation import check_rules
+from raymlops.data.validation import check_rules, stats_options
 from raymlops.security.pii import PIIMasker, mask_profile
 
 __all__ = ["AuditResult", "audit_dataset"]
@@ -83,7 +83,7 @@ def audit_dataset(
     from raymlops.data.report_html import render_data_report
 
     key = list((rules.get("unique") or {}).get("key") or []) or None
-    stats = compute_dataset_stats(ds, None, key)
+    stats = compute_dataset_stats(ds, None, key, **stats_options(rules))
     report = check_rules(stats, rules, now, pii=pii)
     report["data_version"] = data_version
     profile = Profile.from_stats(stats.columns, stats.rows, data_version)

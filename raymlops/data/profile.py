@@ -66,6 +66,7 @@ class FeatureProfile:
     bin_fractions: list[float] | None = None
     frequencies: dict[str, float] | None = None  # top categories + OTHER, fractions of non-null values
     distinct: int | None = None
+    distinct_estimated: bool | None = None  # True: ``distinct`` is an HLL estimate (value_counts.py)
 
     @property
     def numeric(self) -> bool:
@@ -132,8 +133,10 @@ def _numeric_profile(kind: str, stats: ColumnStats, sketch: QuantileSketch) -> F
 
 
 def _categorical_profile(stats: ColumnStats) -> FeatureProfile:
-    non_null = sum(stats.counts.values())
-    top = sorted(stats.counts.items(), key=lambda item: (-item[1], str(item[0])))[:TOP_CATEGORIES]
+    # Sketch form (more than validate.max_exact_distinct values): estimated top counts, within 0.17 % of
+    # the rows, and an estimated distinct count (distinct_estimated).
+    non_null = sum(stats.counts.values()) if stats.exact else stats.non_null
+    top = stats.top(TOP_CATEGORIES)
     frequencies = {str(name): _fraction(count / non_null) for name, count in top} if non_null else {}
     shown = sum(count for _, count in top)
     frequencies[OTHER] = _fraction((non_null - shown) / non_null) if non_null else 0.0
@@ -142,7 +145,8 @@ def _categorical_profile(stats: ColumnStats) -> FeatureProfile:
         count=non_null,
         null_fraction=_fraction(stats.null_fraction),
         frequencies=frequencies,
-        distinct=len(stats.counts),
+        distinct=stats.distinct,
+        distinct_estimated=None if stats.exact else True,
     )
 
 

@@ -15,7 +15,7 @@ from raymlops.data.stats import ColumnStats, DatasetStats
 from raymlops.errors import ConfigError
 from raymlops.security.pii import PIIMasker, mask_checks, mask_summary
 
-__all__ = ["check_rules", "parse_duration"]
+__all__ = ["check_rules", "parse_duration", "stats_options"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -45,9 +45,31 @@ def _column_checks(column: ColumnStats | None, rule: dict[str, Any]) -> list[dic
     if rule.get("max") is not None and column.max is not None:
         checks.append(_check("max", column.max <= rule["max"], column.max, f"<= {rule['max']}", sev))
     if rule.get("allowed") is not None:
-        unexpected = sorted(set(column.counts) - set(rule["allowed"]))
-        checks.append(_check("allowed", not unexpected, unexpected[:10], list(rule["allowed"]), sev))
+        # Exact at any size when the statistics pass counted them (stats_options); observed: 10 examples.
+        unexpected, examples = column.unexpected_rows(rule["allowed"])
+        check = _check("allowed", unexpected == 0, examples, list(rule["allowed"]), sev)
+        check["unexpected_rows"] = unexpected
+        checks.append(check)
     return checks
+
+
+def stats_options(rules: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`raymlops.data.stats.compute_dataset_stats` that ``rules`` (the
+    ``validate`` config as a dict) asks for: each ``allowed`` set, counted per block, and the bound on
+    exact value counts (``validate.max_exact_distinct``)."""
+    columns = rules.get("columns") or {}
+    allowed = {
+        name: list(rule["allowed"]) for name, rule in columns.items() if rule.get("allowed") is not None
+    }
+    options: dict[str, Any] = {"allowed": allowed or None}
+    if rules.get("max_exact_distinct") is not None:
+        limit = rules["max_exact_distinct"]
+        if not isinstance(limit, int) or limit < 0:
+            raise ConfigError(
+                "validate.max_exact_distinct", f"{limit!r} is not a count: use a whole number >= 0."
+            )
+        options["max_exact_distinct"] = limit
+    return options
 
 
 def _table_checks(stats: DatasetStats, rules: dict[str, Any], now: datetime) -> list[dict[str, Any]]:

@@ -81,7 +81,8 @@ def fit_preprocessor(
             raise ConfigError("features.numeric", f"column {name!r} is {stats[name].kind}, not numeric.")
     categories = []
     for name in categorical:
-        frequent = [(n, v) for v, n in stats[name].counts.items() if n >= min_frequency]
+        # Exact counts, or in sketch form the values surely >= min_frequency (ColumnStats.frequent).
+        frequent = [(n, v) for v, n in stats[name].frequent(min_frequency).items()]
         frequent.sort(key=lambda item: (-item[0], item[1]))
         categories.append(tuple(sorted(v for _, v in frequent[:max_categories])))
     return FittedPreprocessor(

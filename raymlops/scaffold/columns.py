@@ -59,7 +59,7 @@ def _constant(stats: ColumnStats) -> bool:
     if stats.non_null == 0:
         return True
     if stats.kind == "string":
-        return len(stats.counts) <= 1
+        return stats.distinct <= 1
     return stats.min is not None and stats.min == stats.max
 
 
@@ -87,9 +87,9 @@ def plan_columns(profile: TableProfile) -> ColumnPlan:
             plan.skipped[name] = "one value (or none) in every row: it cannot tell rows apart"
         elif stats.kind == "numeric":
             plan.numeric.append(name)
-        elif len(stats.counts) > max(MIN_DISTINCT_FOR_TEXT, MAX_DISTINCT_SHARE * stats.non_null):
+        elif stats.distinct > max(MIN_DISTINCT_FOR_TEXT, MAX_DISTINCT_SHARE * stats.non_null):
             plan.suspects[name] = (
-                f"{len(stats.counts)} distinct values in {stats.non_null} rows: an identifier or free text, "
+                f"{stats.distinct} distinct values in {stats.non_null} rows: an identifier or free text, "
                 "which one-hot encoding cannot use"
             )
         else:

@@ -90,7 +90,7 @@ def _observed(stats: ColumnStats, types: str) -> str:
         first, last = (dt.datetime.fromtimestamp(int(v), tz=dt.timezone.utc) for v in (stats.min, stats.max))
         return f"# {types}, {null}, {first:%Y-%m-%d %H:%M:%S} .. {last:%Y-%m-%d %H:%M:%S} UTC"
     if stats.kind == "string":
-        return f"# {types}, {null}, {len(stats.counts)} distinct values"
+        return f"# {types}, {null}, {stats.distinct} distinct values"
     return f"# {types}, {null}"
 
 
@@ -101,7 +101,7 @@ def _rule(stats: ColumnStats) -> str | None:
     if stats.kind == "numeric" and stats.min is not None and stats.max is not None:
         low, high = outward(float(stats.min), up=False), outward(float(stats.max), up=True)
         parts += [f"min: {scalar(low)}", f"max: {scalar(high)}"]
-    if stats.kind == "string" and 0 < len(stats.counts) <= MAX_ALLOWED:
+    if stats.kind == "string" and 0 < stats.distinct <= MAX_ALLOWED:
         parts.append(f"allowed: {flow_list(sorted(stats.counts, key=str))}")
     return "{" + ", ".join(parts) + "}"
 
@@ -206,7 +206,7 @@ def _features(profile: TableProfile, plan: ColumnPlan) -> str:
 
 
 def _experiment(profile: TableProfile, plan: ColumnPlan, name: str, out_dir: Path) -> str:
-    slices = [c for c in plan.categorical if len(profile.columns[c].counts) <= MAX_ALLOWED][:3]
+    slices = [c for c in plan.categorical if profile.columns[c].distinct <= MAX_ALLOWED][:3]
     return f"""# @package _global_
 {_header(profile)}
 # {profile.task.name} on {profile.label}, trained by XGBoost on Ray Train, exported to ONNX, registered

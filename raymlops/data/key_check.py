@@ -1,0 +1,70 @@
+"""Key uniqueness of a Ray Dataset counted in Ray tasks: the driver receives one integer per bucket.
+
+Each block's key hashes (sorted, unique per block: :func:`raymlops.data.stats.key_hashes`) stay in Ray's
+object store. The 64-bit hash space is cut by its top 32 bits into ``P`` equal buckets, ``P`` one per
+:data:`KEYS_PER_BUCKET` keys (at least 1); task ``b`` takes, from every block, the slice of its sorted
+hashes that falls in bucket ``b`` (two binary searches), and counts the distinct ones. Equal keys hash
+alike in every block, so they meet in one bucket, wherever their rows sit: the distinct counts add up.
+
+This costs one task per bucket over hashes already computed in the statistics pass, where Ray Data's
+``groupby(...).map_groups`` over a (bucket, hash) Dataset would add a shuffle stage of every hash.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["KEYS_PER_BUCKET", "bucket_bounds", "distributed_duplicates", "sorted_unique"]
+
+# ~8 MB of hashes per task: a sort of 1M uint64 takes ~0.02 s, well above a task's ~1 ms overhead.
+KEYS_PER_BUCKET = 1_000_000
+
+
+def bucket_bounds(bucket: int, buckets: int) -> tuple[int, int]:
+    """The [low, high) hash range of ``bucket`` of ``buckets``: by the hash's top 32 bits, so every
+    block agrees without seeing the others."""
+    low = -(-bucket * 2**32 // buckets) << 32
+    high = -(-(bucket + 1) * 2**32 // buckets) << 32
+    return low, high
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` for uint64, 60x faster here (numpy 2.x's unique took 0.97 s for 1M, a sort 0.016 s)."""
+    ordered = np.sort(values)
+    if ordered.size == 0:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+def _distinct_in_bucket(bucket: int, buckets: int, *blocks: pa.Table) -> int:
+    low, high = bucket_bounds(bucket, buckets)
+    slices = []
+    for block in blocks:
+        for blob in block.column("keys").to_pylist():
+            hashes = np.frombuffer(blob, dtype=np.uint64)
+            start = int(np.searchsorted(hashes, np.uint64(low)))
+            stop = len(hashes) if high >= 2**64 else int(np.searchsorted(hashes, np.uint64(high)))
+            slices.append(hashes[start:stop])
+    return len(sorted_unique(np.concatenate(slices))) if slices else 0
+
+
+@cache
+def _remote() -> Any:
+    import ray
+
+    return ray.remote(_distinct_in_bucket)
+
+
+def distributed_duplicates(partials: Any, keys: int) -> tuple[int, int]:
+    """(distinct keys, buckets used) of a materialized Dataset whose ``keys`` column holds each block's
+    sorted unique key hashes as bytes; ``keys`` is the sum of their lengths (it sizes the buckets)."""
+    import ray
+
+    buckets = max(1, -(-keys // KEYS_PER_BUCKET))
+    refs = partials.to_arrow_refs()  # materialized: its blocks' refs, nothing re-runs
+    counts = ray.get([_remote().remote(bucket, buckets, *refs) for bucket in range(buckets)])
+    return int(sum(counts)), buckets
