@@ -80,13 +80,14 @@ gpu-check: install
 # The baselines users would pick instead (Evidently, pandera, MLServer), which drift.py, validation.py and
 # serve_vs_raw.py run beside ours when this venv exists. Their own venv, never .venv: they pin pydantic,
 # fastapi, uvicorn, grpcio and pandas against Ray's. pandas 2: Evidently 0.7 does not import with pandas 3;
-# onnxruntime as in .venv, so that both sides run the same graph on the same runtime.
+# onnxruntime as in .venv, so that both sides run the same graph on the same runtime. uvloop < 0.22: with
+# 0.22 MLServer 1.7's inference worker dies at start (asyncio.get_event_loop() raises in it).
 BASELINES_VENV ?= .venv-baselines
 baselines:
 	$(PYTHON) -m venv $(BASELINES_VENV)
 	$(BASELINES_VENV)/bin/python -m pip install -q -U pip
 	$(BASELINES_VENV)/bin/python -m pip install -q evidently==0.7.23 pandera==0.36.0 mlserver==1.7.1 \
-	  onnxruntime==1.31.1 pyarrow==26.0.1 "pandas>=2.2,<3"
+	  onnxruntime==1.31.1 pyarrow==26.0.1 "pandas>=2.2,<3" "uvloop<0.22"
 
 bench: install
 	for b in benchmarks/[a-z]*.py; do $(RUN) $(BIN)/python $$b --quick || exit 1; done

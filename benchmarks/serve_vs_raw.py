@@ -16,6 +16,15 @@ uvicorn process runs at the same niceness, so that on a shared machine it does n
 CPU share of our processes. The client (this process: threads, one keep-alive connection each) runs at
 the default niceness, on the same cores, for both.
 
+Against MLServer (``*_vs_mlserver``), what a user might run instead: MLServer 1.7 with a custom runtime
+(an ``mlserver.MLModel`` calling onnxruntime on the same graph with the same session options;
+benchmarks/baselines/mlserver_runtime.py), its defaults otherwise (one parallel inference worker), in the
+baselines venv (``make baselines``), at the same niceness as the raw server, answering V2 inference
+requests that carry the same records (one tensor per column) and checked against onnxruntime as the
+others. After the ours-vs-raw rounds, ours and MLServer alternate over the same rounds: p50/p99 at
+concurrency 1, requests/s at 4 and 16 (target: ours >= 0.5x MLServer's). Without the venv the figures'
+baselines are null and the summary says MLServer was skipped.
+
 The model is ``router``'s (the flights preprocessing + XGBoost, 60 trees, exported with
 ``export_pipeline``), cached between runs.
 """
@@ -25,13 +34,21 @@ The model is ``router``'s (the flights preprocessing + XGBoost, 60 trees, export
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 # Run as ``python benchmarks/serve_vs_raw.py``: Python puts this folder first on sys.path.
-from _harness import emit, log, parser, start_ray, summary
+from _harness import Figure, emit, log, parser, start_ray, summary
+from baselines import add_option as add_baselines_option
+from baselines import check_v2_answers, start_mlserver, v2_body
+from baselines import compare as compare_bodies
+from baselines import note as baseline_note
+from baselines import python as baselines_python
 from router import (
     MODEL,
     PREDICT_PATH,
@@ -42,6 +59,7 @@ from router import (
     free_port,
     input_columns,
     make_session,
+    percentile_ms,
     request_bodies,
     run_load,
     score_body,
@@ -50,6 +68,7 @@ from router import (
 )
 
 NAME = "serve_vs_raw"
+MLSERVER_TARGET = 0.5  # the issue: our throughput (routing on) at least half of MLServer's
 
 
 def raw_server(port: int, model_path: str) -> None:
@@ -112,6 +131,44 @@ def stop(child: subprocess.Popen[bytes]) -> None:
             child.wait(10)
 
 
+def mlserver_rounds(
+    port: int, path: str, bodies: list[bytes], size: dict[str, int], session: object
+) -> tuple[Side, Side]:
+    """Ours and MLServer alternated over the same rounds; (ours, MLServer) measured."""
+    columns = input_columns()
+    v2_bodies = [v2_body(body, columns) for body in bodies]
+    ours, theirs = Side("serve", port, PREDICT_PATH), Side("mlserver", size["mlserver_port"], path)
+    load = run_load(theirs.port, theirs.path, v2_bodies, 4, size["warmup_requests"], keep_answers=True)
+    check_v2_answers(load, bodies, session, columns)
+    compare_bodies(
+        ((ours, bodies), (theirs, v2_bodies)),
+        rounds=size["rounds"],
+        latency_requests=size["latency_requests"],
+        throughput_requests=size["throughput_requests"],
+        concurrencies=(4, 16),
+    )
+    return ours, theirs
+
+
+def mlserver_figures(ours: Side, measured: tuple[Side, Side] | None) -> list[Figure]:
+    """Ours vs MLServer: p50/p99 at concurrency 1, requests/s at 4 and 16 (target 0.5x), each side's
+    scaling from 4 to 16; without MLServer the same figures with ours from the first rounds, no baseline."""
+    if measured is not None:
+        kept = figures(NAME, *measured, MLSERVER_TARGET, suffix="_vs_mlserver")
+        return [f for f in kept if not f.metric.startswith("throughput_rps_c16_over_c4")]  # ours vs ours
+    out = [
+        Figure(
+            NAME, f"latency_p{q}_ms_c1_vs_mlserver", percentile_ms(ours.latencies_c1_s, q), None, "ms", False
+        )
+        for q in (50, 99)
+    ]
+    for concurrency in (4, 16):
+        rps = statistics.median(ours.rps[concurrency])
+        metric = f"throughput_rps_c{concurrency}_vs_mlserver"
+        out.append(Figure(NAME, metric, rps, None, "req/s", True, MLSERVER_TARGET))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
@@ -119,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--raw-server", nargs=2, metavar=("PORT", "MODEL"), help=argparse.SUPPRESS)
+    add_baselines_option(options)
     args = options.parse_args(argv)
     if args.raw_server:
         raw_server(int(args.raw_server[0]), args.raw_server[1])
@@ -134,7 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     niceness = ray_worker_niceness()
     raw = start_raw_server(raw_port, path, niceness)
     log(f"raw uvicorn pid {raw.pid} at nice {niceness}, as the Ray workers")
+    scratch = tempfile.TemporaryDirectory(prefix="raymlops-bench-mlserver-")
+    mlserver, mlserver_info, measured = None, {}, None
     try:
+        shutil.copy(path, Path(scratch.name) / "model.onnx")  # the same graph, in MLServer's folder
+        size["mlserver_port"] = free_port()
+        mlserver, mlserver_info = start_mlserver(
+            baselines_python(args.baselines_python),
+            Path(scratch.name),
+            (size["mlserver_port"], free_port(), free_port()),
+            niceness,
+        )
         spec = ModelSpec(MODEL, "1", str(path), "bench-1", columns)
         deploy([spec], app_name="bench-serve", host="127.0.0.1", port=serve_port, timeout_s=180)
         log(f"both servers ready at {time.monotonic() - started:.1f} s")
@@ -153,14 +221,25 @@ def main(argv: list[str] | None = None) -> int:
             throughput_requests=size["throughput_requests"],
             concurrencies=(4, 16),
         )
+        if mlserver is not None:
+            log("ours vs MLServer, alternating")
+            infer = mlserver_info["infer_path"]
+            measured = mlserver_rounds(serve_port, infer, bodies, size, sessions["1"])
     finally:
         stop(raw)
+        if mlserver is not None:
+            stop(mlserver)
+        scratch.cleanup()
         serve.shutdown()
     log(f"measured in {time.monotonic() - started:.1f} s")
     results = figures(NAME, ours, baseline, None)
+    results += mlserver_figures(ours, measured)
     for figure in results:
         emit(figure)
-    summary(results, note="no target: context for users")
+    summary(
+        results,
+        note=f"vs raw uvicorn no target: context for users; {baseline_note('mlserver', mlserver_info)}",
+    )
     return 0
 
 
