@@ -26,6 +26,8 @@ __all__ = [
     "STATISTIC_COLUMNS",
     "VersionInfo",
     "prediction_profile",
+    "prediction_profile_from_stats",
+    "prediction_statistic_table",
     "statistic_column",
     "version_info",
 ]
@@ -49,6 +51,13 @@ def prediction_profile(pred: Any, data_version: str, task: Task | None = None) -
     reference :func:`run_monitor` compares served predictions with when saved as
     :data:`PREDICTION_PROFILE`. Binary (and ``task`` None): the probabilities; regression: the values;
     multiclass: the answered classes (``task.prediction_statistic``, as categories)."""
+    table = prediction_statistic_table(pred, task)
+    return prediction_profile_from_stats(table_stats(table), table.num_rows, data_version, task)
+
+
+def prediction_statistic_table(pred: Any, task: Task | None = None) -> pa.Table:
+    """The one column :func:`prediction_profile` profiles, for ``pred`` (rows of the task's output): its
+    ``table_stats`` per block merge (``ColumnStats.merge``) into the statistics of all the rows."""
     column = statistic_column(task)
     values = np.asarray(pred, dtype=np.float64)
     statistic = task.prediction_statistic(values) if task is not None else values.reshape(-1)
@@ -56,8 +65,14 @@ def prediction_profile(pred: Any, data_version: str, task: Task | None = None) -
         array = pa.array(statistic.astype(np.int64)).cast(pa.string())
     else:
         array = pa.array(statistic.astype(np.float64))
-    table = pa.table({column: array})
-    return Profile.from_stats(table_stats(table), table.num_rows, data_version, [column])
+    return pa.table({column: array})
+
+
+def prediction_profile_from_stats(
+    stats: dict[str, Any], rows: int, data_version: str, task: Task | None = None
+) -> Profile:
+    """:func:`prediction_profile` from the (merged) statistics of :func:`prediction_statistic_table`."""
+    return Profile.from_stats(stats, rows, data_version, [statistic_column(task)])
 
 
 @dataclass

@@ -17,13 +17,15 @@ import numpy as np
 import pyarrow as pa
 
 from raymlops.config.schema import GateFailure
+from raymlops.data.frames import ExecutionPlan, plan_execution
 from raymlops.errors import ConfigError, GateFailedError
 from raymlops.evaluation.metrics import GateResult, champion_gates, gate_results, slice_metrics
 from raymlops.models.export import parse_input_columns, predict_onnx
 from raymlops.pipeline.context import RunContext
 from raymlops.pipeline.stage import Stage
 from raymlops.pipeline.state import EvaluateOutput, PipelineState
-from raymlops.registry.tags import INPUT_COLUMNS_TAG, RUN_ID_TAG, TASK_TAG
+from raymlops.registry.tags import INPUT_COLUMNS_TAG, RUN_ID_TAG
+from raymlops.stages.evaluate_distributed import champion_graph, evaluate_distributed
 from raymlops.tasks.base import Task
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,18 @@ def _collect(ds: Any, columns: list[str]) -> pa.Table:  # ds: ray.data.Dataset o
     """The held-out split's needed columns in row order (a few MB: a test split, not the table)."""
     batches = [b.select(columns) for b in ds.iter_batches(batch_format="pyarrow", batch_size=65536)]
     return pa.concat_tables(batches) if batches else pa.table({c: [] for c in columns})
+
+
+def _plan(ctx: RunContext, heldout: Any, task: Task) -> ExecutionPlan:
+    """Local or distributed, from the held-out split's rows and bytes (block metadata when materialized,
+    as the features stage leaves it); a task without metric partials is evaluated locally."""
+    from ray.data.dataset import MaterializedDataset
+
+    if not task.supports_partials():
+        return ExecutionPlan("local", f"the {task.name} task computes no metric partials")
+    if not isinstance(heldout, MaterializedDataset):
+        return plan_execution(ctx.cfg.execution, 0, None)
+    return plan_execution(ctx.cfg.execution, int(heldout.count()), int(heldout.size_bytes()))
 
 
 def _baseline_metrics(task: Task, features: Any, y: np.ndarray, split: str) -> dict[str, float]:
@@ -60,21 +74,10 @@ def _score_champion(
 ) -> dict[str, Any]:
     """The champion's registered ONNX graph scored on exactly the candidate's rows, with the candidate's
     task; a champion of another task (its ``raymlops.task`` tag) is not compared, and says why."""
-    from raymlops.tasks.codec import task_from_json
-
-    theirs = task_from_json(holder.tags.get(TASK_TAG))
-    if not task.comparable(theirs):
-        reason = f"answers another task ({theirs.describe()}; this model: {task.describe()})"
-        logger.warning("champion comparison skipped version=%s: %s", holder.version, reason)
-        return {"version": holder.version, "metrics": {}, "skipped": reason}
-    columns = parse_input_columns(holder.tags.get(INPUT_COLUMNS_TAG, ""))
-    missing = sorted(set(columns) - set(table.column_names))
-    if missing:
-        return {"version": holder.version, "metrics": {}, "problem": f"needs column(s) {missing}"}
-    from raymlops.security.integrity import registered_artifact
-
-    graph = registered_artifact(registry, holder, "model.onnx")
-    pred = predict_onnx(graph, table, columns, output=theirs.output().name)
+    outcome, champion = champion_graph(registry, holder, task, table.column_names)
+    if champion is None:
+        return outcome or {}
+    pred = predict_onnx(champion.graph, table, champion.columns, output=champion.output)
     return {"version": holder.version, "metrics": task.metrics(y, pred, split)}
 
 
@@ -121,7 +124,14 @@ class EvaluateStage(Stage):
     name = "evaluate"
     cacheable = True
     cache_inputs = ("ingest", "features", "train")
-    cache_config = ("evaluate", "registry.model_name", "registry.tracking_uri", "data.columns", "data.pii")
+    cache_config = (
+        "evaluate",
+        "registry.model_name",
+        "registry.tracking_uri",
+        "data.columns",
+        "data.pii",
+        "execution",  # the distributed path's AUC is binned (within its reported bound)
+    )
 
     def cache_reuse(self, ctx: RunContext, restored: PipelineState, source_run: str) -> str | None:
         """A stored evaluation holds while the champion it compared with still holds the alias, or the
@@ -149,28 +159,47 @@ class EvaluateStage(Stage):
             known = state.require("ingest").schema.names
             raise ConfigError("evaluate.slices", f"column(s) {missing} are not in the data.", known)
         registry, holder = _champion_holder(ctx)
-        available = set(state.require("ingest").schema.names)
-        wanted = set(parse_input_columns(holder.tags.get(INPUT_COLUMNS_TAG, ""))) if holder else set()
-        table = _collect(features.heldout_raw[cfg.split], sorted({*columns, *(wanted & available)}))
-        y = table["label"].to_numpy().astype(np.float64)
-        pred = trained.model.predict(pre.transform(table))
         split = cfg.split
-        metrics = task.metrics(y, pred, split)
-        baseline = _baseline_metrics(task, features, y, split)
-        slices = slice_metrics(
-            table,
-            y,
-            pred,
-            task=task,
-            columns=list(cfg.slices),
-            split=split,
-            min_rows=cfg.min_slice_rows,
-            max_values=cfg.max_slice_values,
-        )
+        heldout = features.heldout_raw[split]
+        plan = _plan(ctx, heldout, task)
+        logger.info("evaluate execution=%s (%s)", plan.path, plan.reason)
+        data_version = state.require("ingest").data_version
+        if plan.local:
+            available = set(state.require("ingest").schema.names)
+            wanted = set(parse_input_columns(holder.tags.get(INPUT_COLUMNS_TAG, ""))) if holder else set()
+            table = _collect(heldout, sorted({*columns, *(wanted & available)}))
+            y = table["label"].to_numpy().astype(np.float64)
+            pred = trained.model.predict(pre.transform(table))
+            metrics = task.metrics(y, pred, split)
+            baseline = _baseline_metrics(task, features, y, split)
+            slices = slice_metrics(
+                table,
+                y,
+                pred,
+                task=task,
+                columns=list(cfg.slices),
+                split=split,
+                min_rows=cfg.min_slice_rows,
+                max_values=cfg.max_slice_values,
+            )
+            champion = (
+                _score_champion(registry, holder, task, table, y, split) if holder is not None else None
+            )
+            picture = task.card_picture(y, pred)  # the model card's confusion matrix or scatter
+            # The distribution of the candidate's test predictions: the monitor's prediction-drift reference.
+            from raymlops.monitoring.version_info import prediction_profile
+
+            profile = prediction_profile(pred, data_version, task)  # per task
+            extra: dict[str, Any] = {}
+        else:
+            names = list(state.require("ingest").schema.names)
+            done = evaluate_distributed(
+                ctx, task, features, trained.model, registry, holder, names, heldout, data_version
+            )
+            metrics, baseline, slices, champion, picture, profile, extra = done
         slices = _mask_pii_slices(ctx.cfg, slices)
         gate_list = list(cfg.gates) if cfg.gates is not None else task.default_gates(split)
         gates = gate_results(metrics, gate_list, baseline=baseline, task=task)
-        champion = _score_champion(registry, holder, task, table, y, split) if holder is not None else None
         gates += _champion_gate_results(cfg, task, metrics, champion, split)
         failures = tuple(g.detail for g in gates if not g.passed)
         report_path = ctx.run_dir / "evaluation.json"
@@ -184,15 +213,19 @@ class EvaluateStage(Stage):
             "champion": champion,
             "gates": [g.to_dict() for g in gates],
             "passed": not failures,
-            "picture": task.card_picture(y, pred),  # the model card's confusion matrix or scatter
+            "picture": picture,
+            "execution": {"path": plan.path, "reason": plan.reason},
         }
+        # The distributed path: how far each binned metric can be from exact, and what the driver received.
+        report.update(extra)
         report_path.write_text(json.dumps(report, indent=2, default=str))
-        # The distribution of the candidate's test predictions: the monitor's prediction-drift reference.
-        from raymlops.monitoring.version_info import PREDICTION_PROFILE, prediction_profile
+        from raymlops.monitoring.version_info import PREDICTION_PROFILE
 
         profile_path = ctx.run_dir / PREDICTION_PROFILE
-        prediction_profile(pred, state.require("ingest").data_version, task).save(profile_path)  # per task
-        figures: dict[str, Any] = {}
+        profile.save(profile_path)
+        figures: dict[str, Any] = {"execution": plan.path, "execution_reason": plan.reason}
+        if "partials" in extra:
+            figures["driver_bytes_received"] = extra["partials"]["driver_bytes_received"]
         for metric in task.directions:
             name = f"{split}/{metric}"
             figures[metric] = round(metrics[name], 4)

@@ -110,6 +110,41 @@ class Task(abc.ABC):
         and :func:`scatter_picture`), or None."""
         return None
 
+    # Distributed evaluation: mergeable metric partials per block of held-out rows (tasks/partial_metrics).
+    picture_sample_rows: ClassVar[int] = 0  # rows of a bounded sample the card's picture needs (scatter)
+
+    def supports_partials(self) -> bool:
+        """Whether this task computes :meth:`metric_partials`; a task that does not is evaluated on the
+        gathered held-out split, as on the local path."""
+        return False
+
+    def metric_partials(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+        """Figures of one block of rows that merge (:meth:`merge_partials`) into what :meth:`metrics`
+        needs; exactness is each task's to state."""
+        raise NotImplementedError(f"the {self.name} task computes no metric partials")
+
+    def merge_partials(self, a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Two blocks' partials as one. This default: each array added."""
+        from raymlops.tasks.partial_metrics import add_partials
+
+        return add_partials(a, b)
+
+    def metrics_from_partials(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
+        """:meth:`metrics` of all the rows whose partials were merged into ``parts``."""
+        raise NotImplementedError(f"the {self.name} task computes no metric partials")
+
+    def metric_bounds(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
+        """The most each approximate metric of :meth:`metrics_from_partials` can differ from the exact
+        one (same names); exact metrics are not listed. This default: every metric is exact."""
+        return {}
+
+    def card_picture_from_partials(
+        self, parts: Mapping[str, np.ndarray], sample: tuple[np.ndarray, np.ndarray] | None
+    ) -> dict[str, Any] | None:
+        """:meth:`card_picture` from merged partials, or from ``sample`` (actual, predicted: a bounded
+        seeded sample of :attr:`picture_sample_rows` rows) where the picture is of rows."""
+        return None
+
     # Serving: the answer beyond v1's ``answers`` (the OpenAPI schema, OIP v2, batch scoring, shadows).
     @classmethod
     def answer_schema(cls) -> dict[str, Any]:

@@ -109,6 +109,57 @@ class BinaryTask(Task):
         chosen = np.asarray(pred, np.float64).reshape(-1) >= self.decision
         return confusion_picture(labels, np.asarray(y_true) > 0.5, chosen)
 
+    # Distributed evaluation (see Task and tasks/partial_metrics): counts and log-loss sums are exact; the
+    # AUC is binned, with its error bound computed from the same histograms.
+    def supports_partials(self) -> bool:
+        return True
+
+    def metric_partials(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+        from sklearn.metrics import log_loss
+
+        from raymlops.tasks.partial_metrics import confusion_counts, score_histograms
+
+        y = np.asarray(y_true, np.float64).reshape(-1)
+        proba = np.clip(np.asarray(pred, np.float64).reshape(-1), 1e-7, 1 - 1e-7)  # as metrics clips
+        loss = float(log_loss(y, proba, labels=[0, 1], normalize=False)) if len(y) else 0.0
+        return {
+            "rows": np.asarray(len(y), np.int64),
+            "positives": np.asarray(y.sum()),
+            "logloss_sum": np.asarray(loss),
+            "confusion": confusion_counts(y > 0.5, proba >= self.decision, 2),
+            "auc_histograms": score_histograms(y, proba),
+        }
+
+    def metrics_from_partials(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
+        from raymlops.tasks.partial_metrics import binned_auc
+
+        rows = int(parts["rows"])
+        nan = float("nan")
+        confusion = np.asarray(parts["confusion"])
+        both = bool(confusion[0].sum() and confusion[1].sum())
+        return {
+            f"{split}/auc": binned_auc(np.asarray(parts["auc_histograms"])) if both else nan,
+            f"{split}/accuracy": float(np.trace(confusion)) / rows if rows else nan,
+            f"{split}/logloss": float(parts["logloss_sum"]) / rows if rows else nan,
+            f"{split}/positive_rate": float(parts["positives"]) / rows if rows else nan,
+            f"{split}/rows": float(rows),
+        }
+
+    def metric_bounds(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
+        from raymlops.tasks.partial_metrics import binned_auc_max_error
+
+        return {f"{split}/auc": binned_auc_max_error(np.asarray(parts["auc_histograms"]))}
+
+    def card_picture_from_partials(
+        self, parts: Mapping[str, np.ndarray], sample: tuple[np.ndarray, np.ndarray] | None
+    ) -> dict[str, Any] | None:
+        labels = ["0", "1"] if self.positive is None else [str(self.negative), str(self.positive)]
+        return {
+            "kind": "confusion_matrix",
+            "labels": labels,
+            "counts": np.asarray(parts["confusion"]).tolist(),
+        }
+
     # Serving (see Task): the label in the label's own terms; the positive class named for OIP clients.
     @classmethod
     def answer_schema(cls) -> dict[str, Any]:

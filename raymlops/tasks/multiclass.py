@@ -101,6 +101,54 @@ class MulticlassTask(Task):
         proba = np.asarray(pred, np.float64).reshape(-1, len(self.classes))
         return confusion_picture([str(c) for c in self.classes], np.asarray(y_true), proba.argmax(axis=1))
 
+    # Distributed evaluation (see Task and tasks/partial_metrics): a confusion matrix and the log-loss sum,
+    # both exact (accuracy and macro-F1 come from the matrix).
+    def supports_partials(self) -> bool:
+        return True
+
+    def metric_partials(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+        from sklearn.metrics import log_loss
+
+        from raymlops.tasks.partial_metrics import confusion_counts
+
+        k = len(self.classes)
+        y = np.asarray(y_true).astype(np.int64).reshape(-1)
+        proba = np.asarray(pred, np.float64).reshape(len(y), k)
+        proba = proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)  # as metrics normalizes
+        labels = list(range(k))
+        loss = (
+            float(log_loss(y, np.clip(proba, 1e-7, 1.0), labels=labels, normalize=False)) if len(y) else 0.0
+        )
+        return {
+            "rows": np.asarray(len(y), np.int64),
+            "logloss_sum": np.asarray(loss),
+            "confusion": confusion_counts(y, proba.argmax(axis=1), k),
+        }
+
+    def metrics_from_partials(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
+        from raymlops.tasks.partial_metrics import macro_f1
+
+        rows = int(parts["rows"])
+        if not rows:
+            return {f"{split}/{m}": float("nan") for m in self.directions} | {f"{split}/rows": 0.0}
+        confusion = np.asarray(parts["confusion"])
+        return {
+            f"{split}/accuracy": float(np.trace(confusion)) / rows,
+            f"{split}/macro_f1": macro_f1(confusion),
+            f"{split}/logloss": float(parts["logloss_sum"]) / rows,
+            f"{split}/rows": float(rows),
+        }
+
+    def card_picture_from_partials(
+        self, parts: Mapping[str, np.ndarray], sample: tuple[np.ndarray, np.ndarray] | None
+    ) -> dict[str, Any] | None:
+        labels = [str(c) for c in self.classes]
+        return {
+            "kind": "confusion_matrix",
+            "labels": labels,
+            "counts": np.asarray(parts["confusion"]).tolist(),
+        }
+
     # Serving (see Task): class values as the label column holds them; names in the output's columns.
     @classmethod
     def answer_schema(cls) -> dict[str, Any]:

@@ -72,6 +72,54 @@ class RegressionTask(Task):
     def card_picture(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
         return scatter_picture(y_true, pred)
 
+    # Distributed evaluation (see Task and tasks/partial_metrics): error sums (exact up to summation order)
+    # and the label's moments for R², merged with Chan's update; the scatter from a bounded sample.
+    picture_sample_rows: ClassVar[int] = 500  # as scatter_picture's max_points
+
+    def supports_partials(self) -> bool:
+        return True
+
+    def metric_partials(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+        y, p = np.asarray(y_true, np.float64).reshape(-1), np.asarray(pred, np.float64).reshape(-1)
+        error = p - y
+        mean = float(y.mean()) if len(y) else 0.0
+        return {
+            "rows": np.asarray(len(y), np.int64),
+            "squared_error_sum": np.asarray(np.sum(error**2)),
+            "abs_error_sum": np.asarray(np.sum(np.abs(error))),
+            "y_n": np.asarray(len(y)),
+            "y_mean": np.asarray(mean),
+            "y_m2": np.asarray(np.sum((y - mean) ** 2)),
+        }
+
+    def merge_partials(self, a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        from raymlops.tasks.partial_metrics import add_partials, merge_moments
+
+        moments = ("y_n", "y_mean", "y_m2")
+        summed = add_partials(
+            {k: v for k, v in a.items() if k not in moments}, {k: v for k, v in b.items() if k not in moments}
+        )
+        return summed | merge_moments(a, b, "y_")
+
+    def metrics_from_partials(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
+        rows = int(parts["rows"])
+        if not rows:
+            return {f"{split}/{m}": float("nan") for m in self.directions} | {f"{split}/rows": 0.0}
+        squared, total = float(parts["squared_error_sum"]), float(parts["y_m2"])
+        return {
+            f"{split}/rmse": float(np.sqrt(squared / rows)),
+            f"{split}/mae": float(parts["abs_error_sum"]) / rows,
+            f"{split}/r2": 1.0 - squared / total if total > 0 else float("nan"),
+            f"{split}/rows": float(rows),
+        }
+
+    def card_picture_from_partials(
+        self, parts: Mapping[str, np.ndarray], sample: tuple[np.ndarray, np.ndarray] | None
+    ) -> dict[str, Any] | None:
+        actual, predicted = sample if sample is not None else (np.zeros(0), np.zeros(0))
+        picture = scatter_picture(actual, predicted, max_points=self.picture_sample_rows)
+        return picture | {"rows": int(parts["rows"])}  # every row's count; the points are a sample
+
     # Serving (see Task).
     agreement_tolerance: ClassVar[float] = 0.05  # shadow values within 5% of the served ones agree
 
