@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ __all__ = [
     "synthetic_flights",
     "timed",
     "tree_rss_bytes",
+    "write_flights_parts",
 ]
 
 SMOKE_NOTE = "smoke: not judged"
@@ -490,3 +492,20 @@ def flights_table(rows: int | None, seed: int = 0) -> tuple[pa.Table, str]:
         raise ValueError(f"rows must be >= 1, got {rows}")
     keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, rows, replace=False))
     return table.take(pa.array(keep)), f"{rows:,} of the {table.num_rows:,} real flights (seeded sample)"
+
+
+def write_flights_parts(rows: int, folder: Path, part_rows: int = 1_000_000) -> Path:
+    """``rows`` synthetic flights as parquet part files of ``part_rows`` each (one seed per part), written
+    once into ``folder`` and reused by later runs (a ``_complete`` marker says the folder is whole)."""
+    import pyarrow.parquet as pq
+
+    done = folder / "_complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, start in enumerate(range(0, rows, part_rows)):
+        part = synthetic_flights(min(part_rows, rows - start), seed=index)
+        pq.write_table(part, folder / f"part-{index:04d}.parquet", row_group_size=250_000)
+        log(f"wrote part {index + 1} ({start + part.num_rows:,}/{rows:,} rows)")
+    done.touch()
+    return folder
