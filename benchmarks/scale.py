@@ -12,8 +12,8 @@ process that maps them, so the worker figure overstates rather than understates.
 Baseline: the same pipeline at the small size. Targets (issue 18): the driver's peak RSS at the large
 size at most 1.3x its small-size figure (``driver_peak_rss_mb``: ratio small/large >= 0.77, flat in
 data size) and the wall time at most linear in rows (``seconds_per_million_rows``: ratio >= 1.0).
-The model trains one epoch in batches of 4,096 and the AUC gate is off: synthetic labels are loosely tied to the features,
-and accuracy is not what is measured.
+The model trains one epoch in batches of 4,096 and the AUC gate is off: synthetic labels are loosely
+tied to the features, and accuracy is not what is measured.
 
 Sizes: 1M and 20M rows (about 3 GB of Arrow at 20M); ``--quick``: 250k and 1M; ``--smoke``: 20k and
 40k, stages ingest -> features only (start-up: Ray Train's adds a minute to a smoke run, not code);
