@@ -59,12 +59,13 @@ def _remote() -> Any:
     return ray.remote(_distinct_in_bucket)
 
 
-def distributed_duplicates(partials: Any, keys: int) -> tuple[int, int]:
+def distributed_duplicates(partials: Any, keys: int, keys_per_bucket: int | None = None) -> tuple[int, int]:
     """(distinct keys, buckets used) of a materialized Dataset whose ``keys`` column holds each block's
-    sorted unique key hashes as bytes; ``keys`` is the sum of their lengths (it sizes the buckets)."""
+    sorted unique key hashes as bytes; ``keys`` is the sum of their lengths (it sizes the buckets, one
+    per ``keys_per_bucket``, default :data:`KEYS_PER_BUCKET`)."""
     import ray
 
-    buckets = max(1, -(-keys // KEYS_PER_BUCKET))
+    buckets = max(1, -(-keys // (keys_per_bucket or KEYS_PER_BUCKET)))
     refs = partials.to_arrow_refs()  # materialized: its blocks' refs, nothing re-runs
     counts = ray.get([_remote().remote(bucket, buckets, *refs) for bucket in range(buckets)])
     return int(sum(counts)), buckets
