@@ -45,6 +45,7 @@ __all__ = [
     "summary",
     "synthetic_flights",
     "timed",
+    "tree_pids",
     "tree_rss_bytes",
     "write_flights_parts",
 ]
@@ -272,7 +273,7 @@ def start_ray_at_nice_0(num_cpus: int = 2) -> None:
 # ----------------------------------------------------------------------------------------- memory
 
 
-def _tree_pids(root: int) -> set[int]:
+def tree_pids(root: int) -> set[int]:
     """``root`` and every process below it (Ray's raylet, GCS and workers, for a local Ray)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -304,7 +305,7 @@ def _rss_bytes(pids: set[int]) -> int:
 
 def tree_rss_bytes(children: bool = True) -> int:
     """Resident memory of this process (and, with ``children``, every process below it) now."""
-    return _rss_bytes(_tree_pids(os.getpid()) if children else {os.getpid()})
+    return _rss_bytes(tree_pids(os.getpid()) if children else {os.getpid()})
 
 
 class PeakTreeRSS:
@@ -326,7 +327,7 @@ class PeakTreeRSS:
         self._stop = False
 
     def _pids(self) -> set[int]:
-        return _tree_pids(os.getpid()) if self.children else {os.getpid()}
+        return tree_pids(os.getpid()) if self.children else {os.getpid()}
 
     def _sample(self) -> None:
         pids = self._pids()

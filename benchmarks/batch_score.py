@@ -29,29 +29,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 # Run as ``python benchmarks/batch_score.py``: Python puts this folder first on sys.path.
-from _harness import Figure, alternate, emit, log, parser, start_ray_at_nice_0, summary, synthetic_flights
+from _harness import (
+    Figure,
+    alternate,
+    emit,
+    log,
+    parser,
+    start_ray_at_nice_0,
+    summary,
+    synthetic_flights,
+    write_flights_parts,
+)
 
 NAME = "batch_score"
-_PART_ROWS = 1_000_000
 _CACHE = Path(tempfile.gettempdir()) / "raymlops-bench-batch_score"
 NUMERIC = ["hour", "minute", "sched_dep_time", "sched_arr_time", "distance"]
 CATEGORICAL = ["carrier", "origin", "dest"]
 TARGET = 1.4  # at 10M rows
-
-
-def write_parts(rows: int) -> Path:
-    """Synthetic flights as parquet part files of 1M rows, cached between runs of the benchmark."""
-    folder = _CACHE / "data" / f"{rows}"
-    done = folder / "_complete"
-    if done.exists():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, start in enumerate(range(0, rows, _PART_ROWS)):
-        part = synthetic_flights(min(_PART_ROWS, rows - start), seed=index)
-        pq.write_table(part, folder / f"part-{index:04d}.parquet", row_group_size=250_000)
-        log(f"wrote part {index + 1} ({start + part.num_rows:,}/{rows:,} rows)")
-    done.touch()
-    return folder
 
 
 def train_model(path: Path, rows: int = 100_000) -> dict[str, str]:
@@ -136,7 +130,7 @@ def _sorted_probabilities(out: Path) -> np.ndarray:
 
 
 def run_size(rows: int, repeats: int, warmup: int, work: Path, model_rows: int = 100_000) -> Figure:
-    folder = write_parts(rows)
+    folder = write_flights_parts(rows, _CACHE / "data" / str(rows))
     model = work / "model.onnx"
     columns = train_model(model, model_rows)
     ours_out, base_out = work / "ours", work / "baseline"

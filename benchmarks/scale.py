@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import Figure, emit, log, parser, start_ray, summary, write_flights_parts
+from _harness import Figure, emit, log, parser, start_ray, summary, tree_pids, write_flights_parts
 
 NAME = "scale"
 STAGES = ["ingest", "validate", "features", "train", "evaluate", "export", "register"]
@@ -51,21 +51,7 @@ def _rss(pid: int) -> int:
 
 
 def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.add(pid)
-        todo.extend(children.get(pid, []))
-    return found
+    return tree_pids(root) - {root}
 
 
 class PeakPerProcess:
