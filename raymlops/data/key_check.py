@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["KEYS_PER_BUCKET", "bucket_bounds", "distributed_duplicates", "sorted_unique"]
+__all__ = [
+    "KEYS_PER_BUCKET",
+    "block_refs",
+    "bucket_bounds",
+    "distributed_duplicates",
+    "partials_without_keys",
+    "sorted_unique",
+]
 
 # ~8 MB of hashes per task: a sort of 1M uint64 takes ~0.02 s, well above a task's ~1 ms overhead.
 KEYS_PER_BUCKET = 1_000_000
@@ -52,20 +59,37 @@ def _distinct_in_bucket(bucket: int, buckets: int, *blocks: pa.Table) -> int:
     return len(sorted_unique(np.concatenate(slices))) if slices else 0
 
 
+def _without_keys(*blocks: pa.Table) -> pa.Table:
+    return pa.concat_tables([block.drop_columns(["keys"]) for block in blocks])
+
+
 @cache
-def _remote() -> Any:
+def _remote(function: Any) -> Any:
     import ray
 
-    return ray.remote(_distinct_in_bucket)
+    return ray.remote(function)
+
+
+def block_refs(partials: Any) -> list[Any]:
+    """The refs of a materialized Dataset's blocks (nothing re-runs)."""
+    return list(partials.to_arrow_refs())
+
+
+def partials_without_keys(refs: list[Any]) -> pa.Table:
+    """The blocks' rows without their ``keys`` column, gathered in one Ray task: only they reach here."""
+    import ray
+
+    return ray.get(_remote(_without_keys).remote(*refs))
 
 
 def distributed_duplicates(partials: Any, keys: int, keys_per_bucket: int | None = None) -> tuple[int, int]:
-    """(distinct keys, buckets used) of a materialized Dataset whose ``keys`` column holds each block's
-    sorted unique key hashes as bytes; ``keys`` is the sum of their lengths (it sizes the buckets, one
-    per ``keys_per_bucket``, default :data:`KEYS_PER_BUCKET`)."""
+    """(distinct keys, buckets used) of a materialized Dataset (or its :func:`block_refs`) whose ``keys``
+    column holds each block's sorted unique key hashes as bytes; ``keys`` is the sum of their lengths (it
+    sizes the buckets, one per ``keys_per_bucket``, default :data:`KEYS_PER_BUCKET`)."""
     import ray
 
     buckets = max(1, -(-keys // (keys_per_bucket or KEYS_PER_BUCKET)))
-    refs = partials.to_arrow_refs()  # materialized: its blocks' refs, nothing re-runs
-    counts = ray.get([_remote().remote(bucket, buckets, *refs) for bucket in range(buckets)])
+    refs = partials if isinstance(partials, list) else block_refs(partials)
+    remote = _remote(_distinct_in_bucket)
+    counts = ray.get([remote.remote(bucket, buckets, *refs) for bucket in range(buckets)])
     return int(sum(counts)), buckets

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlops.data.key_check import distributed_duplicates
+from raymlops.data.key_check import block_refs, distributed_duplicates, partials_without_keys
 from raymlops.data.key_check import sorted_unique as _sorted_unique
 from raymlops.data.sketch import QuantileSketch
 from raymlops.data.value_counts import (
@@ -393,12 +393,13 @@ def compute_dataset_stats(
     hashes: list[np.ndarray] = []
     duplicates, buckets, received = None, None, 0
     if key and isinstance(data, RayFrame):
-        # Materialized: the hashes are read twice (their count, then per bucket) but computed once.
+        # Materialized in the object store; plain tasks then bring the statistics here (without the
+        # hashes) and count keys per bucket: cheaper than another Ray Data execution over the partials.
         out = data.data.map_batches(kernel, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
-        out = out.materialize()
-        parts = list(out.drop_columns(["keys"]).iter_batches(batch_format="pyarrow", batch_size=None))
+        refs = block_refs(out.materialize())
+        parts = [partials_without_keys(refs)]
     else:
-        out = None
+        refs = None
         parts = list(data.partials(kernel))
     partials = []
     for part in parts:
@@ -408,12 +409,12 @@ def compute_dataset_stats(
     for row in partials:
         for name, fields in json.loads(row["stats"]).items():
             per_column.setdefault(name, []).append(ColumnStats.from_json(fields))
-        if key and out is None:
+        if key and refs is None:
             hashes.append(np.frombuffer(row["keys"], dtype=np.uint64))
     merged: TableStats = {name: _tree_merge(column_parts) for name, column_parts in per_column.items()}
     rows = sum(row["rows"] for row in partials)
-    if key and out is not None:
-        distinct, buckets = distributed_duplicates(out, sum(row["distinct_keys"] for row in partials))
+    if key and refs is not None:
+        distinct, buckets = distributed_duplicates(refs, sum(row["distinct_keys"] for row in partials))
         duplicates, received = rows - distinct, received + 8 * buckets
     elif key:
         duplicates = rows - (len(_sorted_unique(np.concatenate(hashes))) if hashes else 0)
