@@ -6,8 +6,9 @@ object store. The 64-bit hash space is cut by its top 32 bits into ``P`` equal b
 hashes that falls in bucket ``b`` (two binary searches), and counts the distinct ones. Equal keys hash
 alike in every block, so they meet in one bucket, wherever their rows sit: the distinct counts add up.
 
-This costs one task per bucket over hashes already computed in the statistics pass, where Ray Data's
-``groupby(...).map_groups`` over a (bucket, hash) Dataset would add a shuffle stage of every hash.
+This costs one task per bucket over hashes already computed in the statistics pass. Measured on this
+2-core machine (1M flights, 4 buckets, load ~12, three runs): hashing + these tasks 0.35-3.2 s; Ray Data's
+``groupby("bucket").map_groups`` over a (bucket, hash) Dataset 5.9-10.4 s (it shuffles every hash).
 """
 
 from __future__ import annotations
