@@ -117,7 +117,7 @@ class BinaryTask(Task):
     def metric_partials(self, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
         from sklearn.metrics import log_loss
 
-        from raymlops.tasks.partial_metrics import confusion_counts, score_histograms
+        from raymlops.tasks.partial_metrics import confusion_counts, score_histograms, score_ranges
 
         y = np.asarray(y_true, np.float64).reshape(-1)
         proba = np.clip(np.asarray(pred, np.float64).reshape(-1), 1e-7, 1 - 1e-7)  # as metrics clips
@@ -128,7 +128,20 @@ class BinaryTask(Task):
             "logloss_sum": np.asarray(loss),
             "confusion": confusion_counts(y > 0.5, proba >= self.decision, 2),
             "auc_histograms": score_histograms(y, proba),
+            "auc_ranges": score_ranges(proba),  # tells true ties (one score) from binned ones
         }
+
+    def merge_partials(self, a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        from raymlops.tasks.partial_metrics import add_partials, merge_score_ranges
+
+        ranges = merge_score_ranges(
+            a["auc_histograms"], a["auc_ranges"], b["auc_histograms"], b["auc_ranges"]
+        )
+        summed = add_partials(
+            {k: v for k, v in a.items() if k != "auc_ranges"},
+            {k: v for k, v in b.items() if k != "auc_ranges"},
+        )
+        return summed | {"auc_ranges": ranges}
 
     def metrics_from_partials(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
         from raymlops.tasks.partial_metrics import binned_auc
@@ -148,7 +161,8 @@ class BinaryTask(Task):
     def metric_bounds(self, parts: Mapping[str, np.ndarray], split: str) -> dict[str, float]:
         from raymlops.tasks.partial_metrics import binned_auc_max_error
 
-        return {f"{split}/auc": binned_auc_max_error(np.asarray(parts["auc_histograms"]))}
+        hist, ranges = np.asarray(parts["auc_histograms"]), np.asarray(parts["auc_ranges"])
+        return {f"{split}/auc": binned_auc_max_error(hist, ranges)}
 
     def card_picture_from_partials(
         self, parts: Mapping[str, np.ndarray], sample: tuple[np.ndarray, np.ndarray] | None

@@ -9,8 +9,9 @@ Exactness: counts (rows, confusion matrices) are exact; sums (log loss, squared 
 equal the one-pass figures up to floating-point summation order (about 1e-15 relative). ROC AUC is not a
 sum: it is computed from per-class histograms of the score over :data:`AUC_BINS` equal bins on [0, 1],
 pairs in the same bin counted as ties (half a pair). Its error against the exact AUC is at most half the
-share of positive-negative pairs that share a bin (:func:`binned_auc_max_error`), computed from the same
-histograms and reported with the metric.
+share of positive-negative pairs that share a bin whose scores are not all equal
+(:func:`binned_auc_max_error`, from the same histograms and each bin's score range), reported with the
+metric.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ __all__ = [
     "confusion_counts",
     "macro_f1",
     "merge_moments",
+    "merge_score_ranges",
     "score_histograms",
+    "score_ranges",
 ]
 
 # 2^14 bins: 128 KiB per class and block as dense int64 (blocks ship only their non-empty bins); on the
@@ -79,12 +82,36 @@ def binned_auc(histograms: np.ndarray) -> float:
     return float(((positives * below).sum() + 0.5 * (positives * negatives).sum()) / pairs)
 
 
-def binned_auc_max_error(histograms: np.ndarray) -> float:
+def binned_auc_max_error(histograms: np.ndarray, ranges: np.ndarray | None = None) -> float:
     """The most :func:`binned_auc` can differ from the exact AUC: a pair sharing a bin counts 1/2 here and
-    0, 1/2 or 1 exactly, so the error is at most half the share of positive-negative pairs in one bin."""
+    0, 1/2 or 1 exactly, so the error is at most half the share of positive-negative pairs in one bin.
+    With ``ranges`` (:func:`score_ranges`), bins whose scores are all equal hold true ties (1/2 exactly,
+    as a constant prediction's): only bins with a spread count."""
     negatives, positives = histograms[0].astype(np.float64), histograms[1].astype(np.float64)
     pairs = negatives.sum() * positives.sum()
-    return 0.0 if pairs == 0 else float(0.5 * (positives * negatives).sum() / pairs)
+    shared = positives * negatives
+    if ranges is not None:
+        shared = np.where(ranges[1] > ranges[0], shared, 0.0)
+    return 0.0 if pairs == 0 else float(0.5 * shared.sum() / pairs)
+
+
+def score_ranges(score: np.ndarray, bins: int = AUC_BINS) -> np.ndarray:
+    """``[lowest, highest]`` score per bin of :func:`score_histograms` (2 x bins, float64; 0 where the
+    bin is empty, so a block ships only its filled bins)."""
+    index = np.minimum((np.clip(score, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
+    out = np.full((2, bins), np.inf)
+    out[1] = -np.inf
+    np.minimum.at(out[0], index, score)
+    np.maximum.at(out[1], index, score)
+    return np.where(np.isfinite(out), out, 0.0)
+
+
+def merge_score_ranges(hist_a: np.ndarray, a: np.ndarray, hist_b: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two blocks' :func:`score_ranges` as one; a bin's emptiness is told by its histogram counts."""
+    filled_a, filled_b = hist_a.sum(axis=0) > 0, hist_b.sum(axis=0) > 0
+    low = np.where(filled_a & filled_b, np.minimum(a[0], b[0]), np.where(filled_a, a[0], b[0]))
+    high = np.where(filled_a & filled_b, np.maximum(a[1], b[1]), np.where(filled_a, a[1], b[1]))
+    return np.stack([low, high])
 
 
 def merge_moments(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], prefix: str) -> Partials:

@@ -92,7 +92,12 @@ def _same(
         if value is None or value != value:  # NaN (one class only) or a slice's None
             assert dist[name] is None or dist[name] != dist[name], name
         elif name in bounds:  # binned AUC: within the bound computed from the merged histograms
-            assert abs(dist[name] - value) <= bounds[name] + slack, (name, value, dist[name], bounds[name])
+            assert abs(dist[name] - value) <= bounds[name] + slack + 1e-12, (
+                name,
+                value,
+                dist[name],
+                bounds[name],
+            )
         else:  # exact: equal up to summation order (and the report's rounding of slices)
             assert dist[name] == pytest.approx(value, rel=rel, abs=slack), name
 
@@ -124,7 +129,9 @@ def test_distributed_evaluation_matches_the_local_one(ray_local, tmp_path: Path,
 
     bounds = report.get("metric_bounds", {})
     if kind == "binary":  # the AUC is binned: its bound is reported, small, and holds
-        assert 0 <= bounds["metrics"]["test/auc"] < 0.01 and 0 <= bounds["baseline"]["test/auc"] <= 0.5
+        # XGBoost's few distinct scores rarely share a bin with another score: a small bound, often 0.
+        assert 0 <= bounds["metrics"]["test/auc"] < 0.01
+        assert bounds["baseline"]["test/auc"] == 0.0  # a constant: its tied pairs are true ties
     else:
         assert bounds == {}  # every metric of multiclass and regression is exact
     _same(local.metrics, dist.metrics, bounds.get("metrics", {}), 0.0)

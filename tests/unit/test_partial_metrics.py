@@ -38,15 +38,25 @@ def _check(task, y: np.ndarray, pred: np.ndarray) -> dict:
 def test_binary_partials_and_the_binned_auc_bound() -> None:
     rng = np.random.default_rng(1)
     y = (rng.random(5_000) < 0.3).astype(np.float64)
-    # Scores rounded to 1/64: many ties within a bin and across the classes, where binning costs most.
-    score = np.round(np.clip(0.3 * y + rng.random(5_000) * 0.7, 0, 1) * 64) / 64
-    bounds = _check(BinaryTask(threshold=0.0), y, score.astype(np.float32))
-    assert 0 < bounds["test/auc"] < 0.02
+    # Scores on a 1/64 grid: many tied pairs, each tie in a bin of its own score only: true ties, exact.
+    grid = np.round(np.clip(0.3 * y + rng.random(5_000) * 0.7, 0, 1) * 64) / 64
+    assert _check(BinaryTask(threshold=0.0), y, grid) == {"test/auc": 0.0}
+    # Jittered within their bins (1e-6 << 1/2^14): the binned AUC errs, within its computed bound.
+    jittered = np.clip(grid + rng.random(5_000) * 1e-6, 0, 1)
+    exact = BinaryTask(threshold=0.0).metrics(y, jittered, "test")["test/auc"]
+    bounds = _check(BinaryTask(threshold=0.0), y, jittered)
+    binned = BinaryTask(threshold=0.0).metrics_from_partials(
+        _merged(BinaryTask(threshold=0.0), y, jittered), "t"
+    )
+    assert 0 < abs(binned["t/auc"] - exact) <= bounds["test/auc"] < 0.02
     # Continuous scores: few pairs share one of the 2^14 bins, the bound is tiny.
     fine = _check(BinaryTask(threshold=0.0), y, rng.random(5_000))
     assert fine["test/auc"] < 1e-3
     hist = score_histograms(np.array([0.0, 1.0]), np.array([0.5, 0.5]))
     assert hist.shape == (2, AUC_BINS) and binned_auc(hist) == 0.5 and binned_auc_max_error(hist) == 0.5
+    # A constant prediction (the baseline's): one score, true ties, no error.
+    constant = BinaryTask(threshold=0.0).metric_partials(y, np.full(5_000, 0.3))
+    assert BinaryTask(threshold=0.0).metric_bounds(constant, "t") == {"t/auc": 0.0}
 
 
 def test_multiclass_partials_with_a_class_never_answered() -> None:
