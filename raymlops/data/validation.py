@@ -162,6 +162,9 @@ def check_rules(
         "warnings": warnings,
         "rows": stats.rows,
         "duplicate_keys": stats.duplicate_keys,
+        # Where the pass's partials went: bytes the driver received, Ray tasks that counted the keys.
+        "driver_bytes": stats.driver_bytes,
+        "key_buckets": stats.key_buckets,
         "table": table,
         "columns": columns,
     }

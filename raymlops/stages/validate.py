@@ -31,11 +31,15 @@ class ValidateStage(Stage):
         result = audit_dataset(ingest.dataset, rules, ingest.data_version, ctx.run_dir, pii=pii)
         report = result.report
         ctx.lineage["profile"] = str(result.profile_path)
+        # driver_bytes: the statistics the driver received (bounded per column); key_buckets: the Ray tasks
+        # that counted duplicate keys (absent when no key is checked, or it was checked in this process).
+        where = {k: report[k] for k in ("driver_bytes", "key_buckets") if report.get(k) is not None}
         ctx.record(
             self.name,
             rules=len(report["table"]) + sum(len(c["checks"]) for c in report["columns"].values()),
             failed=len(report["failures"]),
             warnings=len(report["warnings"]),
+            **where,
         )
         if report["failures"]:
             logger.warning("validation failures=%s report=%s", report["failures"], result.html_path)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import itertools
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from raymlops.data.audit import audit_dataset
 from raymlops.data.key_check import bucket_bounds, distributed_duplicates
 from raymlops.data.stats import _block_stats, compute_dataset_stats, key_hashes
 
@@ -32,7 +34,9 @@ def _blocks() -> list[pa.Table]:
     return [table.slice(i * size, size) for i in range(BLOCKS)]
 
 
-def test_allowed_and_key_uniqueness_on_blocks_match_one_process_and_stay_off_the_driver() -> None:
+def test_allowed_and_key_uniqueness_on_blocks_match_one_process_and_stay_off_the_driver(
+    tmp_path: Path,
+) -> None:
     import ray.data
 
     blocks = _blocks()
@@ -52,6 +56,18 @@ def test_allowed_and_key_uniqueness_on_blocks_match_one_process_and_stay_off_the
         assert not stats.columns["user"].exact  # 40k distinct ids > 1,000: sketches
     # The driver got statistics with bounded sketches, not 40k ids (~0.5 MB as JSON) nor 8 bytes per key.
     assert distributed.driver_bytes < 4 * ROWS < local.driver_bytes
+
+    # The validate stage's audit passes the rules' allowed sets and bound to the same pass.
+    rules = {
+        "unique": {"key": key},
+        "max_exact_distinct": 1_000,
+        "columns": {"carrier": {"type": "string", "max_null_fraction": 0.5, "allowed": ["AA", "UA", "DL"]}},
+    }
+    report = audit_dataset(ds, rules, "v1", tmp_path).report
+    (allowed,) = [c for c in report["columns"]["carrier"]["checks"] if c["rule"] == "allowed"]
+    assert (allowed["unexpected_rows"], allowed["observed"]) == (3, ["QQ", "ZZ"])
+    assert (report["duplicate_keys"], report["key_buckets"]) == (5, 1)
+    assert "table: unique['user', 'n']: observed '5 duplicate rows', expected '0'" in report["failures"]
 
     # More buckets (one per 7,000 keys): duplicates still meet in their bucket, whatever their block.
     partials = ds.map_batches(
