@@ -157,6 +157,47 @@ def _minibatches(shard: Any, batch_size: int, device: Any, shuffle: Any):  # -> 
             yield {"x": chunk["x"][index], "y": chunk["y"][index]}
 
 
+def _validate(
+    model: Any, shard: Any, loss_fn: Any, head: _Head, scale: Any, task: Task, device: Any, sharded: bool
+) -> tuple[float, int, int, float]:
+    """(summed loss, rows, rows this rank scored, the task's primary metric) of the valid split: the same
+    figures on every rank but the third.
+
+    Unsharded, each rank reads the whole split and scores it. Sharded (``shard_valid``: several workers
+    and a task with metric partials), each rank scores its share only, and the ranks exchange the task's
+    mergeable partials (``Task.metric_partials``: a few KiB, not the predictions) and their loss sums.
+    """
+    import torch
+
+    primary = f"valid/{task.primary_metric}"
+    total, rows, preds, labels, parts = 0.0, 0, [], [], None
+    for batch in shard.iter_torch_batches(batch_size=8192, device=device):
+        outputs = model(batch["x"]).float()
+        total += float(loss_fn(*_loss_inputs(head, outputs, batch["y"], scale))) * len(batch["y"])
+        rows += len(batch["y"])
+        pred = _activate(head, outputs)
+        pred = (pred * scale[1] + scale[0] if head.standardise else pred).cpu().numpy()
+        if sharded:
+            block = task.metric_partials(batch["y"].cpu().numpy(), pred)
+            parts = block if parts is None else task.merge_partials(parts, block)
+        else:
+            preds.append(pred)
+            labels.append(batch["y"].cpu().numpy())
+    if not sharded:
+        if not rows:
+            return total, rows, rows, math.nan
+        metric = task.metrics(np.concatenate(labels), np.concatenate(preds), "valid")[primary]
+        return total, rows, rows, metric
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, (parts, total, rows))
+    merged = None
+    for rank_parts, _, _ in gathered:
+        if rank_parts is not None:
+            merged = rank_parts if merged is None else task.merge_partials(merged, rank_parts)
+    metric = task.metrics_from_partials(merged, "valid")[primary] if merged is not None else math.nan
+    return sum(g[1] for g in gathered), sum(g[2] for g in gathered), rows, metric
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: DDP over the train shard, a checkpoint from rank 0 each epoch."""
     import time
@@ -206,28 +247,18 @@ def _train_loop(config: dict[str, Any]) -> None:
             rows += len(batch["y"])
         epoch_seconds = time.perf_counter() - started
         model.eval()
-        valid_total, preds, labels = 0.0, [], []
         with torch.no_grad(), _autocast(device, precision):
-            for batch in valid_shard.iter_torch_batches(batch_size=8192, device=device):
-                outputs = model(batch["x"]).float()
-                valid_loss = loss_fn(*_loss_inputs(head, outputs, batch["y"], scale))
-                valid_total += float(valid_loss) * len(batch["y"])
-                pred = _activate(head, outputs)
-                preds.append((pred * scale[1] + scale[0] if head.standardise else pred).cpu().numpy())
-                labels.append(batch["y"].cpu().numpy())
-        valid_rows = sum(len(y) for y in labels)
-        # The task's own metric on the whole valid split (each rank reads all of it: the same figure).
-        valid_metric = (
-            task.metrics(np.concatenate(labels), np.concatenate(preds), "valid")[primary]
-            if valid_rows
-            else float("nan")
-        )
+            valid_total, valid_rows, scored, valid_metric = _validate(
+                model, valid_shard, loss_fn, head, scale, task, device, config.get("shard_valid", False)
+            )
         metrics = {
             "epoch": epoch + 1,
             "train/loss": total / max(rows, 1),
             "valid/loss": valid_total / max(valid_rows, 1),
             primary: valid_metric,
             "train/rows_per_worker": rows,
+            "valid/rows": valid_rows,
+            "valid/rows_per_worker": scored,  # all of them unless the valid split is sharded
             "train/epoch_seconds": epoch_seconds,
             "train/samples_per_second_per_worker": rows / max(epoch_seconds, 1e-9),
             "resumed_from_epoch": start_epoch,
@@ -330,6 +361,9 @@ class TorchMLP(ModelFamily):
             "preprocessor": dataclasses.asdict(preprocessor) if preprocessor is not None else None,
             "task": task,
             "target_scale": _target_scale(datasets["train"]) if _head(task).standardise else (0.0, 1.0),
+            # Several workers score a share of the valid split each and merge the task's partials; one
+            # worker (or a task without partials) scores all of it, exactly as before.
+            "shard_valid": workers > 1 and task.supports_partials(),
         }
         result = fit_with_ray_train(
             TorchTrainer, _train_loop, config, datasets, trainer_cfg, storage_path, "torch_mlp", callbacks

@@ -40,8 +40,10 @@ def fit_with_ray_train(
 
     ``callbacks`` go to the ``RunConfig`` (Tune's ``TuneReportCallback`` forwards each report to a trial).
 
-    Only ``train`` is sharded across workers; ``valid`` is read whole by each worker so that every
-    rank reports the same validation metrics. Raises the training error with its cause chained.
+    ``train`` is sharded across workers; ``valid`` too when ``loop_config["shard_valid"]`` says the loop
+    merges its ranks' validation figures (the torch family, with a task that has metric partials), else
+    each worker reads it whole so that every rank reports the same validation metrics. Raises the
+    training error with its cause chained.
     """
     import ray.train
 
@@ -55,7 +57,7 @@ def fit_with_ray_train(
         loop,
         train_loop_config=loop_config,
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=_data_config(bool(loop_config.get("shard_valid"))),
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
@@ -84,6 +86,17 @@ def fit_with_ray_train(
     if result.error is not None:
         raise result.error
     return result
+
+
+def _data_config(shard_valid: bool) -> Any:  # -> ray.train.DataConfig
+    """``train`` sharded; ``valid`` sharded over every row when the loop merges its ranks' figures."""
+    import ray.train
+
+    if shard_valid:
+        from raymlops.training.valid_shards import ShardedValidConfig
+
+        return ShardedValidConfig()
+    return ray.train.DataConfig(datasets_to_split=["train"])
 
 
 def _strategy(scaling: Any) -> str:

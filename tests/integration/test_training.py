@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from raymlops.config import compose
@@ -49,8 +50,8 @@ def _trainer(**scaling: Any) -> Any:
     return cfg
 
 
-def _fit(model: Any, features: Any, storage: Path, trainer: Any, seed: int = 7) -> Any:
-    datasets = {"train": features.train, "valid": features.valid}
+def _fit(model: Any, features: Any, storage: Path, trainer: Any, seed: int = 7, valid: Any = None) -> Any:
+    datasets = {"train": features.train, "valid": features.valid if valid is None else valid}
     return model.fit(
         datasets,
         features.preprocessor.num_features,
@@ -102,7 +103,8 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(features: Any, tmp_pat
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
-    _fit(model, features, tmp_path, trainer)
+    valid = features.valid.repartition(4).materialize()  # blocks for two workers to share
+    _fit(model, features, tmp_path, trainer, valid=valid)
     killer.join(timeout=5)
     assert killed, "no worker was killed: training ended before its first checkpoint was seen"
     epochs = [row["epoch"] for row in model.history_]
@@ -110,6 +112,15 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(features: Any, tmp_pat
     resumed = {row["resumed_from_epoch"] for row in model.history_}
     assert max(resumed) >= 1, f"no epoch ran after a resume: {model.history_}"
     assert math.isfinite(model.history_[-1]["valid/loss"])
+
+    # Two workers score a share of the valid split each and merge the task's partials: every row once,
+    # and the reported AUC is the whole split's (binned: within its bound of the exact figure).
+    last = model.history_[-1]
+    valid = features.valid.to_pandas()
+    x, y = np.stack(valid["x"].to_numpy()), valid["y"].to_numpy()
+    assert last["valid/rows"] == len(y) and last["valid/rows_per_worker"] < len(y)
+    exact = features.task.metrics(y, model.predict(x), "valid")["valid/auc"]
+    assert abs(last["valid/auc"] - exact) <= 1e-3, (last["valid/auc"], exact)
 
 
 def test_same_config_data_and_seed_reproduce_the_metrics(features: Any, tmp_path: Path) -> None:
