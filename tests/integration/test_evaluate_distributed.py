@@ -109,11 +109,12 @@ def test_distributed_evaluation_matches_the_local_one(ray_local, tmp_path: Path,
 
     ctx, state = _pipeline(tmp_path, kind)
     champion = _register_champion(ctx, state, tmp_path) if kind == "binary" else None
-    ctx.cfg.execution.mode = "local"
+    ctx.cfg.execution.mode = "auto"  # a small split: auto picks the local path, and says why
     local = EvaluateStage().run(ctx, state).require("evaluate")
     local_report = json.loads(local.report_path.read_text())
     local_profile = Profile.load(local.prediction_profile_path)
     assert ctx.figures["evaluate"]["execution"] == "local" and "metric_bounds" not in local_report
+    assert "execution.local_max_rows" in ctx.figures["evaluate"]["execution_reason"]
 
     ctx.cfg.execution.mode = "distributed"
     dist = EvaluateStage().run(ctx, state).require("evaluate")
