@@ -13,6 +13,7 @@ This costs one task per bucket over hashes already computed in the statistics pa
 
 from __future__ import annotations
 
+import itertools
 from functools import cache
 from typing import Any
 
@@ -48,12 +49,30 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
 
 
+def _hash_arrays(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """Each binary value of ``column`` as uint64 hashes, viewed in place (``to_pylist`` would copy every
+    block's hashes into every bucket's task)."""
+    arrays = []
+    for chunk in column.chunks:
+        wide = pa.types.is_large_binary(chunk.type)
+        _, offsets_buffer, data = chunk.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if wide else np.int32)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        for start, stop in itertools.pairwise(offsets):
+            count = int(stop - start) // 8
+            arrays.append(
+                np.frombuffer(data, dtype=np.uint64, count=count, offset=int(start))
+                if count
+                else np.zeros(0, dtype=np.uint64)
+            )
+    return arrays
+
+
 def _distinct_in_bucket(bucket: int, buckets: int, *blocks: pa.Table) -> int:
     low, high = bucket_bounds(bucket, buckets)
     slices = []
     for block in blocks:
-        for blob in block.column("keys").to_pylist():
-            hashes = np.frombuffer(blob, dtype=np.uint64)
+        for hashes in _hash_arrays(block.column("keys")):
             start = int(np.searchsorted(hashes, np.uint64(low)))
             stop = len(hashes) if high >= 2**64 else int(np.searchsorted(hashes, np.uint64(high)))
             slices.append(hashes[start:stop])
