@@ -168,7 +168,10 @@ class QuantileSketch:
     @classmethod
     def _of_kll(cls, array: np.ndarray) -> QuantileSketch:
         kll = _new_kll()
-        kll.update(np.ascontiguousarray(array, dtype=np.float64))
+        values = np.ascontiguousarray(array, dtype=np.float64)
+        # DataSketches' binding takes only writable arrays; a sorted column read zero-copy from Arrow is
+        # read-only (TypeError: "incompatible function arguments").
+        kll.update(values if values.flags.writeable else values.copy())
         return cls(len(array), kll=kll)
 
     def _to_kll(self) -> Any:

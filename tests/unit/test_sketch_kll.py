@@ -86,3 +86,12 @@ def test_variance_of_values_near_1e9_matches_numpy() -> None:
     assert abs(naive - np.var(values, ddof=1)) > 10 * np.var(values, ddof=1)
     one = table_stats(pa.table({"x": pa.array([1e9, None, 1e9 + 2])}))["x"]
     assert (one.mean, one.variance) == (1e9 + 1, 2.0)  # nulls are not values
+
+
+def test_a_sorted_float_column_read_zero_copy_from_arrow_is_sketched() -> None:
+    # Arrow hands numpy a read-only view; a sorted column with many values went to KLL as it was and
+    # DataSketches' binding refused it (TypeError).
+    values = np.arange(5_000, dtype=np.float64)
+    sketch = QuantileSketch.of(pa.chunked_array([pa.array(values)]))
+    assert sketch.count == 5_000
+    assert abs(float(sketch.quantiles(np.array([0.5]))[0]) - 2_500) < 0.01 * 5_000
