@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ def _strings(column: pa.ChunkedArray) -> np.ndarray:
 
 def _count_block(batch: pa.Table, columns: list[str]) -> pa.Table:
     counts = {c: pc.value_counts(pa.array(_strings(batch[c]))).to_pylist() for c in columns}
-    return pa.table({"partial": [pickle.dumps(counts)]})
+    return pa.table({"partial": [_blob(counts)]})
 
 
 def slice_values(ds: Any, columns: list[str], max_values: int) -> dict[str, list[tuple[str, int]]]:
@@ -86,6 +87,12 @@ def slice_values(ds: Any, columns: list[str], max_values: int) -> dict[str, list
     }
 
 
+def _blob(record: Any) -> bytes:
+    """A block's record as it travels: pickled, then zlib at its fastest level (the sparse histograms'
+    sorted indices and small counts shrink about 2x for a few ms per block)."""
+    return zlib.compress(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
 def _records(ds: Any, kernel: Any, merged: Merged | None = None) -> Iterator[Any]:
     for batch in ds.map_batches(
         kernel, batch_format="pyarrow", batch_size=None, zero_copy_batch=True
@@ -94,7 +101,7 @@ def _records(ds: Any, kernel: Any, merged: Merged | None = None) -> Iterator[Any
             if merged is not None:
                 merged.blocks += 1
                 merged.bytes_received += len(blob)
-            yield pickle.loads(blob)
+            yield pickle.loads(zlib.decompress(blob))
 
 
 def _champion_pred(champion: ChampionGraph, batch: pa.Table) -> np.ndarray:
@@ -185,7 +192,7 @@ def _score_block(
     record["stats"] = table_stats(statistic)[statistic.column_names[0]]
     if task.picture_sample_rows:
         record["sample"] = _sample(y, task.prediction_statistic(pred), task.picture_sample_rows, seed)
-    return pa.table({"partial": [pickle.dumps(_pack(record))]})
+    return pa.table({"partial": [_blob(_pack(record))]})
 
 
 def _merge_maybe(task: Any, a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray] | None) -> Any:
