@@ -173,6 +173,8 @@ def _score_block(
     from raymlops.data.stats import table_stats
     from raymlops.monitoring.version_info import prediction_statistic_table
 
+    if not batch.num_rows:  # an empty block sends nothing (a model need not predict no rows)
+        return pa.table({"partial": pa.array([], pa.binary())})
     y = batch["label"].to_numpy().astype(np.float64)
     pred = model.predict(pre.transform(batch))
     fixed = np.repeat(constant.reshape(1, -1), len(y), axis=0)
