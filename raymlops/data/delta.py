@@ -138,7 +138,10 @@ class DeltaBackend(SeedableBackend):
         """Exactly the files of ``version`` (deltalake decides which), one Ray task per file or row group."""
         from raymlops.data.arrow_read import read_arrow_dataset
 
-        return read_arrow_dataset(self._at(version).to_pyarrow_dataset())
+        return read_arrow_dataset(self.arrow_dataset(version))
+
+    def arrow_dataset(self, version: DataVersion):  # -> pyarrow.dataset.Dataset
+        return self._at(version).to_pyarrow_dataset()
 
     def schema(self, version: DataVersion) -> pa.Schema:
         return pa.schema(self._at(version).schema().to_arrow())

@@ -99,9 +99,9 @@ class FilesBackend(DataBackend):
     def read(self, version: DataVersion):  # -> ray.data.Dataset
         from raymlops.data.arrow_read import read_arrow_dataset
 
-        return read_arrow_dataset(self._arrow_dataset(version))
+        return read_arrow_dataset(self.arrow_dataset(version))
 
-    def _arrow_dataset(self, version: DataVersion):  # -> pyarrow.dataset.Dataset
+    def arrow_dataset(self, version: DataVersion):  # -> pyarrow.dataset.Dataset
         import pyarrow.dataset as pads
 
         files = [str(f) for f in self._check(version)]
@@ -113,10 +113,10 @@ class FilesBackend(DataBackend):
         return pads.dataset(files, format=formats.pop().lstrip("."))
 
     def schema(self, version: DataVersion) -> pa.Schema:
-        return self._arrow_dataset(version).schema
+        return self.arrow_dataset(version).schema
 
     def num_rows(self, version: DataVersion) -> int:
-        return self._arrow_dataset(version).count_rows()
+        return self.arrow_dataset(version).count_rows()
 
     def log(self, limit: int = 20) -> list[CommitInfo]:
         """Plain files have one version: their current content."""

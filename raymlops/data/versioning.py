@@ -193,6 +193,12 @@ class DataBackend(abc.ABC):
     def read(self, version: DataVersion) -> ray.data.Dataset:
         """Exactly the rows of ``version`` as a Ray Dataset."""
 
+    def arrow_dataset(self, version: DataVersion) -> Any:  # -> pyarrow.dataset.Dataset | None
+        """The rows of ``version`` as a ``pyarrow.dataset.Dataset`` (the same rows, columns and types as
+        :meth:`read`), so data that fits one process is read there without Ray tasks (adaptive ingest,
+        ``execution.*``). This default: None, the data is read through :meth:`read` only."""
+        return None
+
     @abc.abstractmethod
     def schema(self, version: DataVersion) -> pa.Schema: ...
 

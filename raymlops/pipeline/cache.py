@@ -284,9 +284,12 @@ class _Packer:
         if isinstance(value, dict):
             return {k: self.pack(v, f"{name}.{k}") for k, v in value.items()}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes = {}
+            changes: dict[str, Any] = {}
             for f in dataclasses.fields(value):
                 current = getattr(value, f.name)
+                if f.metadata.get("transient") and current is not None:  # an in-process copy of a field
+                    changes[f.name] = None
+                    continue
                 packed = self.pack(current, f"{name}.{f.name}")
                 if packed is not current:
                     changes[f.name] = packed
@@ -341,7 +344,7 @@ class _Unpacker:
         if isinstance(value, dict):
             return {k: self.unpack(v, f"{name}.{k}") for k, v in value.items()}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes = {}
+            changes: dict[str, Any] = {}
             for f in dataclasses.fields(value):
                 current = getattr(value, f.name)
                 unpacked = self.unpack(current, f"{name}.{f.name}")

@@ -44,6 +44,10 @@ class IngestOutput:
     version: DataVersion  # typed within the process; reading it again returns the same rows
     schema: pa.Schema
     num_rows: int
+    # The same rows as one Table in this process, when ingest read them locally (``execution.*``: data
+    # that fits one process); validate and features then run their kernels on it. Not cached (the step
+    # cache keeps ``dataset``; a restored ingest reads as distributed).
+    table: pa.Table | None = dataclasses.field(default=None, metadata={"transient": True})
 
     @property
     def data_version(self) -> str:

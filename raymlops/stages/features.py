@@ -149,7 +149,7 @@ class FeaturesStage(Stage):
         if cfg.views:  # feature views joined point-in-time onto every row, before any split or statistic
             rows = _join_feature_views(ctx, rows, ingest.version)
         if plan.local:  # one Table in this process from here on; the same kernels run on it
-            rows = collect(rows)
+            rows = ingest.table if ingest.table is not None and not cfg.views else collect(rows)
         limit = int(cfg.max_classes)
         train_raw, valid_raw, test_raw = split_dataset(
             drop_null_labels(rows, column), cfg.split, column, limit

@@ -44,12 +44,25 @@ class IngestStage(Stage):
         return backend.resolve()
 
     def _run(self, ctx: RunContext, state: PipelineState) -> PipelineState:
+        from raymlops.data.frames import to_dataset
+        from raymlops.data.local_read import plan_read
+
         cfg = ctx.cfg.data
         backend = open_seeded(cfg.ref, cfg.source, cfg.lakefs)
         data_version = self._version(ctx)
-        dataset = sample_rows(backend.read(data_version), cfg.sample_fraction, ctx.cfg.seed).materialize()
-        num_rows = dataset.count()
+        arrow = backend.arrow_dataset(data_version)
+        plan = plan_read(ctx.cfg.execution, arrow)
+        table = None
+        if plan.local:  # one read in this process; Ray gets the rows as blocks, without read tasks
+            table = sample_rows(arrow.to_table(), cfg.sample_fraction, ctx.cfg.seed)
+            dataset = to_dataset(table)
+        else:
+            dataset = sample_rows(backend.read(data_version), cfg.sample_fraction, ctx.cfg.seed).materialize()
+        num_rows = table.num_rows if table is not None else dataset.count()
         ctx.lineage["data_version"] = str(data_version)
-        ctx.record(self.name, rows=num_rows, version=data_version.version)
-        logger.info("ingest data_version=%s rows=%d", data_version, num_rows)
-        return state.with_(ingest=IngestOutput(dataset, data_version, dataset.schema().base_schema, num_rows))
+        ctx.record(self.name, rows=num_rows, version=data_version.version, execution=plan.path)
+        logger.info(
+            "ingest data_version=%s rows=%d execution=%s (%s)", data_version, num_rows, plan.path, plan.reason
+        )
+        schema = table.schema if table is not None else dataset.schema().base_schema
+        return state.with_(ingest=IngestOutput(dataset, data_version, schema, num_rows, table=table))

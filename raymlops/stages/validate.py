@@ -28,7 +28,9 @@ class ValidateStage(Stage):
         ingest = state.require("ingest")
         rules = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         pii = PIIPolicy.from_config(ctx.cfg).masker()
-        result = audit_dataset(ingest.dataset, rules, ingest.data_version, ctx.run_dir, pii=pii)
+        # The rows ingest read into this process when they fit it (execution.*): the same kernels, no tasks.
+        rows = ingest.table if ingest.table is not None else ingest.dataset
+        result = audit_dataset(rows, rules, ingest.data_version, ctx.run_dir, pii=pii)
         report = result.report
         ctx.lineage["profile"] = str(result.profile_path)
         # driver_bytes: the statistics the driver received (bounded per column); key_buckets: the Ray tasks

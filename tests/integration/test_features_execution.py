@@ -44,7 +44,9 @@ def _ingested(tmp_path: Path, table: pa.Table, overrides: list[str]):
     state = IngestStage().run(RunContext(compose(base)), PipelineState())
     ingest = state.require("ingest")
     blocks = [table.slice(start, ROWS // 5) for start in range(0, ROWS, ROWS // 5)]
-    return base, state.with_(ingest=dataclasses.replace(ingest, dataset=ray.data.from_blocks(blocks)))
+    # Both paths start from these blocks (table=None: not from the Table ingest read in this process).
+    ingest = dataclasses.replace(ingest, dataset=ray.data.from_blocks(blocks), table=None)
+    return base, state.with_(ingest=ingest)
 
 
 def _features(base: list[str], state, mode: str):
