@@ -41,8 +41,8 @@ from _harness import (
     parser,
     start_ray,
     summary,
-    synthetic_flights,
     tree_rss_bytes,
+    write_flights_parts,
 )
 from baselines import add_option as add_baselines_option
 from baselines import note as baseline_note
@@ -59,17 +59,7 @@ _CACHE = Path(tempfile.gettempdir()) / "raymlops-bench-validation"
 
 def write_parts(rows: int) -> Path:
     """Synthetic flights as parquet part files of 1M rows, cached between runs of the benchmark."""
-    folder = _CACHE / f"{rows}"
-    done = folder / "_complete"
-    if done.exists():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, start in enumerate(range(0, rows, _PART_ROWS)):
-        part = synthetic_flights(min(_PART_ROWS, rows - start), seed=index)
-        pq.write_table(part, folder / f"part-{index:04d}.parquet", row_group_size=250_000)
-        log(f"wrote part {index + 1} ({start + part.num_rows:,}/{rows:,} rows)")
-    done.touch()
-    return folder
+    return write_flights_parts(rows, _CACHE / str(rows), _PART_ROWS)
 
 
 def _rules() -> dict[str, Any]:

@@ -73,3 +73,23 @@ def table_overrides(path: object) -> list[str]:
         "features.split.kind=random",
         "features.min_frequency=1",
     ]
+
+
+def small_xgboost(features: object, rounds: int) -> object:
+    """An XGBoost model of the task the features stage inferred, fitted in this process on its train split
+    (a few rounds, one thread): what evaluation tests score without starting Ray Train."""
+    import xgboost
+
+    from raymlops.models.xgboost_model import XGBoostModel
+
+    train = features.train.to_pandas()  # type: ignore[attr-defined]
+    x, y = np.stack(train["x"].to_numpy()).astype(np.float32), train["y"].to_numpy()
+    task = features.task  # type: ignore[attr-defined]
+    params = {"objective": task.xgboost_objective, "max_depth": 3, "eta": 0.3, "nthread": 1}
+    if task.output().width > 1:
+        params["num_class"] = task.output().width
+    model = XGBoostModel()
+    model.booster_ = xgboost.train(params, xgboost.DMatrix(x, label=y), num_boost_round=rounds)
+    model.num_features_ = features.preprocessor.num_features  # type: ignore[attr-defined]
+    model.task_ = task
+    return model

@@ -13,11 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.task_tables import CLASSES, binary_yes_no, multiclass_strings, regression_numbers, table_overrides
+from tests.task_tables import (
+    binary_yes_no,
+    multiclass_strings,
+    regression_numbers,
+    small_xgboost,
+    table_overrides,
+)
 
 _TABLES = {"binary": binary_yes_no, "multiclass": multiclass_strings, "regression": regression_numbers}
 _BLOCKS = 4
@@ -25,10 +30,8 @@ _BLOCKS = 4
 
 def _pipeline(tmp_path: Path, kind: str) -> tuple[Any, Any]:
     """ingest -> features (real stages) -> a fitted XGBoost; the test split in ``_BLOCKS`` blocks."""
-    import xgboost
 
     from raymlops.config import compose
-    from raymlops.models.xgboost_model import XGBoostModel
     from raymlops.pipeline.context import RunContext
     from raymlops.pipeline.state import PipelineState, TrainOutput
     from raymlops.stages.features import FeaturesStage
@@ -45,15 +48,7 @@ def _pipeline(tmp_path: Path, kind: str) -> tuple[Any, Any]:
     ctx = RunContext(compose([*overrides, "evaluate.min_slice_rows=5"]))
     state = FeaturesStage().run(ctx, IngestStage().run(ctx, PipelineState()))
     features = state.require("features")
-    train = features.train.to_pandas()
-    x, y = np.stack(train["x"].to_numpy()).astype(np.float32), train["y"].to_numpy()
-    params = {"objective": features.task.xgboost_objective, "max_depth": 3, "eta": 0.3, "nthread": 1}
-    if kind == "multiclass":
-        params["num_class"] = len(CLASSES)
-    model = XGBoostModel()
-    model.booster_ = xgboost.train(params, xgboost.DMatrix(x, label=y), num_boost_round=20)
-    model.num_features_ = features.preprocessor.num_features
-    model.task_ = features.task
+    model = small_xgboost(features, rounds=20)
     heldout = dict(features.heldout_raw)
     heldout["test"] = heldout["test"].repartition(_BLOCKS).materialize()
     features = dataclasses.replace(features, heldout_raw=heldout)
