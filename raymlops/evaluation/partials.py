@@ -73,17 +73,34 @@ def _count_block(batch: pa.Table, columns: list[str]) -> pa.Table:
 
 def slice_values(ds: Any, columns: list[str], max_values: int) -> dict[str, list[tuple[str, int]]]:
     """Per slice column, its ``max_values`` most frequent values and their counts over the whole Dataset
-    (ties by value, as ``slice_metrics``); each block counts its own values, merged here."""
+    (ties by value, as ``slice_metrics``); each block counts its own values, merged here.
+
+    Exact while a column has at most ``MAX_EXACT_DISTINCT`` values; beyond that (an id-like slice column)
+    the driver keeps DataSketches frequent items instead (``raymlops.data.value_counts``: counts within
+    0.17 % of the rows), so what it holds stays bounded whatever the rows."""
+    from raymlops.data.value_counts import MAX_EXACT_DISTINCT, merge_sketches, sketch_top, to_sketches
+
     totals: dict[str, dict[str, int]] = {c: {} for c in columns}
+    sketches: dict[str, tuple[bytes, bytes]] = {}
     if not columns:
         return {}
     for record in _records(ds, functools.partial(_count_block, columns=columns)):
         for column, entries in record.items():
+            pairs = [(entry["values"], int(entry["counts"])) for entry in entries]
+            if column in sketches:
+                sketches[column] = merge_sketches(sketches[column], to_sketches(pairs))
+                continue
             seen = totals[column]
-            for entry in entries:
-                seen[entry["values"]] = seen.get(entry["values"], 0) + int(entry["counts"])
+            for value, rows in pairs:
+                seen[value] = seen.get(value, 0) + rows
+            if len(seen) > MAX_EXACT_DISTINCT:
+                sketches[column] = to_sketches(seen.items())
+                totals[column] = {}
     return {
-        c: sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_values] for c, counts in totals.items()
+        c: sketch_top(sketches[c][0], max_values)
+        if c in sketches
+        else sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_values]
+        for c, counts in totals.items()
     }
 
 

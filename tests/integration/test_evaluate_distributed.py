@@ -172,3 +172,24 @@ def test_distributed_evaluation_matches_the_local_one(ray_local, tmp_path: Path,
         assert theirs.mean == pytest.approx(mine.mean, rel=1e-9)
     else:
         assert theirs.frequencies == mine.frequencies
+
+
+def test_slice_values_of_an_id_like_column_stay_bounded_in_the_driver(
+    ray_local: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import ray
+
+    from raymlops.data import value_counts
+    from raymlops.evaluation.partials import slice_values
+
+    ids = [f"id{i}" for i in range(8_000)] + ["hub"] * 3_000 + ["second"] * 1_000
+    table = pa.table({"who": ids, "small": [f"s{i % 4}" for i in range(len(ids))]})
+    ds = ray.data.from_arrow(table).repartition(4).materialize()
+    exact = slice_values(ds, ["who", "small"], max_values=3)
+    assert exact["who"][:2] == [("hub", 3_000), ("second", 1_000)]
+    monkeypatch.setattr(value_counts, "MAX_EXACT_DISTINCT", 1_000)  # the id column goes to sketches
+    bounded = slice_values(ds, ["who", "small"], max_values=3)
+    assert [value for value, _ in bounded["who"][:2]] == ["hub", "second"]
+    assert abs(bounded["who"][0][1] - 3_000) <= 0.0018 * len(ids)  # the frequent-items error bound
+    assert bounded["small"] == exact["small"]  # 4 values: still exact
