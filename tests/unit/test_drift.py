@@ -52,7 +52,11 @@ def test_january_vs_july_finds_the_seasonal_shift(january_vs_july: dict) -> None
     # Real seasonal change: July departures run later (KS 0.125 on the raw data), flights are longer in
     # the air in winter (PSI 0.15: detected as moderate, below the 0.2 threshold), and the calendar columns
     # trivially differ. Schedules, airports, carriers and distances barely move.
-    assert set(january_vs_july["drifted_features"]) == {"month", "time_hour", "dep_delay"}
+    # air_time's exact KS is 0.095, against the 0.1 threshold; the sketched KS carries both KLL sketches'
+    # rank error (0.68 % each, randomized): 5 of 40 runs measured 0.100 and flagged it. So it may join.
+    drifted = set(january_vs_july["drifted_features"])
+    assert {"month", "time_hour", "dep_delay"} <= drifted <= {"month", "time_hour", "dep_delay", "air_time"}
+    assert abs(features["air_time"]["ks"] - 0.095) <= 0.0136
     assert features["month"]["ks"] == 1 and features["time_hour"]["ks"] == 1
     for name in ("year", "day", "hour", "sched_dep_time", "distance", "origin", "carrier", "tailnum"):
         assert features[name]["status"] == "ok" and features[name]["psi"] < 0.05, name
