@@ -11,7 +11,9 @@ process that maps them, so the worker figure overstates rather than understates.
 
 Baseline: the same pipeline at the small size. Targets (issue 18): the driver's peak RSS at the large
 size at most 1.3x its small-size figure (``driver_peak_rss_mb``: ratio small/large >= 0.77, flat in
-data size) and the wall time at most linear in rows (``seconds_per_million_rows``: ratio >= 1.0).
+data size; at 1M rows ``execution=auto`` runs locally, holding the data in the driver by design, so
+``driver_peak_rss_mb_both_distributed`` also runs the small size with ``execution.mode=distributed``)
+and the wall time at most linear in rows (``seconds_per_million_rows``: ratio >= 1.0).
 The model trains one epoch in batches of 4,096 and the AUC gate is off: synthetic labels are loosely
 tied to the features, and accuracy is not what is measured.
 
@@ -40,6 +42,7 @@ STAGES = ["ingest", "validate", "features", "train", "evaluate", "export", "regi
 SIZES = {"full": (1_000_000, 20_000_000), "quick": (250_000, 1_000_000), "smoke": (20_000, 40_000)}
 _CACHE = Path(tempfile.gettempdir()) / "raymlops-bench-scale"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_RESULT = "scale-result: "  # the child's result line on stdout
 
 
 def _rss(pid: int) -> int:
@@ -82,7 +85,7 @@ class PeakPerProcess:
         self._thread.join()
 
 
-def _child(folder: str, state: str, stages: list[str]) -> None:
+def _child(folder: str, state: str, stages: list[str], mode: str) -> None:
     """One pipeline run on a fresh local Ray; prints its wall time, stage times and peaks as JSON."""
     import ray
 
@@ -106,6 +109,7 @@ def _child(folder: str, state: str, stages: list[str]) -> None:
             # Synthetic parts draw flight numbers at random: a few keys repeat. The check still runs (its
             # cost is measured); a repeat warns instead of stopping the run.
             "validate.unique.severity=warn",
+            f"execution.mode={mode}",
         ]
     )
     started_rss = _rss(os.getpid())
@@ -121,29 +125,28 @@ def _child(folder: str, state: str, stages: list[str]) -> None:
         "largest_process_peak": peaks.largest,
         "execution": ctx.figures.get("features", {}).get("execution"),  # local | distributed
     }
-    print(json.dumps(result, default=str), flush=True)
+    print(_RESULT + json.dumps(result, default=str), flush=True)
     ray.shutdown()
 
 
-def _run(rows: int, stages: list[str]) -> dict[str, Any]:
+def _run(rows: int, stages: list[str], mode: str = "auto") -> dict[str, Any]:
     folder = write_flights_parts(rows, _CACHE / str(rows))
     with tempfile.TemporaryDirectory(prefix=f"scale-{rows}-") as state:
-        args = [
-            sys.executable,
-            __file__,
-            "--child",
-            str(folder),
-            "--state",
-            state,
-            "--stages",
-            ",".join(stages),
-        ]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise SystemExit(f"the {rows:,}-row run failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        args = [sys.executable, __file__, "--child", str(folder), "--state", state]
+        done = subprocess.run(
+            [*args, "--stages", ",".join(stages), "--mode", mode],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+    # Ray's raylet may print warnings to stdout after the result: find the result's own line.
+    lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT)]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"the {rows:,}-row run failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    result = json.loads(lines[-1][len(_RESULT) :])
     log(
-        f"{rows:,} rows: {result['wall']:.1f} s, driver peak {result['driver_peak'] / 2**20:.0f} MB, "
+        f"{rows:,} rows ({mode}): {result['wall']:.1f} s, "
+        f"driver peak {result['driver_peak'] / 2**20:.0f} MB, "
         f"largest Ray process {result['largest_process_peak'] / 2**20:.0f} MB, features ran "
         f"{result['execution']}, stages {result['stages']}"
     )
@@ -156,19 +159,30 @@ def main() -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)
     p.add_argument("--stages", help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="auto", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        _child(args.child, args.state, args.stages.split(","))
+        _child(args.child, args.state, args.stages.split(","), args.mode)
         return
     size = "smoke" if args.smoke else "quick" if args.quick else "full"
     small, large = (int(n) for n in args.sizes.split(",")) if args.sizes else SIZES[size]
     stages = STAGES[:3] if size == "smoke" else STAGES
     runs = {rows: _run(rows, stages) for rows in (small, large)}
     lo, hi = runs[small], runs[large]
+    # The small size also on the distributed path: at 1M rows auto runs locally (the data in the driver,
+    # by design), so this is the like-for-like figure for "flat in data size".
+    lo_distributed = _run(small, stages, mode="distributed")
     mb = 2**20
     figures = [
+        Figure(NAME, "driver_peak_rss_mb", hi["driver_peak"] / mb, lo["driver_peak"] / mb, "MB", False, 0.77),
         Figure(
-            NAME, "driver_peak_rss_mb", hi["driver_peak"] / mb, lo["driver_peak"] / mb, "MB", False, 1 / 1.3
+            NAME,
+            "driver_peak_rss_mb_both_distributed",
+            hi["driver_peak"] / mb,
+            lo_distributed["driver_peak"] / mb,
+            "MB",
+            higher_is_better=False,
+            target=0.77,
         ),
         Figure(
             NAME,
