@@ -52,17 +52,21 @@ def test_january_vs_july_finds_the_seasonal_shift(january_vs_july: dict) -> None
     # Real seasonal change: July departures run later (KS 0.125 on the raw data), flights are longer in
     # the air in winter (PSI 0.15: detected as moderate, below the 0.2 threshold), and the calendar columns
     # trivially differ. Schedules, airports, carriers and distances barely move.
-    # air_time's exact KS is 0.095, against the 0.1 threshold; the sketched KS carries both KLL sketches'
-    # rank error (0.68 % each, randomized): 5 of 40 runs measured 0.100 and flagged it. So it may join.
+    # air_time's and arr_delay's exact KS (0.095, 0.092) lie within the sketched KS's error of the 0.1
+    # threshold: it carries both KLL sketches' rank error (0.68 % each, randomized). In 300 runs 25 flagged
+    # air_time and 4 arr_delay. So they may join; their KS must stay within that error of the exact one.
     drifted = set(january_vs_july["drifted_features"])
-    assert {"month", "time_hour", "dep_delay"} <= drifted <= {"month", "time_hour", "dep_delay", "air_time"}
-    assert abs(features["air_time"]["ks"] - 0.095) <= 0.0136
+    required, borderline = {"month", "time_hour", "dep_delay"}, {"air_time": 0.095, "arr_delay": 0.0921}
+    assert required <= drifted <= required | set(borderline)
+    for name, exact_ks in borderline.items():
+        assert abs(features[name]["ks"] - exact_ks) <= 0.0136, name
     assert features["month"]["ks"] == 1 and features["time_hour"]["ks"] == 1
     for name in ("year", "day", "hour", "sched_dep_time", "distance", "origin", "carrier", "tailnum"):
         assert features[name]["status"] == "ok" and features[name]["psi"] < 0.05, name
     assert 0.1 <= features["air_time"]["psi"] < 0.2 and 0.05 < features["arr_delay"]["psi"] < 0.2
     assert features["dep_delay"]["median"]["current"] > features["dep_delay"]["median"]["reference"]
-    assert abs(january_vs_july["share_drifted"] - 3 / 19) < 1e-6 and january_vs_july["dataset_drift"] is False
+    share = january_vs_july["share_drifted"]
+    assert abs(share - len(drifted) / 19) < 1e-6 and january_vs_july["dataset_drift"] is False
 
 
 @pytest.mark.parametrize("column", ["dep_delay", "arr_delay", "air_time", "dep_time"])
