@@ -279,24 +279,26 @@ class Side:
 
 def compare(
     sides: Sequence[Side],
-    bodies: Sequence[bytes],
+    bodies: Sequence[bytes] | Mapping[str, Sequence[bytes]],
     *,
     rounds: int,
     latency_requests: int,
     throughput_requests: int,
     concurrencies: Sequence[int],
 ) -> None:
-    """Alternate the sides (ours, baseline, ours, ...) round by round; fills every ``Side``."""
+    """Alternate the sides (ours, baseline, ours, ...) round by round; fills every ``Side``. ``bodies``: the
+    same requests for every side, or each side's own by name (the same records in another protocol)."""
+    bodies_of = {side.name: bodies[side.name] if isinstance(bodies, Mapping) else bodies for side in sides}
     for round_index in range(rounds):
         for side in sides:
-            load = run_load(side.port, side.path, bodies, 1, latency_requests)
+            load = run_load(side.port, side.path, bodies_of[side.name], 1, latency_requests)
             side.latencies_c1_s += load.latencies_s
             side.versions.update(load.versions)
         p50s = ", ".join(f"{side.name} {percentile_ms(side.latencies_c1_s, 50):.2f}" for side in sides)
         log(f"round {round_index + 1}/{rounds} c=1 p50 so far (ms): {p50s}")
         for concurrency in concurrencies:
             for side in sides:
-                load = run_load(side.port, side.path, bodies, concurrency, throughput_requests)
+                load = run_load(side.port, side.path, bodies_of[side.name], concurrency, throughput_requests)
                 side.rps.setdefault(concurrency, []).append(load.rps)
                 side.versions.update(load.versions)
             rps = ", ".join(f"{side.name} {side.rps[concurrency][-1]:.0f}" for side in sides)

@@ -46,7 +46,6 @@ from pathlib import Path
 from _harness import Figure, emit, log, parser, start_ray, summary
 from baselines import add_option as add_baselines_option
 from baselines import check_v2_answers, start_mlserver, v2_body
-from baselines import compare as compare_bodies
 from baselines import note as baseline_note
 from baselines import python as baselines_python
 from router import (
@@ -140,8 +139,9 @@ def mlserver_rounds(
     ours, theirs = Side("serve", port, PREDICT_PATH), Side("mlserver", size["mlserver_port"], path)
     load = run_load(theirs.port, theirs.path, v2_bodies, 4, size["warmup_requests"], keep_answers=True)
     check_v2_answers(load, bodies, session, columns)
-    compare_bodies(
-        ((ours, bodies), (theirs, v2_bodies)),
+    compare(
+        (ours, theirs),
+        {ours.name: bodies, theirs.name: v2_bodies},
         rounds=size["rounds"],
         latency_requests=size["latency_requests"],
         throughput_requests=size["throughput_requests"],

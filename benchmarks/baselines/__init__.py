@@ -173,30 +173,5 @@ def check_v2_answers(load: Any, bodies: Sequence[bytes], session: Any, columns: 
             )
 
 
-def compare(
-    sides: Sequence[tuple[Any, Sequence[bytes]]],
-    *,
-    rounds: int,
-    latency_requests: int,
-    throughput_requests: int,
-    concurrencies: Sequence[int],
-) -> None:
-    """router.compare with each side's own bodies (the same records, in each server's protocol)."""
-    from router import percentile_ms, run_load
-
-    for round_index in range(rounds):
-        for side, bodies in sides:
-            load = run_load(side.port, side.path, bodies, 1, latency_requests)
-            side.latencies_c1_s += load.latencies_s
-        p50s = ", ".join(f"{s.name} {percentile_ms(s.latencies_c1_s, 50):.2f}" for s, _ in sides)
-        _log(f"round {round_index + 1}/{rounds} c=1 p50 so far (ms): {p50s}")
-        for concurrency in concurrencies:
-            for side, bodies in sides:
-                load = run_load(side.port, side.path, bodies, concurrency, throughput_requests)
-                side.rps.setdefault(concurrency, []).append(load.rps)
-            rps = ", ".join(f"{s.name} {s.rps[concurrency][-1]:.0f}" for s, _ in sides)
-            _log(f"round {round_index + 1}/{rounds} c={concurrency} req/s: {rps}")
-
-
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
